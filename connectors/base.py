@@ -1,0 +1,151 @@
+"""The one interface every store kind implements, and the capabilities it declares as data.
+
+A connector knows three things about its store: how to name a product's physical relation in the
+store's SQL (:meth:`Connector.relation`), how to run one read-only query and stream Arrow record
+batches back (:meth:`Connector.execute`), and what the store reports a table's columns to be
+(:meth:`Connector.describe`). What the planner may push down is declared in
+:class:`Capabilities`; the planner reads it and never branches on a store's kind.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlglot import exp
+
+from gateway.errors import MeshConfigError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can run, as the planner sees it.
+
+    Anything a store cannot run, or would answer differently from the gateway's semantics, stays
+    in the local engine.
+    """
+
+    dialect: str
+    """The sqlglot dialect the store's SQL is written in."""
+
+    filters: bool = True
+    """WHERE predicates can be pushed."""
+
+    projections: bool = True
+    """Only the needed columns are read from the store."""
+
+    limits: bool = True
+    """LIMIT/OFFSET can be pushed (with the ORDER BY that makes them deterministic)."""
+
+    sorts: bool = True
+    """ORDER BY can be pushed."""
+
+    aggregates: bool = True
+    """GROUP BY and aggregate functions can be pushed."""
+
+    joins: bool = True
+    """Joins between products in this store can run in the store."""
+
+    window_functions: bool = True
+    """Window functions can be pushed."""
+
+    set_operations: bool = True
+    """UNION / INTERSECT / EXCEPT between this store's relations can be pushed."""
+
+    subqueries: bool = True
+    """Scalar, IN and EXISTS subqueries (correlated too) can be pushed."""
+
+    case_insensitive_text: bool = False
+    """String comparison ignores case by default (MySQL collations): text predicates, joins,
+    grouping and DISTINCT on text run locally to keep the gateway's case-sensitive meaning."""
+
+    unsupported_functions: frozenset[type[exp.Expression]] = field(default_factory=frozenset)
+    """sqlglot expression types the store lacks or computes differently; queries using them
+    keep that part local."""
+
+    concurrent_queries: bool = True
+    """Several queries may run at once on this store."""
+
+
+class ConnectorSettings(BaseModel):
+    """Settings every store kind accepts; each connector extends this model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    query_timeout_seconds: float = Field(default=300, gt=0)
+    pool_size: int = Field(default=4, ge=1, le=64)
+
+
+def secret_from_env(variable: str | None, *, store: str, field_name: str) -> str | None:
+    """Read a secret from the environment variable named in mesh.yaml; never from the file."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if value is None:
+        raise MeshConfigError(
+            [
+                f"mesh.yaml: field `stores.{store}.{field_name}`: environment variable "
+                f"{variable!r} is not set; export it before starting the gateway"
+            ]
+        )
+    return value
+
+
+class Connector(abc.ABC):
+    """One store: a named database or file location owned by a domain."""
+
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+
+    def __init__(self, name: str, settings: dict[str, Any], *, base_dir: Path):
+        self.name = name
+        self.base_dir = base_dir
+        try:
+            self.settings = self.Settings.model_validate(settings)
+        except ValidationError as exc:
+            raise MeshConfigError(
+                [
+                    f"mesh.yaml: field `stores.{name}.{'.'.join(map(str, e['loc']))}`: "
+                    f"{e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                ]
+            ) from None
+
+    def relation(self, table: str | None, sql: str | None) -> exp.Expression:
+        """The store-side relation behind a product: a table or view name, or a query.
+
+        Returns a sqlglot expression usable in a FROM clause of this store's dialect.
+        """
+        if sql is not None:
+            query = exp.maybe_parse(sql, dialect=self.capabilities.dialect)
+            return query.subquery("product_source", copy=False)
+        return exp.to_table(table, dialect=self.capabilities.dialect)
+
+    @abc.abstractmethod
+    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+        """Run one read-only query written in this store's dialect and stream its result.
+
+        Closing the reader before it is exhausted stops the query at the store and releases its
+        connection. Raises SourceUnavailable when the store cannot be reached, QueryTimeout after
+        ``query_timeout_seconds`` and InvalidQuery when the store rejects the SQL.
+        """
+
+    def describe(self, relation: exp.Expression) -> pa.Schema:
+        """The columns and Arrow types the store reports for a relation (for contract checks)."""
+        query = exp.select("*").from_(relation.copy()).limit(0)
+        reader = self.execute(query.sql(dialect=self.capabilities.dialect))
+        try:
+            return reader.schema
+        finally:
+            reader.close()
+
+    def close(self) -> None:  # noqa: B027 - connectors without resources need nothing
+        """Release connections and pools."""

@@ -1,0 +1,82 @@
+"""An embedded DuckDB database shared by the connectors whose queries DuckDB runs in-process."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+
+from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
+
+ROWS_PER_BATCH = 65_536
+
+
+class EmbeddedDuckDB:
+    """One DuckDB database (a file opened read-only, or in memory) and a cursor per query.
+
+    DuckDB releases the GIL while it works, so queries on separate cursors run in parallel.
+    A query still running after ``query_timeout_seconds`` is interrupted.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: str,
+        database: str = ":memory:",
+        must_exist: bool = False,
+        query_timeout_seconds: float = 300,
+    ):
+        self.store = store
+        self.database = database
+        self.must_exist = must_exist
+        self.query_timeout_seconds = query_timeout_seconds
+        self._connection = None
+        self._lock = threading.Lock()
+
+    def _connect(self):
+        import duckdb
+
+        with self._lock:
+            if self._connection is None:
+                if self.must_exist and not Path(self.database).is_file():
+                    raise SourceUnavailable(
+                        f"store {self.store!r}: database file {self.database} does not exist; "
+                        "check `path` in mesh.yaml"
+                    )
+                read_only = self.database != ":memory:"
+                try:
+                    self._connection = duckdb.connect(self.database, read_only=read_only)
+                except duckdb.Error as exc:
+                    raise SourceUnavailable(f"store {self.store!r} cannot be opened: {exc}") from exc
+            return self._connection
+
+    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+        import duckdb
+
+        cursor = self._connect().cursor()
+        values = list(parameters.to_pylist()[0].values()) if parameters is not None else None
+        timer = threading.Timer(self.query_timeout_seconds, cursor.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            result = cursor.execute(sql, values)
+            return result.to_arrow_reader(ROWS_PER_BATCH)
+        except duckdb.InterruptException as exc:
+            raise QueryTimeout(
+                f"store {self.store!r} did not answer within {self.query_timeout_seconds:g} s"
+            ) from exc
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
+            raise InvalidQuery(f"store {self.store!r} rejected the query: {exc}") from exc
+        except duckdb.IOException as exc:
+            raise SourceUnavailable(f"store {self.store!r} cannot be read: {exc}") from exc
+        except duckdb.Error as exc:
+            raise InvalidQuery(f"store {self.store!r} failed to run the query: {exc}") from exc
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

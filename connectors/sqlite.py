@@ -1,0 +1,80 @@
+"""SQLite database files, queried through the ADBC SQLite driver (Arrow-native, read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from sqlglot import exp
+
+from connectors.base import Capabilities, Connector, ConnectorSettings
+from connectors.pool import ConnectionPool
+from gateway.errors import InvalidQuery, SourceUnavailable
+from gateway.types import arrow_type
+
+
+class SQLiteSettings(ConnectorSettings):
+    path: str
+    """The database file, relative to the mesh directory."""
+
+
+class SQLiteConnector(Connector):
+    kind = "sqlite"
+    capabilities = Capabilities(
+        dialect="sqlite",
+        # SQLite has no FULL OUTER JOIN before 3.39 and computes some functions differently;
+        # the planner keeps those local.
+    )
+    Settings = SQLiteSettings
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.path = (self.base_dir / self.settings.path).resolve()
+        self._pool = ConnectionPool(
+            self._connect,
+            size=self.settings.pool_size,
+            store=self.name,
+            wait_seconds=self.settings.connect_timeout_seconds,
+        )
+
+    def _connect(self):
+        import adbc_driver_sqlite.dbapi
+
+        if not self.path.is_file():
+            raise SourceUnavailable(
+                f"store {self.name!r}: database file {self.path} does not exist; check `path` in "
+                "mesh.yaml"
+            )
+        return adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
+
+    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+        import adbc_driver_manager
+
+        def run(connection):
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, parameters)
+            except adbc_driver_manager.Error as exc:
+                cursor.close()
+                raise InvalidQuery(f"store {self.name!r} rejected the query: {exc}") from exc
+            return cursor.fetch_record_batch(), cursor
+
+        return self._pool.stream(run, is_broken=lambda exc: not isinstance(exc, InvalidQuery))
+
+    def describe(self, relation: exp.Expression) -> pa.Schema:
+        """Declared column types from ``PRAGMA table_info``; SQLite values carry no fixed type."""
+        if not isinstance(relation, exp.Table):
+            return super().describe(relation)
+        name = exp.Literal.string(relation.name).sql("sqlite")
+        reader = self.execute(f"SELECT name, type FROM pragma_table_info({name}) ORDER BY cid")
+        table = reader.read_all()
+        fields = []
+        for column, declared in zip(table["name"].to_pylist(), table["type"].to_pylist()):
+            try:
+                fields.append(pa.field(column, arrow_type(declared or "blob")))
+            except ValueError:
+                fields.append(pa.field(column, pa.binary()))
+        return pa.schema(fields)
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,331 @@
+"""The mesh directory: ``mesh.yaml``, one descriptor per product, validated on load.
+
+A mesh is a directory that domain teams and the governance group change through code review::
+
+    mesh.yaml                  # name, stores, gateway settings
+    <domain>/<product>.yaml    # one descriptor per data product version
+    policies/                  # the mesh's policy rules
+    principals.yaml            # users and services, hashed secrets, roles, attributes
+
+:func:`load_mesh` reads and validates all of it and raises one :class:`MeshConfigError` that
+lists every problem with the file, the field and the fix, so a domain team sees all its mistakes
+at once rather than one per restart.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.errors import MeshConfigError
+from gateway.types import arrow_type
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+VERSIONED = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)_v(?P<major>\d+)$")
+CATALOG_NAME = "mesh"
+
+
+class Classification(str, Enum):
+    """How sensitive a column is; policies mask by classification."""
+
+    public = "public"
+    internal = "internal"
+    confidential = "confidential"
+    pii = "pii"
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str
+    description: str = ""
+    classification: Classification = Classification.internal
+
+    @field_validator("name")
+    @classmethod
+    def _lowercase_identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(
+                f"{value!r} is not a lowercase identifier; use letters, digits and underscores, "
+                "starting with a letter"
+            )
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        arrow_type(value)  # raises ValueError naming the supported types
+        return value
+
+
+class Freshness(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    max_age: str
+
+
+class Slo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    freshness: Freshness | None = None
+
+
+class Descriptor(BaseModel):
+    """What a domain team writes for one version of one data product."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product: str
+    version: int = Field(ge=1)
+    owner: str
+    description: str
+    store: str
+    table: str | None = None
+    sql: str | None = None
+    columns: list[Column] = Field(min_length=1)
+    slo: Slo | None = None
+    lineage: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("product")
+    @classmethod
+    def _product_name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a lowercase identifier")
+        if VERSIONED.match(value):
+            raise ValueError(
+                f"{value!r} ends in _v<digits>, which addresses a version; name the product "
+                "without it and set `version:` instead"
+            )
+        return value
+
+
+class StoreConfig(BaseModel):
+    """A store entry of ``mesh.yaml``; the connector validates its own settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dialect: str = "duckdb"
+    contract_check: Literal["strict", "warn", "off"] = "strict"
+    max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
+    token_ttl_seconds: int = Field(default=8 * 3600, ge=60)
+
+
+class MeshFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    stores: dict[str, StoreConfig]
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+
+class Product(BaseModel):
+    """A loaded descriptor with its place in the mesh."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    domain: str
+    descriptor: Descriptor
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.product
+
+    @property
+    def version(self) -> int:
+        return self.descriptor.version
+
+    @property
+    def versioned_address(self) -> str:
+        return f"{self.domain}.{self.name}_v{self.version}"
+
+    @property
+    def store(self) -> str:
+        return self.descriptor.store
+
+    @property
+    def columns(self) -> list[Column]:
+        return self.descriptor.columns
+
+    def arrow_schema(self) -> pa.Schema:
+        """The contract schema, with descriptions and classifications as field metadata."""
+        fields = [
+            pa.field(
+                c.name,
+                arrow_type(c.type),
+                metadata={
+                    "description": c.description,
+                    "classification": c.classification.value,
+                    "ARROW:FLIGHT:SQL:CATALOG_NAME": CATALOG_NAME,
+                    "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME": self.domain,
+                    "ARROW:FLIGHT:SQL:TABLE_NAME": self.name,
+                    "ARROW:FLIGHT:SQL:TYPE_NAME": c.type.upper(),
+                    "ARROW:FLIGHT:SQL:IS_READ_ONLY": "1",
+                },
+            )
+            for c in self.columns
+        ]
+        return pa.schema(
+            fields,
+            metadata={"description": self.descriptor.description, "owner": self.descriptor.owner},
+        )
+
+
+class Mesh(BaseModel):
+    """A whole validated mesh: its stores and its products by address."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    root: Path
+    config: MeshFile
+    products: dict[str, Product]  # every address, versioned and latest, to its product
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def domains(self) -> list[str]:
+        return sorted({p.domain for p in self.products.values()})
+
+    def addresses(self) -> list[str]:
+        return sorted(self.products)
+
+    def closest_addresses(self, address: str, n: int = 3) -> list[str]:
+        return difflib.get_close_matches(address.lower(), self.addresses(), n=n, cutoff=0.5)
+
+
+def _describe_validation_error(path: Path, error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; remove it or check its spelling"
+        elif item["type"] == "missing":
+            message = "required field is missing; add it"
+        problems.append(f"{path}: field `{where}`: {message}")
+    return problems
+
+
+def _read_yaml(path: Path, problems: list[str]) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problems.append(f"{path}:{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix it")
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read ({exc.strerror})")
+    return None
+
+
+def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) -> Mesh:
+    """Read and validate the mesh directory at ``root``; raise MeshConfigError listing every problem."""
+    root = Path(root).resolve()
+    problems: list[str] = []
+    mesh_path = root / "mesh.yaml"
+    if not mesh_path.is_file():
+        raise MeshConfigError([f"{mesh_path}: not found; a mesh directory needs a mesh.yaml"])
+    raw = _read_yaml(mesh_path, problems)
+    config: MeshFile | None = None
+    if raw is not None:
+        try:
+            config = MeshFile.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_describe_validation_error(mesh_path, exc))
+    if config is None:
+        raise MeshConfigError(problems or [f"{mesh_path}: empty; give the mesh a name and stores"])
+
+    for store_name, store in config.stores.items():
+        if known_store_kinds is not None and store.kind not in known_store_kinds:
+            problems.append(
+                f"{mesh_path}: field `stores.{store_name}.kind`: unknown kind {store.kind!r}; "
+                f"use one of {', '.join(sorted(known_store_kinds))}"
+            )
+
+    products: dict[str, Product] = {}
+    latest: dict[str, Product] = {}
+    for path in sorted(root.glob("*/*.yaml")):
+        domain = path.parent.name
+        if domain in {"policies"} or domain.startswith("."):
+            continue
+        if not IDENTIFIER.match(domain):
+            problems.append(
+                f"{path}: domain folder {domain!r} is not a lowercase identifier; rename the folder"
+            )
+            continue
+        raw = _read_yaml(path, problems)
+        if raw is None:
+            continue
+        try:
+            descriptor = Descriptor.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_describe_validation_error(path, exc))
+            continue
+        product = Product(domain=domain, descriptor=descriptor, path=path)
+        problems.extend(_check_descriptor(product, config))
+        expected_stems = {descriptor.product, f"{descriptor.product}_v{descriptor.version}"}
+        if path.stem not in expected_stems:
+            problems.append(
+                f"{path}: field `product`: the file of product {descriptor.product!r} version "
+                f"{descriptor.version} must be named {descriptor.product}.yaml or "
+                f"{descriptor.product}_v{descriptor.version}.yaml"
+            )
+        address = product.versioned_address
+        if address in products:
+            problems.append(
+                f"{path}: field `version`: duplicate address {address}, also defined in "
+                f"{products[address].path}; bump `version` or remove one file"
+            )
+            continue
+        products[address] = product
+        unversioned = f"{domain}.{descriptor.product}"
+        if unversioned not in latest or latest[unversioned].version < descriptor.version:
+            latest[unversioned] = product
+
+    products.update(latest)
+    if problems:
+        raise MeshConfigError(problems)
+    return Mesh(root=root, config=config, products=products)
+
+
+def _check_descriptor(product: Product, config: MeshFile) -> list[str]:
+    d, path = product.descriptor, product.path
+    problems = []
+    if d.store not in config.stores:
+        hint = difflib.get_close_matches(d.store, list(config.stores), n=1)
+        fix = f"did you mean {hint[0]!r}?" if hint else "declare it under `stores:` in mesh.yaml"
+        problems.append(f"{path}: field `store`: unknown store {d.store!r}; {fix}")
+    if (d.table is None) == (d.sql is None):
+        problems.append(
+            f"{path}: field `table`: give exactly one of `table:` (a table or view) or `sql:`"
+        )
+    names = [c.name for c in d.columns]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.append(f"{path}: field `columns`: column {name!r} is listed twice; keep one")
+    if d.slo and d.slo.freshness and d.slo.freshness.column not in names:
+        problems.append(
+            f"{path}: field `slo.freshness.column`: {d.slo.freshness.column!r} is not a column "
+            "of this product"
+        )
+    return problems
