@@ -130,7 +130,9 @@ class Connector(abc.ABC):
         return exp.to_table(table, dialect=self.capabilities.dialect)
 
     @abc.abstractmethod
-    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+    def execute(
+        self, sql: str, *, parameters: pa.RecordBatch | None = None
+    ) -> pa.RecordBatchReader:
         """Run one read-only query written in this store's dialect and stream its result.
 
         Closing the reader before it is exhausted stops the query at the store and releases its

@@ -27,7 +27,9 @@ class DuckDBConnector(Connector):
             query_timeout_seconds=self.settings.query_timeout_seconds,
         )
 
-    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+    def execute(
+        self, sql: str, *, parameters: pa.RecordBatch | None = None
+    ) -> pa.RecordBatchReader:
         return self._engine.execute(sql, parameters=parameters)
 
     def close(self) -> None:

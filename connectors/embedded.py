@@ -48,10 +48,14 @@ class EmbeddedDuckDB:
                 try:
                     self._connection = duckdb.connect(self.database, read_only=read_only)
                 except duckdb.Error as exc:
-                    raise SourceUnavailable(f"store {self.store!r} cannot be opened: {exc}") from exc
+                    raise SourceUnavailable(
+                        f"store {self.store!r} cannot be opened: {exc}"
+                    ) from exc
             return self._connection
 
-    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+    def execute(
+        self, sql: str, *, parameters: pa.RecordBatch | None = None
+    ) -> pa.RecordBatchReader:
         import duckdb
 
         cursor = self._connect().cursor()

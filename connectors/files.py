@@ -51,9 +51,13 @@ class FilesConnector(Connector):
                     f"use one of {', '.join(sorted(_READERS))}"
                 ]
             )
-        return exp.Table(this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(str(path))]))
+        return exp.Table(
+            this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(str(path))])
+        )
 
-    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+    def execute(
+        self, sql: str, *, parameters: pa.RecordBatch | None = None
+    ) -> pa.RecordBatchReader:
         return self._engine.execute(sql, parameters=parameters)
 
     def close(self) -> None:

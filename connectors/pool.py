@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -44,10 +45,8 @@ class ConnectionPool:
 
     def release(self, connection: Any, *, broken: bool = False) -> None:
         if broken:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
                 connection.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close; drop it
-                pass
         else:
             self._idle.put(connection)
         self._slots.release()

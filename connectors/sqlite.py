@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 from sqlglot import exp
 
@@ -47,7 +45,9 @@ class SQLiteConnector(Connector):
             )
         return adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
 
-    def execute(self, sql: str, *, parameters: pa.RecordBatch | None = None) -> pa.RecordBatchReader:
+    def execute(
+        self, sql: str, *, parameters: pa.RecordBatch | None = None
+    ) -> pa.RecordBatchReader:
         import adbc_driver_manager
 
         def run(connection):
@@ -69,7 +69,7 @@ class SQLiteConnector(Connector):
         reader = self.execute(f"SELECT name, type FROM pragma_table_info({name}) ORDER BY cid")
         table = reader.read_all()
         fields = []
-        for column, declared in zip(table["name"].to_pylist(), table["type"].to_pylist()):
+        for column, declared in zip(table["name"].to_pylist(), table["type"].to_pylist(), strict=True):
             try:
                 fields.append(pa.field(column, arrow_type(declared or "blob")))
             except ValueError:

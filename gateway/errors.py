@@ -48,7 +48,7 @@ class Unsupported(GatewayError):
 
 
 class MeshConfigError(GatewayError):
-    """A mesh directory that cannot be loaded: each problem names the file, the field and the fix."""
+    """A mesh that cannot be loaded: each problem names the file, the field and the fix."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems

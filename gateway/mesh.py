@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ VERSIONED = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)_v(?P<major>\d+)$")
 CATALOG_NAME = "mesh"
 
 
-class Classification(str, Enum):
+class Classification(StrEnum):
     """How sensitive a column is; policies mask by classification."""
 
     public = "public"
@@ -62,6 +62,11 @@ class Column(BaseModel):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
+        if value.count("(") != value.count(")"):
+            raise ValueError(
+                f"type {value!r} is cut at a comma; in a YAML flow mapping quote it: "
+                'type: "decimal(15,2)"'
+            )
         arrow_type(value)  # raises ValueError naming the supported types
         return value
 
@@ -240,7 +245,7 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
 
 
 def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) -> Mesh:
-    """Read and validate the mesh directory at ``root``; raise MeshConfigError listing every problem."""
+    """Read and validate the mesh at ``root``; MeshConfigError lists every problem found."""
     root = Path(root).resolve()
     problems: list[str] = []
     mesh_path = root / "mesh.yaml"

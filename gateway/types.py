@@ -70,7 +70,9 @@ def arrow_type(sql_type: str) -> pa.DataType:
         if len(params) == 1:
             scale = 0
         if not 1 <= precision <= 38 or not 0 <= scale <= precision:
-            raise ValueError(f"decimal({precision},{scale}) needs 1 <= precision <= 38, scale <= precision")
+            raise ValueError(
+                f"decimal({precision},{scale}) needs 1 <= precision <= 38, scale <= precision"
+            )
         return pa.decimal128(precision, scale)
     try:
         return _SIMPLE[parsed.this]

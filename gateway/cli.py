@@ -1,0 +1,145 @@
+"""The ``meshgate`` command line: serve a mesh, run the demo, explain a query."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gateway.errors import GatewayError
+
+DEFAULT_PORT = 8815
+
+
+def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
+    from gateway.flightsql.server import MeshFlightServer
+
+    server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
+    print(
+        banner or f"meshgate serving mesh {gateway.mesh.name!r} at grpc://{host}:{server.port}",
+        flush=True,
+    )
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        gateway.close()
+
+
+def _cmd_serve(args) -> None:
+    from gateway.service import Gateway
+
+    _serve(Gateway.open(args.mesh), host=args.host, port=args.port)
+
+
+def _cmd_demo(args) -> None:
+    from gateway.demo import build_demo_mesh
+    from gateway.service import Gateway
+
+    directory = build_demo_mesh(Path(args.dir), scale_factor=args.scale_factor, progress=_progress)
+    gateway = Gateway.open(directory)
+    uri = (
+        f"grpc://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
+    )
+    banner = DEMO_BANNER.format(uri=uri, mesh=directory, products=len(gateway.mesh.products))
+    _serve(gateway, host=args.host, port=args.port, banner=banner)
+
+
+def _cmd_explain(args) -> None:
+    from gateway.principals import Principal
+    from gateway.service import Gateway
+
+    gateway = Gateway.open(args.mesh)
+    try:
+        principal = gateway.principals.get(args.principal) if args.principal else Principal("admin")
+        if principal is None:
+            raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
+        print(gateway.plan(args.sql, principal).explain())
+    finally:
+        gateway.close()
+
+
+def _cmd_hash_password(args) -> None:
+    import getpass
+
+    from gateway.principals import hash_password
+
+    password = args.password or getpass.getpass("password: ")
+    print(hash_password(password))
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+DEMO_BANNER = """
+meshgate demo mesh is up at {uri}   ({products} product addresses, mesh in {mesh})
+
+  credentials   admin/admin   analyst/analyst   eu_analyst/eu_analyst   guest/guest
+
+Read a product into pandas from another shell (the same venv has the ADBC driver):
+
+  python - <<'PY'
+  import adbc_driver_flightsql.dbapi as flightsql
+  with flightsql.connect("{uri}", db_kwargs={{"username": "analyst", "password": "analyst"}},
+                         autocommit=True) as conn, conn.cursor() as cur:
+      cur.execute('''SELECT n.n_name AS nation, count(*) AS orders, sum(o.o_totalprice) AS revenue
+                     FROM sales.orders o
+                     JOIN sales.customer c ON c.c_custkey = o.o_custkey
+                     JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
+                     GROUP BY n.n_name ORDER BY revenue DESC''')
+      print(cur.fetch_df())
+  PY
+
+Press Ctrl-C to stop.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="meshgate", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a mesh directory over Flight SQL")
+    serve.add_argument("--mesh", required=True, help="the mesh directory (holds mesh.yaml)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.set_defaults(run=_cmd_serve)
+
+    demo = commands.add_parser("demo", help="build (once) and serve the demo mesh")
+    demo.add_argument(
+        "--dir", default="demo-mesh", help="where the demo mesh lives (default ./demo-mesh)"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    demo.add_argument(
+        "--scale-factor", type=float, default=0.01, help="TPC-H scale factor (default 0.01)"
+    )
+    demo.set_defaults(run=_cmd_demo)
+
+    explain = commands.add_parser("explain", help="show where each part of a query would run")
+    explain.add_argument("--mesh", required=True)
+    explain.add_argument("--principal", help="plan as this principal (default: an admin)")
+    explain.add_argument("sql")
+    explain.set_defaults(run=_cmd_explain)
+
+    hashpw = commands.add_parser("hash-password", help="print a bcrypt hash for principals.yaml")
+    hashpw.add_argument("--password", help="(default: prompt)")
+    hashpw.set_defaults(run=_cmd_hash_password)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args.run(args)
+    except GatewayError as exc:
+        print(f"meshgate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Flight authentication: HTTP Basic in the handshake, a signed bearer token afterwards.
+
+ADBC and JDBC clients send ``authorization: Basic ...`` on their first call (the Handshake) and
+expect ``authorization: Bearer <token>`` back; every later call carries the bearer token. The
+middleware authenticates each call and hands the principal to the handlers.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import pyarrow.flight as flight
+
+from gateway.errors import Unauthenticated, to_flight_error
+from gateway.principals import Principal, PrincipalDirectory
+from gateway.tokens import Signer
+
+log = logging.getLogger(__name__)
+
+MIDDLEWARE_KEY = "auth"
+
+
+class NoOpHandshake(flight.ServerAuthHandler):
+    """pyarrow refuses Handshake without an auth handler; the middleware does the real work."""
+
+    def authenticate(self, outgoing, incoming):
+        pass
+
+    def is_valid(self, token):
+        return ""
+
+
+class AuthMiddleware(flight.ServerMiddleware):
+    def __init__(self, principal: Principal, bearer: str | None):
+        self.principal = principal
+        self._bearer = bearer
+
+    def sending_headers(self):
+        return {"authorization": f"Bearer {self._bearer}"} if self._bearer else {}
+
+
+class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
+    def __init__(
+        self,
+        principals: PrincipalDirectory,
+        signer: Signer,
+        *,
+        token_ttl_seconds: int,
+        anonymous: Principal | None,
+    ):
+        self._principals = principals
+        self._signer = signer
+        self._ttl = token_ttl_seconds
+        self._anonymous = anonymous
+
+    def _header(self, headers: dict) -> str | None:
+        for key, values in headers.items():
+            if key.lower() == "authorization" and values:
+                return values[0]
+        return None
+
+    def start_call(self, info, headers):
+        try:
+            return self._authenticate(self._header(headers))
+        except Unauthenticated as exc:
+            log.info("refused a %s call: %s", info.method, exc)
+            raise to_flight_error(exc) from None
+
+    def _authenticate(self, header: str | None) -> AuthMiddleware:
+        if header is None:
+            if self._anonymous is not None:
+                return AuthMiddleware(self._anonymous, None)
+            raise Unauthenticated("no credentials; connect with a username and password")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                name, _, password = base64.b64decode(value).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise Unauthenticated("malformed Basic credentials") from None
+            principal = self._principals.authenticate(name, password)
+            if principal is None:
+                raise Unauthenticated("wrong username or password")
+            return AuthMiddleware(principal, self._signer.bearer(principal.name, self._ttl))
+        if scheme.lower() == "bearer":
+            name = self._signer.principal_of_bearer(value.strip())
+            principal = self._principals.get(name)
+            if principal is None:
+                raise Unauthenticated("the principal of this token no longer exists")
+            return AuthMiddleware(principal, None)
+        raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")

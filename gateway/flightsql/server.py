@@ -1,0 +1,388 @@
+"""The Arrow Flight SQL server: the one door every consumer reads the mesh through.
+
+Commands arrive packed in ``google.protobuf.Any`` inside Flight descriptors, tickets and action
+bodies; this module unpacks them, asks the :class:`~gateway.service.Gateway` and streams the
+answers. Every GatewayError leaves as a Flight error with its status code (gateway.errors);
+anything unexpected is logged and reported as INTERNAL without a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.flight as flight
+from google.protobuf import any_pb2
+from sqlglot import exp
+
+from gateway.errors import GatewayError, InvalidQuery, NotFound, Unsupported, to_flight_error
+from gateway.flightsql import flight_session_pb2 as session_pb2
+from gateway.flightsql import flight_sql_pb2 as sql_pb2
+from gateway.flightsql import metadata
+from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
+from gateway.planner.parse import parse_statement, split_explain
+from gateway.principals import Principal
+from gateway.service import Gateway
+from gateway.tokens import Signer
+
+log = logging.getLogger(__name__)
+
+EXPLAIN_SCHEMA = pa.schema([pa.field("plan", pa.string(), nullable=False)])
+PREPARED_TTL_SECONDS = 3600
+
+
+def _pack(message) -> bytes:
+    wrapped = any_pb2.Any()
+    wrapped.Pack(message)
+    return wrapped.SerializeToString()
+
+
+def _unpack(data: bytes):
+    """The Flight SQL message inside ``data`` (a serialized Any), or InvalidQuery."""
+    wrapped = any_pb2.Any()
+    try:
+        wrapped.ParseFromString(data)
+    except Exception:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise InvalidQuery("the command is not a Flight SQL message") from None
+    name = wrapped.TypeName()
+    for module in (sql_pb2, session_pb2):
+        message_class = getattr(module, name.rpartition(".")[2], None)
+        if message_class is not None and message_class.DESCRIPTOR.full_name == name:
+            message = message_class()
+            wrapped.Unpack(message)
+            return message
+    raise Unsupported(f"the Flight SQL command {name or '(empty)'} is not supported by meshgate")
+
+
+def _edge(method):
+    """Map GatewayErrors to Flight errors and hide unexpected ones behind a log reference."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except GatewayError as exc:
+            raise to_flight_error(exc) from None
+        except flight.FlightError:
+            raise
+        except Exception:
+            reference = uuid.uuid4().hex[:12]
+            log.exception("internal error in %s (reference %s)", method.__name__, reference)
+            raise flight.FlightInternalError(
+                f"internal error (reference {reference}); the gateway's log has the details"
+            ) from None
+
+    return wrapper
+
+
+def _guarded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Errors raised while streaming leave as Flight errors too."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except GatewayError as exc:
+            raise to_flight_error(exc) from None
+        except Exception as exc:
+            log.exception("a stream failed")
+            raise flight.FlightInternalError(f"the query failed while streaming: {exc}") from None
+        finally:
+            reader.close()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+class MeshFlightServer(flight.FlightServerBase):
+    def __init__(self, gateway: Gateway, location: str = "grpc://127.0.0.1:8815", **kwargs):
+        self.gateway = gateway
+        self.signer = Signer()
+        anonymous = Principal("anonymous") if not gateway.principals.names() else None
+        super().__init__(
+            location,
+            auth_handler=NoOpHandshake(),
+            middleware={
+                MIDDLEWARE_KEY: AuthMiddlewareFactory(
+                    gateway.principals,
+                    self.signer,
+                    token_ttl_seconds=gateway.settings.token_ttl_seconds,
+                    anonymous=anonymous,
+                )
+            },
+            **kwargs,
+        )
+        self._bound: dict[str, tuple[float, bytes]] = {}  # prepared id -> (time, parameters IPC)
+        self._bound_lock = threading.Lock()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _principal(context) -> Principal:
+        return context.get_middleware(MIDDLEWARE_KEY).principal
+
+    def _statement_schema(
+        self, sql: str, principal: Principal, parameters: list | None
+    ) -> pa.Schema:
+        explain, statement = split_explain(sql)
+        if explain:
+            self.gateway.plan(statement, principal, parameters)  # validates and governs
+            return EXPLAIN_SCHEMA
+        return self.gateway.plan(sql, principal, parameters).schema
+
+    def _query_ticket(self, principal: Principal, sql: str, parameters_ipc: str | None) -> bytes:
+        handle = self.signer.sign("ticket", {"p": principal.name, "q": sql, "b": parameters_ipc})
+        return _pack(sql_pb2.TicketStatementQuery(statement_handle=handle))
+
+    def _flight_info(self, descriptor, schema: pa.Schema, ticket: bytes) -> flight.FlightInfo:
+        endpoint = flight.FlightEndpoint(ticket, [])
+        return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
+
+    def _prepared(self, handle: bytes, principal: Principal) -> dict:
+        payload = self.signer.verify("prepared statement", handle)
+        if payload["p"] != principal.name:
+            raise NotFound("unknown prepared statement; prepare it again")
+        if payload.get("b") is None:
+            with self._bound_lock:
+                bound = self._bound.get(payload["id"])
+            if bound is not None:
+                payload["b"] = bound[1]
+        return payload
+
+    @staticmethod
+    def _decode_parameters(parameters_ipc: str | None) -> list | None:
+        if parameters_ipc is None:
+            return None
+        batch = pa.ipc.read_record_batch(
+            pa.py_buffer(base64.b64decode(parameters_ipc[1])),
+            pa.ipc.read_schema(pa.py_buffer(base64.b64decode(parameters_ipc[0]))),
+        )
+        return list(batch.to_pylist()[0].values()) if batch.num_rows else []
+
+    # --- Flight RPCs -----------------------------------------------------------------------
+
+    @_edge
+    def get_flight_info(self, context, descriptor):
+        principal = self._principal(context)
+        command = _unpack(descriptor.command)
+        schema, ticket = self._describe(command, principal, descriptor.command)
+        return self._flight_info(descriptor, schema, ticket)
+
+    @_edge
+    def get_schema(self, context, descriptor):
+        principal = self._principal(context)
+        schema, _ = self._describe(_unpack(descriptor.command), principal, descriptor.command)
+        return flight.SchemaResult(schema)
+
+    def _describe(self, command, principal: Principal, raw: bytes) -> tuple[pa.Schema, bytes]:
+        match command:
+            case sql_pb2.CommandStatementQuery():
+                schema = self._statement_schema(command.query, principal, None)
+                return schema, self._query_ticket(principal, command.query, None)
+            case sql_pb2.CommandPreparedStatementQuery():
+                prepared = self._prepared(command.prepared_statement_handle, principal)
+                parameters = self._decode_parameters(prepared.get("b"))
+                schema = self._statement_schema(prepared["q"], principal, parameters)
+                return schema, self._query_ticket(principal, prepared["q"], prepared.get("b"))
+            case sql_pb2.CommandGetSqlInfo():
+                return metadata.SQL_INFO_SCHEMA, raw
+            case sql_pb2.CommandGetCatalogs():
+                return metadata.CATALOGS_SCHEMA, raw
+            case sql_pb2.CommandGetDbSchemas():
+                return metadata.DB_SCHEMAS_SCHEMA, raw
+            case sql_pb2.CommandGetTables():
+                schema = (
+                    metadata.TABLES_WITH_SCHEMA_SCHEMA
+                    if command.include_schema
+                    else metadata.TABLES_SCHEMA
+                )
+                return schema, raw
+            case sql_pb2.CommandGetTableTypes():
+                return metadata.TABLE_TYPES_SCHEMA, raw
+            case sql_pb2.CommandGetPrimaryKeys():
+                return metadata.PRIMARY_KEYS_SCHEMA, raw
+            case (
+                sql_pb2.CommandGetExportedKeys()
+                | sql_pb2.CommandGetImportedKeys()
+                | sql_pb2.CommandGetCrossReference()
+            ):
+                return metadata.FOREIGN_KEYS_SCHEMA, raw
+            case sql_pb2.CommandGetXdbcTypeInfo():
+                return metadata.XDBC_TYPE_INFO_SCHEMA, raw
+            case sql_pb2.CommandStatementUpdate() | sql_pb2.CommandPreparedStatementUpdate():
+                raise InvalidQuery("meshgate is read-only: updates are not accepted")
+        raise Unsupported(f"{type(command).__name__} is not supported by meshgate")
+
+    @_edge
+    def do_get(self, context, ticket):
+        principal = self._principal(context)
+        command = _unpack(ticket.ticket)
+        if isinstance(command, sql_pb2.TicketStatementQuery):
+            return flight.RecordBatchStream(self._run_ticket(command.statement_handle, principal))
+        return flight.RecordBatchStream(self._metadata_table(command, principal))
+
+    def _run_ticket(self, handle: bytes, principal: Principal) -> pa.RecordBatchReader:
+        payload = self.signer.verify("ticket", handle)
+        if payload["p"] != principal.name:
+            raise NotFound("unknown ticket; run the query again")
+        parameters = self._decode_parameters(payload.get("b"))
+        explain, statement = split_explain(payload["q"])
+        plan = self.gateway.plan(statement, principal, parameters)
+        if explain:
+            lines = plan.explain().splitlines()
+            return pa.RecordBatchReader.from_batches(
+                EXPLAIN_SCHEMA, [pa.record_batch([pa.array(lines)], schema=EXPLAIN_SCHEMA)]
+            )
+        started = time.perf_counter()
+        reader = self.gateway.execute(plan)
+        log.info(
+            "%s ran %s over %s in %d fragment(s), first batch after %.1f ms",
+            principal.name,
+            "a query",
+            ", ".join(plan.products),
+            len(plan.fragments),
+            (time.perf_counter() - started) * 1000,
+        )
+        return _guarded(reader)
+
+    def _metadata_table(self, command, principal: Principal) -> pa.Table:
+        match command:
+            case sql_pb2.CommandGetSqlInfo():
+                return metadata.sql_info_table(command.info)
+            case sql_pb2.CommandGetCatalogs():
+                return pa.table(
+                    {"catalog_name": [metadata.CATALOG_NAME]}, schema=metadata.CATALOGS_SCHEMA
+                )
+            case sql_pb2.CommandGetDbSchemas():
+                domains = {a.partition(".")[0] for a in self.gateway.visible_products(principal)}
+                return metadata.db_schemas_table(
+                    domains,
+                    catalog=command.catalog if command.HasField("catalog") else None,
+                    pattern=(
+                        command.db_schema_filter_pattern
+                        if command.HasField("db_schema_filter_pattern")
+                        else None
+                    ),
+                )
+            case sql_pb2.CommandGetTables():
+                return metadata.tables_table(
+                    self.gateway.visible_products(principal),
+                    catalog=command.catalog if command.HasField("catalog") else None,
+                    schema_pattern=(
+                        command.db_schema_filter_pattern
+                        if command.HasField("db_schema_filter_pattern")
+                        else None
+                    ),
+                    table_pattern=(
+                        command.table_name_filter_pattern
+                        if command.HasField("table_name_filter_pattern")
+                        else None
+                    ),
+                    table_types=list(command.table_types),
+                    include_schema=command.include_schema,
+                )
+            case sql_pb2.CommandGetTableTypes():
+                return pa.table(
+                    {"table_type": [metadata.TABLE_TYPE]}, schema=metadata.TABLE_TYPES_SCHEMA
+                )
+            case sql_pb2.CommandGetPrimaryKeys():
+                return metadata.PRIMARY_KEYS_SCHEMA.empty_table()
+            case (
+                sql_pb2.CommandGetExportedKeys()
+                | sql_pb2.CommandGetImportedKeys()
+                | sql_pb2.CommandGetCrossReference()
+            ):
+                return metadata.FOREIGN_KEYS_SCHEMA.empty_table()
+            case sql_pb2.CommandGetXdbcTypeInfo():
+                return metadata.XDBC_TYPE_INFO_SCHEMA.empty_table()
+        raise Unsupported(f"{type(command).__name__} cannot be fetched with DoGet")
+
+    @_edge
+    def do_put(self, context, descriptor, reader, writer):
+        principal = self._principal(context)
+        command = _unpack(descriptor.command)
+        if not isinstance(command, sql_pb2.CommandPreparedStatementQuery):
+            raise InvalidQuery(
+                "meshgate is read-only: DoPut only binds prepared statement parameters"
+            )
+        prepared = self._prepared(command.prepared_statement_handle, principal)
+        table = reader.read_all()
+        if table.num_rows > 1:
+            raise InvalidQuery(
+                f"{table.num_rows} parameter sets were bound; a query takes exactly one set"
+            )
+        batch = (
+            table.combine_chunks().to_batches()[0]
+            if table.num_rows
+            else pa.record_batch([pa.array([], f.type) for f in table.schema], schema=table.schema)
+        )
+        encoded = (
+            base64.b64encode(batch.schema.serialize().to_pybytes()).decode(),
+            base64.b64encode(batch.serialize().to_pybytes()).decode(),
+        )
+        self._statement_schema(prepared["q"], principal, self._decode_parameters(encoded))
+        with self._bound_lock:
+            now = time.monotonic()
+            self._bound = {
+                k: v for k, v in self._bound.items() if now - v[0] < PREPARED_TTL_SECONDS
+            }
+            self._bound[prepared["id"]] = (now, encoded)
+        handle = self.signer.sign(
+            "prepared statement",
+            {"p": principal.name, "q": prepared["q"], "id": prepared["id"], "b": encoded},
+        )
+        result = sql_pb2.DoPutPreparedStatementResult(prepared_statement_handle=handle)
+        writer.write(pa.py_buffer(result.SerializeToString()))
+
+    @_edge
+    def do_action(self, context, action):
+        principal = self._principal(context)
+        kind = action.type
+        if kind == "CreatePreparedStatement":
+            request = _unpack(action.body.to_pybytes())
+            if not isinstance(request, sql_pb2.ActionCreatePreparedStatementRequest):
+                raise InvalidQuery(
+                    "CreatePreparedStatement needs an ActionCreatePreparedStatementRequest"
+                )
+            if request.HasField("transaction_id"):
+                raise Unsupported("meshgate has no transactions; connect with autocommit=True")
+            schema = self._prepare_schema(request.query, principal)
+            handle = self.signer.sign(
+                "prepared statement",
+                {"p": principal.name, "q": request.query, "id": secrets.token_hex(12), "b": None},
+            )
+            result = sql_pb2.ActionCreatePreparedStatementResult(
+                prepared_statement_handle=handle, dataset_schema=schema.serialize().to_pybytes()
+            )
+            return [flight.Result(pa.py_buffer(_pack(result)))]
+        if kind == "ClosePreparedStatement":
+            request = _unpack(action.body.to_pybytes())
+            payload = self.signer.verify("prepared statement", request.prepared_statement_handle)
+            with self._bound_lock:
+                self._bound.pop(payload["id"], None)
+            return []
+        if kind == "CloseSession":
+            result = session_pb2.CloseSessionResult(status=session_pb2.CloseSessionResult.CLOSED)
+            return [flight.Result(pa.py_buffer(result.SerializeToString()))]
+        if kind in {"BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"}:
+            raise Unsupported("meshgate has no transactions; connect with autocommit=True")
+        raise Unsupported(f"action {kind!r} is not supported by meshgate")
+
+    def _prepare_schema(self, sql: str, principal: Principal) -> pa.Schema:
+        """The schema of a statement whose parameters are not bound yet (they bind as NULL)."""
+        _, statement = split_explain(sql)
+        parsed = parse_statement(statement, dialect=self.gateway.settings.dialect)
+        count = sum(1 for _ in parsed.find_all(exp.Placeholder))
+        return self._statement_schema(sql, principal, [None] * count)
+
+    def list_actions(self, context):
+        return [
+            ("CreatePreparedStatement", "Prepare a SQL query"),
+            ("ClosePreparedStatement", "Release a prepared statement"),
+            ("CloseSession", "End the client's session"),
+        ]

@@ -1,0 +1,92 @@
+"""The planner: one pure rewrite per module, applied in the order of RULES.
+
+``plan_query`` takes SQL text and a principal and returns a :class:`Plan`: the fragments each
+store runs, the query the local engine runs over them, and the schema of the answer. Nothing here
+touches a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+from sqlglot import exp
+
+from gateway.errors import InvalidQuery
+from gateway.planner.context import PlanContext
+from gateway.planner.govern import apply_governance
+from gateway.planner.parse import parse_statement
+from gateway.planner.resolve import resolve_products
+from gateway.planner.schema import infer_schema
+from gateway.planner.split import Fragment, split_by_store
+
+Rule = Callable[..., exp.Expression]
+
+RULES: tuple[Rule, ...] = (
+    resolve_products,
+    apply_governance,
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    statement: str
+    products: tuple[str, ...]
+    fragments: tuple[Fragment, ...]
+    local_sql: str | None
+    schema: pa.Schema
+
+    def explain(self) -> str:
+        lines = []
+        for fragment in self.fragments:
+            target = "the answer" if self.local_sql is None else fragment.name
+            lines.append(f"fragment {target} runs on store {fragment.store!r}:")
+            lines.append(f"  {fragment.sql}")
+        if self.local_sql is not None:
+            lines.append("runs locally in DuckDB over the fragments:")
+            lines.append(f"  {self.local_sql}")
+        return "\n".join(lines)
+
+
+def bind_parameters(expression: exp.Expression, parameters: list[object]) -> exp.Expression:
+    """Replace ``?`` placeholders, in order, with SQL literals of the bound values."""
+    placeholders = list(expression.find_all(exp.Placeholder))
+    if len(placeholders) != len(parameters):
+        raise InvalidQuery(
+            f"the statement has {len(placeholders)} parameter(s) but {len(parameters)} value(s) "
+            "were bound; bind one value per ?"
+        )
+    if not placeholders:
+        return expression
+    expression = expression.copy()
+    for placeholder, value in zip(expression.find_all(exp.Placeholder), parameters, strict=True):
+        placeholder.replace(exp.convert(value))
+    return expression
+
+
+def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | None = None) -> Plan:
+    expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
+    expression = bind_parameters(expression, parameters or [])
+    for rule in RULES:
+        expression = rule(expression, context=context)
+    schema = infer_schema(expression, context=context)
+    products = tuple(sorted(named_products(expression)))
+    split = split_by_store(expression, context=context)
+    local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
+    return Plan(
+        statement=sql,
+        products=products,
+        fragments=split.fragments,
+        local_sql=local_sql,
+        schema=schema,
+    )
+
+
+def named_products(expression: exp.Expression) -> set[str]:
+    """The products the statement itself names (not those only its row filters read)."""
+    return {
+        node.meta["governed"]
+        for node in expression.find_all(exp.Subquery)
+        if node._meta and node.meta.get("depth") == 0
+    }

@@ -1,0 +1,39 @@
+"""What the planner's rules read: mesh, principal, policies and the stores' capabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlglot import exp
+
+from connectors.base import Connector
+from gateway.mesh import Mesh, Product
+from gateway.principals import Principal
+
+
+class Decision(Protocol):
+    readable: bool
+    masks: Mapping[str, object]
+    row_filter: exp.Expression | None
+
+
+class Policy(Protocol):
+    def decide(self, principal: Principal, product: Product) -> Decision: ...
+
+    def readable(self, principal: Principal, product: Product) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    mesh: Mesh
+    principal: Principal
+    policy: Policy
+    connectors: Mapping[str, Connector]
+    dialect: str = "duckdb"
+
+    def product_of(self, node: exp.Expression, key: str = "product") -> Product | None:
+        """The product a node was annotated with by resolve (key "product") or govern ("source")."""
+        address = node.meta.get(key) if node._meta else None
+        return self.mesh.products[address] if address else None

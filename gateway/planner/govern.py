@@ -1,0 +1,80 @@
+"""apply_governance: every product reference becomes its governed relation, before any pushdown.
+
+A reference ``sales.customer AS c`` becomes::
+
+    (SELECT <column or its mask> AS <column>, ...
+       FROM (SELECT <contract columns> FROM <source>) AS customer
+      WHERE <row filter>) AS c
+
+so whatever the query does with ``c`` — aliases, CTEs, subqueries, UNION, ``SELECT *``, functions,
+predicates, joins, grouping — it only ever sees masked values and permitted rows, and only the
+columns the descriptor publishes. ``<source>`` is a placeholder the split rule later replaces with
+the store's physical relation.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from gateway.errors import PermissionDenied
+from gateway.planner.context import PlanContext
+from gateway.planner.resolve import resolve_products
+
+MAX_FILTER_DEPTH = 4
+
+
+def source_placeholder(address: str) -> exp.Table:
+    table = exp.Table(this=exp.to_identifier("__source"))
+    table.meta["source"] = address
+    return table
+
+
+def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> exp.Select:
+    """The SELECT that a principal reads instead of the product at ``address``."""
+    product = context.mesh.products[address]
+    decision = context.policy.decide(context.principal, product)
+    if not decision.readable:
+        raise PermissionDenied(
+            f"{context.principal.name!r} may not read {address}; ask its owner "
+            f"({product.descriptor.owner}) for access"
+        )
+    contract = exp.select(*(exp.column(c.name, quoted=True) for c in product.columns)).from_(
+        source_placeholder(address)
+    )
+    if not decision.masks and decision.row_filter is None:
+        return contract
+    projections = []
+    for column in product.columns:
+        mask = decision.masks.get(column.name)
+        value = exp.column(column.name, quoted=True)
+        if mask is not None:
+            value = mask.apply(value, type=column.type, key=context.mesh.name)
+        projections.append(exp.alias_(value, column.name, quoted=True))
+    governed = exp.select(*projections).from_(contract.subquery(product.name))
+    if decision.row_filter is not None:
+        if depth >= MAX_FILTER_DEPTH:
+            raise PermissionDenied(
+                f"the row filters on {address} nest more than {MAX_FILTER_DEPTH} levels deep; "
+                "ask the governance group to simplify them"
+            )
+        row_filter = resolve_products(exp.paren(decision.row_filter.copy()), context=context)
+        governed = governed.where(_govern(row_filter, context=context, depth=depth + 1))
+    return governed
+
+
+def _govern(expression: exp.Expression, *, context: PlanContext, depth: int) -> exp.Expression:
+    def replace(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Table) or not node._meta or "product" not in node.meta:
+            return node
+        relation = governed_relation(node.meta["product"], context=context, depth=depth)
+        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+        governed = exp.Subquery(this=relation, alias=alias.copy())
+        governed.meta.update(governed=node.meta["product"], depth=depth)
+        return governed
+
+    return expression.transform(replace, copy=True)
+
+
+def apply_governance(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
+    """Replace each product reference annotated by resolve with its governed relation."""
+    return _govern(expression, context=context, depth=0)

@@ -1,0 +1,84 @@
+"""Parse one statement and make sure it only reads: the first rule of every query's path."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from gateway.errors import InvalidQuery
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+EXPLAIN = re.compile(r"^\s*explain\s+", re.IGNORECASE)
+
+# Functions that read files, other databases or the server's environment. They are refused in
+# every position, so no query can reach past the products it names (the stores' own accounts
+# should be read-only as well; see the README's deployment notes).
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "dblink", "getenv", "glob", "load_file", "lo_export", "lo_import", "mysql_query",
+        "postgres_query", "postgres_scan", "query", "query_table", "read_blob", "read_csv",
+        "read_csv_auto", "read_json", "read_json_auto", "read_ndjson", "read_parquet", "read_text",
+        "parquet_scan", "sqlite_scan", "sqlite_query", "sys_eval", "sys_exec", "current_setting",
+        "set_config", "txid_current", "pg_sleep", "sleep", "benchmark",
+    }
+)  # fmt: skip
+FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "sqlite_", "mysql_", "sys_", "lo_")
+
+
+def split_explain(sql: str) -> tuple[bool, str]:
+    """Whether ``sql`` asks for EXPLAIN, and the statement to explain."""
+    match = EXPLAIN.match(sql)
+    return (True, sql[match.end() :]) if match else (False, sql)
+
+
+def parse_statement(sql: str, *, dialect: str) -> exp.Query:
+    """The one read-only query in ``sql``; InvalidQuery for anything else.
+
+    >>> parse_statement("SELECT 1 AS x", dialect="duckdb").sql()
+    'SELECT 1 AS x'
+    """
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
+        near = f" near {first.get('highlight')!r}" if first.get("highlight") else ""
+        raise InvalidQuery(
+            f"syntax error{where}{near}: {first.get('description', exc)}; fix the SQL "
+            f"(meshgate reads the {dialect} dialect)"
+        ) from None
+    except TokenError as exc:
+        raise InvalidQuery(f"syntax error: {exc}; fix the SQL") from None
+    if not statements:
+        raise InvalidQuery("the statement is empty; send one SELECT query")
+    if len(statements) > 1:
+        raise InvalidQuery(
+            f"found {len(statements)} statements; send exactly one SELECT query per request"
+        )
+    statement = statements[0]
+    if not isinstance(statement, exp.Query):
+        kind = statement.key.upper() if not isinstance(statement, exp.Command) else statement.this
+        raise InvalidQuery(
+            f"{kind} statements are not allowed: meshgate is read-only and runs one SELECT query "
+            "over data products"
+        )
+    for select in statement.find_all(exp.Select):
+        if select.args.get("into"):
+            raise InvalidQuery("SELECT ... INTO writes a table; meshgate is read-only")
+        if select.args.get("locks"):
+            raise InvalidQuery("SELECT ... FOR UPDATE/SHARE takes locks; meshgate is read-only")
+    for function in statement.find_all(exp.Func):
+        name = (
+            function.name if isinstance(function, exp.Anonymous) else function.sql_name()
+        ).lower()
+        if name in FORBIDDEN_FUNCTIONS or name.startswith(FORBIDDEN_PREFIXES):
+            raise InvalidQuery(
+                f"function {name}() is not allowed: queries read data products by their address "
+                "(<domain>.<product>) and nothing else"
+            )
+    return statement

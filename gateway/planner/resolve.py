@@ -1,0 +1,65 @@
+"""resolve_products: every table reference must be a data product address the principal can see."""
+
+from __future__ import annotations
+
+import difflib
+
+from sqlglot import exp
+
+from gateway.errors import InvalidQuery, NotFound
+from gateway.mesh import CATALOG_NAME
+from gateway.planner.context import PlanContext
+
+
+def _cte_names(expression: exp.Expression) -> set[str]:
+    return {cte.alias_or_name.lower() for cte in expression.find_all(exp.CTE)}
+
+
+def _not_found(address: str, context: PlanContext, *, hint: str = "") -> NotFound:
+    visible = [
+        a for a, p in context.mesh.products.items() if context.policy.readable(context.principal, p)
+    ]
+    close = difflib.get_close_matches(address, visible, n=3, cutoff=0.5)
+    suggestion = f"; did you mean {', '.join(close)}?" if close else ""
+    return NotFound(f"no data product {address!r}{hint}{suggestion} (list them with GetTables)")
+
+
+def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
+    """Annotate each product reference with its Product; refuse every other kind of table.
+
+    Addresses are ``<domain>.<product>`` or ``<domain>.<product>_v<major>``, optionally in catalog
+    ``mesh``; names compare case-insensitively, quoted or not. Physical table names, table
+    functions and unqualified names other than CTEs are refused.
+    """
+    expression = expression.copy()
+    ctes = _cte_names(expression)
+    for table in list(expression.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            raise InvalidQuery(
+                f"{table.this.sql(context.dialect)} is not a data product: read products by "
+                "their address, <domain>.<product>"
+            )
+        name, domain, catalog = table.name.lower(), table.db.lower(), table.catalog.lower()
+        if not domain:
+            if name in ctes:
+                continue
+            raise _not_found(name, context, hint="; address products as <domain>.<product>")
+        address = f"{domain}.{name}"
+        if catalog and catalog != CATALOG_NAME:
+            raise _not_found(
+                f"{catalog}.{address}", context, hint=f" (the catalog is {CATALOG_NAME!r})"
+            )
+        product = context.mesh.products.get(address)
+        if product is None:
+            raise _not_found(address, context)
+        table.meta["product"] = address
+    _drop_domain_qualifiers(expression)
+    return expression
+
+
+def _drop_domain_qualifiers(expression: exp.Expression) -> None:
+    """``sales.orders.o_orderkey`` becomes ``orders.o_orderkey``: the relation keeps its name."""
+    for column in expression.find_all(exp.Column):
+        if column.args.get("db"):
+            column.set("catalog", None)
+            column.set("db", None)

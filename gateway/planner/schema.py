@@ -1,0 +1,60 @@
+"""infer_schema: the Arrow schema of a query's answer, known before any store is asked.
+
+The governed query runs in an in-memory DuckDB over empty tables that carry each product's
+contract schema. That binds every name and type (unknown columns fail here with DuckDB's message
+and its suggestions) and gives the schema a prepared statement reports; every stream is then
+served in exactly this schema, whichever store computed it.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from gateway.errors import InvalidQuery
+from gateway.planner.context import PlanContext
+from gateway.planner.transpile import sources_of
+from gateway.types import serving_type
+
+
+def local_engine() -> duckdb.DuckDBPyConnection:
+    """A DuckDB for gateway-side work: no file system, no network, settings locked."""
+    return duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
+
+
+def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Schema:
+    con = local_engine()
+    try:
+        names: dict[str, str] = {}
+        for source in sources_of(expression):
+            address = source.meta["source"]
+            if address not in names:
+                names[address] = f"__empty_{len(names) + 1}"
+                con.register(
+                    names[address], context.mesh.products[address].arrow_schema().empty_table()
+                )
+
+        def empty(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Table) and node._meta and "source" in node.meta:
+                return exp.to_table(names[node.meta["source"]])
+            return node
+
+        query = expression.transform(empty, copy=True)
+        sql = exp.select("*").from_(query.subquery("q")).limit(0).sql(dialect="duckdb")
+        try:
+            schema = con.execute(sql).to_arrow_reader().schema
+        except duckdb.Error as exc:
+            raise InvalidQuery(_clean(str(exc), names)) from None
+    finally:
+        con.close()
+    return pa.schema([pa.field(f.name, serving_type(f.type)) for f in schema])
+
+
+def _clean(message: str, names: dict[str, str]) -> str:
+    """DuckDB's message, with the gateway's internal relation names turned back into addresses."""
+    for address, name in names.items():
+        message = message.replace(name, address)
+    # DuckDB quotes the rewritten SQL after "LINE n:"; it holds governed relations, never shown
+    message = message.split("\nLINE ")[0].split("\n\n")[0]
+    return message.replace("Binder Error: ", "").strip() + "; fix the query"

@@ -1,0 +1,136 @@
+"""split_by_store: the largest pieces each store can run, and what is left for the local engine.
+
+A query whose sources all live in one store, using only what that store can run, goes down whole.
+Otherwise every derived table (and CTE body) whose sources share one store and whose operations
+the store supports becomes a fragment, outermost first; the rest of the query runs in the local
+DuckDB over the fragments' Arrow streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from gateway.planner.context import PlanContext
+from gateway.planner.transpile import sources_of, store_of, transpile_fragment
+
+FRAGMENT_PREFIX = "__fragment_"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One query sent to one store; its result is a relation of the local query (or the answer)."""
+
+    name: str
+    store: str
+    sql: str
+    materialize: bool = False
+    """The local engine may read this fragment more than once, so it is read into memory first."""
+
+
+@dataclass(frozen=True)
+class Split:
+    fragments: tuple[Fragment, ...]
+    local: exp.Expression | None
+    """The query the local engine runs over the fragments; None when one fragment is the answer."""
+
+
+def runs_entirely_at(expression: exp.Expression, *, context: PlanContext) -> str | None:
+    """The one store that can run ``expression`` as it is, or None."""
+    stores = {store_of(source, context) for source in sources_of(expression)}
+    if len(stores) != 1:
+        return None
+    store = stores.pop()
+    capabilities = context.connectors[store].capabilities
+    unsupported = tuple(capabilities.unsupported_functions)
+    if unsupported and any(True for _ in expression.find_all(*unsupported)):
+        return None
+    checks = (
+        (capabilities.joins, exp.Join),
+        (capabilities.aggregates, exp.AggFunc),
+        (capabilities.window_functions, exp.Window),
+        (capabilities.set_operations, exp.SetOperation),
+        (capabilities.sorts, exp.Order),
+        (capabilities.limits, exp.Limit),
+        (capabilities.limits, exp.Offset),
+        (capabilities.filters, exp.Where),
+    )
+    for allowed, node_type in checks:
+        if not allowed and expression.find(node_type) is not None:
+            return None
+    return store
+
+
+def _is_derived_table(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Subquery) and isinstance(node.parent, (exp.From, exp.Join))
+
+
+def _attached(node: exp.Expression, root: exp.Expression) -> bool:
+    while node.parent is not None:
+        node = node.parent
+    return node is root
+
+
+def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split:
+    store = runs_entirely_at(expression, context=context)
+    if store is not None:
+        sql = transpile_fragment(expression, context=context, store=store)
+        return Split(fragments=(Fragment(name="result", store=store, sql=sql),), local=None)
+
+    local = expression.copy()
+    candidates = [
+        node for node in local.bfs() if _is_derived_table(node) or isinstance(node, exp.CTE)
+    ]
+    reused_ctes = _ctes_read_more_than_once(local)
+    has_subquery_expressions = any(
+        isinstance(node, exp.Subquery)
+        and not _is_derived_table(node)
+        and not isinstance(node, exp.CTE)
+        for node in local.find_all(exp.Subquery)
+    )
+    fragments: list[Fragment] = []
+    for node in candidates:
+        if not _attached(node, local):
+            continue  # inside a fragment already carved out
+        body = node.this
+        store = runs_entirely_at(body, context=context)
+        if store is None:
+            continue
+        name = f"{FRAGMENT_PREFIX}{len(fragments) + 1}"
+        inside_reused_cte = any(
+            isinstance(a, exp.CTE) and a.alias_or_name.lower() in reused_ctes
+            for a in _ancestors(node, include_self=True)
+        )
+        fragments.append(
+            Fragment(
+                name=name,
+                store=store,
+                sql=transpile_fragment(body, context=context, store=store),
+                materialize=inside_reused_cte or has_subquery_expressions,
+            )
+        )
+        node.set("this", exp.select("*").from_(exp.to_table(name)))
+        body.parent = None  # detached: what was inside it is now the fragment's, not local
+    left_behind = sources_of(local)
+    if left_behind:
+        raise AssertionError(f"no store can run {left_behind[0].meta['source']}'s relation")
+    return Split(fragments=tuple(fragments), local=local)
+
+
+def _ancestors(node: exp.Expression, *, include_self: bool = False):
+    if include_self:
+        yield node
+    while node.parent is not None:
+        node = node.parent
+        yield node
+
+
+def _ctes_read_more_than_once(expression: exp.Expression) -> set[str]:
+    names = {cte.alias_or_name.lower() for cte in expression.find_all(exp.CTE)}
+    counts: dict[str, int] = {}
+    for table in expression.find_all(exp.Table):
+        name = table.name.lower()
+        if name in names and not table.db:
+            counts[name] = counts.get(name, 0) + 1
+    return {name for name, count in counts.items() if count > 1}

@@ -1,0 +1,119 @@
+"""The gateway as one object: a loaded mesh, its open connectors, principals and policies.
+
+The Flight SQL server, the CLI and the tests all go through :class:`Gateway`; it is the one
+source of truth for what products exist, who may see them and how a query runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+
+import connectors
+from gateway.contracts import ContractReport, check_contract
+from gateway.errors import MeshConfigError
+from gateway.executor import execute_plan
+from gateway.mesh import Mesh, Product, load_mesh
+from gateway.planner import Plan, plan_query
+from gateway.planner.context import PlanContext, Policy
+from gateway.principals import Principal, PrincipalDirectory
+
+log = logging.getLogger(__name__)
+
+
+class OpenPolicy:
+    """Every principal reads everything, unmasked: for meshes without governance yet."""
+
+    class _Decision:
+        readable = True
+        masks: dict = {}
+        row_filter = None
+
+    def decide(self, principal: Principal, product: Product) -> _Decision:
+        return self._Decision()
+
+    def readable(self, principal: Principal, product: Product) -> bool:
+        return True
+
+
+class Gateway:
+    def __init__(self, mesh: Mesh, *, policy: Policy, principals: PrincipalDirectory):
+        self.mesh = mesh
+        self.policy = policy
+        self.principals = principals
+        self.settings = mesh.config.gateway
+        self.connectors: dict[str, connectors.Connector] = {}
+        problems: list[str] = []
+        for name, store in mesh.config.stores.items():
+            try:
+                self.connectors[name] = connectors.open_connector(
+                    name, {"kind": store.kind, **store.settings}, base_dir=mesh.root
+                )
+            except MeshConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            self.close()
+            raise MeshConfigError(problems)
+
+    @classmethod
+    def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
+        mesh = load_mesh(mesh_dir, known_store_kinds=set(connectors.KINDS))
+        principals = PrincipalDirectory.load(mesh.root)
+        gateway = cls(mesh, policy=policy or OpenPolicy(), principals=principals)
+        try:
+            gateway.check_contracts_on_load()
+        except BaseException:
+            gateway.close()
+            raise
+        return gateway
+
+    def context(self, principal: Principal) -> PlanContext:
+        return PlanContext(
+            mesh=self.mesh,
+            principal=principal,
+            policy=self.policy,
+            connectors=self.connectors,
+            dialect=self.settings.dialect,
+        )
+
+    def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
+        return plan_query(sql, context=self.context(principal), parameters=parameters)
+
+    def execute(self, plan: Plan) -> pa.RecordBatchReader:
+        return execute_plan(plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes)
+
+    def visible_products(self, principal: Principal) -> dict[str, Product]:
+        """Every address the principal may read, versioned and latest; nothing else exists."""
+        return {
+            address: product
+            for address, product in sorted(self.mesh.products.items())
+            if self.policy.readable(principal, product)
+        }
+
+    def check_contracts(self) -> list[ContractReport]:
+        unique = {p.versioned_address: p for p in self.mesh.products.values()}
+        return [check_contract(p, self.connectors[p.store]) for _, p in sorted(unique.items())]
+
+    def check_contracts_on_load(self) -> None:
+        mode = self.settings.contract_check
+        if mode == "off":
+            return
+        failures = []
+        for report in self.check_contracts():
+            if not report.checked:
+                log.warning("contract of %s %s", report.address, report.problems[0])
+            for problem in report.problems if report.checked else ():
+                message = f"{self.mesh.products[report.address].path}: field `columns`: {problem}"
+                failures.append(message)
+                log.warning("contract drift: %s", message)
+        if failures and mode == "strict":
+            raise MeshConfigError(failures)
+
+    def close(self) -> None:
+        for connector in self.connectors.values():
+            try:
+                connector.close()
+            except Exception:  # noqa: BLE001 - closing one store must not stop closing the others
+                log.warning("closing store %s failed", connector.name, exc_info=True)

@@ -1,0 +1,63 @@
+"""Signed, opaque tokens: bearer tokens, tickets and prepared-statement handles.
+
+Each is a JSON payload with an HMAC-SHA256 signature, so any gateway replica sharing the secret
+(``MESHGATE_SECRET``) can verify what another issued, and no client can forge or alter one.
+Payloads hold only what the holder already knows (their own name and statement), never plans,
+filters or physical names.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from typing import Any
+
+from gateway.errors import NotFound, Unauthenticated
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _unb64(data: bytes) -> bytes:
+    return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
+
+
+class Signer:
+    def __init__(self, secret: bytes | None = None):
+        configured = os.environ.get("MESHGATE_SECRET")
+        self._key = secret or (configured.encode() if configured else secrets.token_bytes(32))
+
+    def sign(self, kind: str, payload: dict[str, Any]) -> bytes:
+        body = _b64(json.dumps({"k": kind, **payload}, separators=(",", ":")).encode())
+        mac = _b64(hmac.new(self._key, body, hashlib.sha256).digest())
+        return body + b"." + mac
+
+    def verify(self, kind: str, token: bytes) -> dict[str, Any]:
+        """The payload of a token this gateway (or a replica) signed; NotFound otherwise."""
+        body, _, mac = token.partition(b".")
+        expected = _b64(hmac.new(self._key, body, hashlib.sha256).digest())
+        if not mac or not hmac.compare_digest(mac, expected):
+            raise NotFound(f"unknown or altered {kind}; request a new one")
+        payload = json.loads(_unb64(body))
+        if payload.pop("k", None) != kind:
+            raise NotFound(f"unknown or altered {kind}; request a new one")
+        return payload
+
+    def bearer(self, principal: str, ttl_seconds: int) -> str:
+        token = self.sign("bearer", {"p": principal, "exp": int(time.time()) + ttl_seconds})
+        return token.decode()
+
+    def principal_of_bearer(self, token: str) -> str:
+        try:
+            payload = self.verify("bearer", token.encode())
+        except (NotFound, ValueError):
+            raise Unauthenticated("invalid bearer token; authenticate again") from None
+        if payload["exp"] < time.time():
+            raise Unauthenticated("the bearer token has expired; authenticate again")
+        return payload["p"]
