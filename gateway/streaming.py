@@ -21,8 +21,13 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         if column.type.equals(target.type):
             columns.append(column)
         elif pa.types.is_floating(column.type) and pa.types.is_decimal(target.type):
+            # through the shortest decimal text of the rounded float: exact where a direct
+            # cast would demand more precision than the contract's decimal has
             rounded = pc.round(column, ndigits=target.type.scale)
-            columns.append(rounded.cast(target.type, safe=False))
+            columns.append(rounded.cast(pa.string()).cast(target.type))
+        elif pa.types.is_integer(column.type) and pa.types.is_decimal(target.type):
+            # value-checked via the widest decimal: int64 alone would need 19 + scale digits
+            columns.append(column.cast(pa.decimal128(38, target.type.scale)).cast(target.type))
         else:
             columns.append(column.cast(target.type))
     return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -75,7 +75,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
             try:
-                name, _, password = base64.b64decode(value).decode().partition(":")
+                raw = value.strip()  # Go clients send unpadded base64
+                name, _, password = base64.b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise Unauthenticated("malformed Basic credentials") from None
             principal = self._principals.authenticate(name, password)
