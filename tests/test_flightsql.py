@@ -191,9 +191,12 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(admin, sql, s
 
 
 def test_wrong_credentials_are_unauthenticated(server):
-    with pytest.raises(adbc_driver_manager.Error) as caught:
-        with connect(server, "admin", "not-the-password") as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1")
+    with (
+        pytest.raises(adbc_driver_manager.Error) as caught,
+        connect(server, "admin", "not-the-password") as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT 1")
     assert "UNAUTHENTICATED" in str(caught.value)
     with connect(server, "admin") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM reference.nation")
@@ -226,7 +229,9 @@ def test_tickets_are_bound_to_the_principal_and_tamper_proof(server):
     forged_body = base64.urlsafe_b64encode(
         base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)).replace(b"analyst", b"admin!!")
     ).rstrip(b"=")
-    forged = flight.Ticket(_pack(sql_pb2.TicketStatementQuery(statement_handle=forged_body + b"." + mac)))
+    forged = flight.Ticket(
+        _pack(sql_pb2.TicketStatementQuery(statement_handle=forged_body + b"." + mac))
+    )
     with pytest.raises(pa.ArrowKeyError, match="altered"):
         admin.do_get(forged, admin_options).read_all()
 

@@ -1,0 +1,200 @@
+"""The planner's rules one at a time, on a small two-store mesh: input SQL, expected SQL.
+
+Some fixtures are executed: the plan's answer must equal DuckDB's over the same data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+
+import duckdb
+import pytest
+from sqlglot import exp
+
+from gateway.errors import InvalidQuery, NotFound
+from gateway.planner import plan_query
+from gateway.planner.govern import apply_governance
+from gateway.planner.parse import parse_statement
+from gateway.planner.resolve import resolve_products
+from gateway.principals import Principal
+from gateway.service import Gateway
+
+ORDERS = [(k, k % 3, f"{k * 1.5:.2f}") for k in range(1, 31)]
+NATIONS = [(0, "ALGERIA"), (1, "ARGENTINA"), (2, "BRAZIL")]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planner-mesh")
+    (root / "sales").mkdir()
+    (root / "reference").mkdir()
+    con = duckdb.connect(str(root / "sales.duckdb"))
+    con.execute("CREATE TABLE orders (o_orderkey BIGINT, o_custkey BIGINT, o_total DECIMAL(15,2))")
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?)", ORDERS)
+    con.execute("CREATE TABLE secrets (s VARCHAR)")
+    con.close()
+    lite = sqlite3.connect(root / "ref.sqlite")
+    lite.execute("CREATE TABLE nation (n_nationkey BIGINT, n_name VARCHAR)")
+    lite.executemany("INSERT INTO nation VALUES (?, ?)", NATIONS)
+    lite.commit()
+    lite.close()
+    (root / "mesh.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: t
+            stores:
+              sales_db: {kind: duckdb, path: sales.duckdb}
+              ref: {kind: sqlite, path: ref.sqlite}
+            """
+        )
+    )
+    descriptor = """
+        product: {name}
+        version: 1
+        owner: team@example.com
+        description: test
+        store: {store}
+        table: {table}
+        columns:
+        {columns}
+    """
+    (root / "sales" / "orders.yaml").write_text(
+        textwrap.dedent(descriptor).format(
+            name="orders",
+            store="sales_db",
+            table="orders",
+            columns="  - {name: o_orderkey, type: bigint}\n  - {name: o_custkey, type: bigint}\n"
+            '  - {name: o_total, type: "decimal(15,2)"}',
+        )
+    )
+    (root / "reference" / "nation.yaml").write_text(
+        textwrap.dedent(descriptor).format(
+            name="nation",
+            store="ref",
+            table="nation",
+            columns="  - {name: n_nationkey, type: bigint}\n  - {name: n_name, type: varchar}",
+        )
+    )
+    gateway = Gateway.open(root)
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def context(gateway):
+    return gateway.context(Principal("tester"))
+
+
+RESOLVE = [
+    ("SELECT * FROM sales.orders", ["sales.orders"]),
+    ('SELECT * FROM "SALES"."Orders" AS o', ["sales.orders"]),
+    ("SELECT * FROM mesh.sales.orders_v1", ["sales.orders_v1"]),
+    ("WITH x AS (SELECT * FROM reference.nation) SELECT * FROM x", ["reference.nation"]),
+]
+
+
+@pytest.mark.parametrize(("sql", "addresses"), RESOLVE)
+def test_resolve_annotates_product_references(sql, addresses, context):
+    resolved = resolve_products(parse_statement(sql, dialect="duckdb"), context=context)
+    tables = resolved.find_all(exp.Table)
+    found = [t.meta["product"] for t in tables if t._meta and "product" in t.meta]
+    assert found == addresses
+
+
+@pytest.mark.parametrize(
+    ("sql", "error", "says"),
+    [
+        ("SELECT * FROM orders", NotFound, "<domain>.<product>"),
+        ("SELECT * FROM main.orders", NotFound, "no data product 'main.orders'"),
+        ("SELECT * FROM sales.secrets", NotFound, "no data product"),
+        ("SELECT * FROM other.sales.orders", NotFound, "catalog is 'mesh'"),
+        ("SELECT * FROM sales.ordrs", NotFound, "did you mean sales.orders"),
+        ("SELECT * FROM range(10)", InvalidQuery, "not a data product"),
+    ],
+)
+def test_resolve_refuses_everything_but_product_addresses(sql, error, says, context):
+    with pytest.raises(error, match=says):
+        resolve_products(parse_statement(sql, dialect="duckdb"), context=context)
+
+
+def test_govern_projects_only_the_contract_columns(context):
+    resolved = resolve_products(
+        parse_statement("SELECT * FROM sales.orders AS o", dialect="duckdb"), context=context
+    )
+    governed = apply_governance(resolved, context=context)
+    assert governed.sql("duckdb") == (
+        'SELECT * FROM (SELECT "o_orderkey", "o_custkey", "o_total" FROM __source) AS o'
+    )
+    assert resolved.sql("duckdb") == "SELECT * FROM sales.orders AS o", "rules never mutate input"
+
+
+SPLIT = [
+    (
+        "SELECT count(*) AS n FROM sales.orders WHERE o_custkey = 1",
+        ["sales_db"],
+        None,
+    ),
+    (
+        "SELECT n_name FROM reference.nation ORDER BY n_nationkey LIMIT 1",
+        ["ref"],
+        None,
+    ),
+    (
+        "SELECT n.n_name, sum(o.o_total) AS total FROM sales.orders o "
+        "JOIN reference.nation n ON n.n_nationkey = o.o_custkey GROUP BY n.n_name ORDER BY 1",
+        ["sales_db", "ref"],
+        "JOIN",
+    ),
+    (
+        "WITH n AS (SELECT * FROM reference.nation) "
+        "SELECT a.n_name, b.n_name FROM n a JOIN n b ON a.n_nationkey = b.n_nationkey + 1 "
+        "JOIN sales.orders o ON o.o_orderkey = a.n_nationkey ORDER BY 1",
+        ["ref", "sales_db"],
+        "WITH",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The same data in one DuckDB, for the answers the plans must give."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE orders (o_orderkey BIGINT, o_custkey BIGINT, o_total DECIMAL(15,2))")
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?)", ORDERS)
+    con.execute("CREATE TABLE nation (n_nationkey BIGINT, n_name VARCHAR)")
+    con.executemany("INSERT INTO nation VALUES (?, ?)", NATIONS)
+    yield con
+    con.close()
+
+
+@pytest.mark.parametrize(("sql", "stores", "local_has"), SPLIT)
+def test_split_pushes_single_store_queries_whole_and_runs_the_rest_locally(
+    sql, stores, local_has, gateway, context, reference
+):
+    plan = plan_query(sql, context=context)
+    assert sorted(f.store for f in plan.fragments) == sorted(stores)
+    if local_has is None:
+        assert plan.local_sql is None
+    else:
+        assert local_has in plan.local_sql
+    answer = gateway.execute(plan).read_all()
+    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
+    assert expected, "a fixture that returns nothing proves nothing"
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_parameters_bind_as_literals_in_order(context):
+    plan = plan_query(
+        "SELECT o_orderkey FROM sales.orders WHERE o_custkey = ? AND o_orderkey < ?",
+        context=context,
+        parameters=[2, 10],
+    )
+    (fragment,) = plan.fragments
+    assert "o_custkey = 2 AND o_orderkey < 10" in fragment.sql
+    with pytest.raises(InvalidQuery, match="1 value"):
+        plan_query(
+            "SELECT * FROM sales.orders WHERE o_custkey = ? AND o_total > ?",
+            context=context,
+            parameters=[1],
+        )
