@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,6 +69,16 @@ class ConnectionPool:
             self.release(connection, broken=is_broken(exc))
             raise
 
+        open_ = True
+
+        def finish(broken: bool = False) -> None:
+            nonlocal open_
+            if open_:
+                open_ = False
+                reader.close()
+                owner.close()
+                self.release(connection, broken=broken)
+
         def batches() -> Iterator[pa.RecordBatch]:
             broken = False
             try:
@@ -76,11 +87,12 @@ class ConnectionPool:
                 broken = is_broken(exc)
                 raise
             finally:
-                reader.close()
-                owner.close()
-                self.release(connection, broken=broken)
+                finish(broken)
 
-        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+        stream = batches()
+        # A reader dropped before its first batch never enters the generator's `finally`.
+        weakref.finalize(stream, finish)
+        return pa.RecordBatchReader.from_batches(reader.schema, stream)
 
     def close(self) -> None:
         while True:
