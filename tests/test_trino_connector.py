@@ -1,10 +1,10 @@
 """The Trino connector through the real ``trino`` client.
 
-Every test runs against :class:`tests.support.trino_server.TrinoTestServer` (Trino's client protocol
-over DuckDB). The type, parameter, streaming and error tests also run against a real Trino when
-``MESHGATE_TRINO_URL`` is set (``http://user@host:8080/catalog/schema``; a password in the URL
-needs ``https``), and are skipped otherwise. Their SQL is Trino SQL over literals, so they need
-no tables on the real Trino.
+Every test runs against :class:`tests.support.trino_server.TrinoTestServer` (Trino's client
+protocol over DuckDB). The type, parameter, streaming and error tests also run against a real
+Trino when ``MESHGATE_TRINO_URL`` is set (``http://user@host:8080/catalog/schema``; a password
+in the URL needs ``https``; the schema must exist), and are skipped otherwise. Their SQL is
+Trino SQL over literals, so they need no tables on the real Trino.
 """
 
 from __future__ import annotations
