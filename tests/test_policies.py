@@ -856,3 +856,24 @@ def test_demo_policies_fit_the_demo_mesh_and_filter_its_data(demo_mesh, tmp_path
             ).fetchall()
             expected = con.execute(f"{european.format(key=key, join=join)} ORDER BY 1").fetchall()
             assert got == expected and len(expected) > 100, address
+
+
+def test_when_conditions_select_principals_by_their_attributes(tmp_path, store_file):
+    policy = """\
+roles: {analyst: []}
+grants:
+  - {role: analyst, products: "*", when: {region: [EUROPE, "AS*"], team: null}}
+"""
+    root = write_mesh(tmp_path / "mesh", store_file, policies={"global.yaml": policy})
+    root.joinpath("principals.yaml").write_text("principals: {}\n")
+    engine, mesh = load(root)
+    customer = mesh.products["sales.customer"]
+    cases = [
+        ({"region": "EUROPE"}, True),
+        ({"region": "ASIA"}, True),
+        ({"region": "AFRICA"}, False),
+        ({}, False),
+        ({"region": "EUROPE", "team": "red"}, False),  # `team: null` = must not have a team
+    ]
+    for attributes, readable in cases:
+        assert engine.readable(Principal("p", ("analyst",), attributes), customer) is readable
