@@ -39,9 +39,6 @@ _TIMESTAMPS = {_T.TIMESTAMP, _T.TIMESTAMPNTZ, _T.DATETIME, _T.TIMESTAMPTZ, _T.TI
 _HASHABLE = exp.DataType.TEXT_TYPES | exp.DataType.INTEGER_TYPES | {_T.DECIMAL, _T.DATE}
 """Types whose text form is the same on every store, so a hash of it joins across stores."""
 
-SECRET = "secret"
-"""Meta flag on the literal that carries the hash key, for code that displays SQL."""
-
 
 @lru_cache(maxsize=256)
 def _data_type(type_name: str) -> exp.DataType:
@@ -137,13 +134,7 @@ class Mask:
                     truncated = exp.TimestampTrunc(this=column, unit=exp.var(mask.option.upper()))
                 return exp.cast(truncated, _data_type(type).copy())
             case "hash":
-                secret = exp.Literal.string(key)
-                secret.meta[SECRET] = True
+                secret = exp.Literal.string(key)  # hide it in shown SQL: hide_mask_key
                 text = column if _is_text(type) else exp.cast(column, exp.DataType.build("varchar"))
                 return exp.MD5(this=exp.DPipe(this=secret, expression=text, safe=True))
         raise AssertionError(mask.kind)  # check_option admits only MASK_KINDS
-
-
-def strongest(masks: list[Mask], type: str) -> Mask:
-    """The mask that reveals least of a ``type`` column among ``masks`` (first wins a tie)."""
-    return max((m.effective(type) for m in masks), key=lambda m: STRENGTH[m.kind])
