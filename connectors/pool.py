@@ -58,7 +58,7 @@ class ConnectionPool:
         *,
         is_broken: Callable[[BaseException], bool],
     ) -> pa.RecordBatchReader:
-        """Stream ``run(connection)``'s reader, holding the connection until it is drained or closed.
+        """Stream ``run(connection)``'s reader, holding the connection until it is drained.
 
         ``run`` returns the reader and the object that owns it (a cursor), closed after the reader.
         """

@@ -20,8 +20,8 @@ class SQLiteConnector(Connector):
     kind = "sqlite"
     capabilities = Capabilities(
         dialect="sqlite",
-        # SQLite has no FULL OUTER JOIN before 3.39 and computes some functions differently;
-        # the planner keeps those local.
+        # SQLite has no md5, right() or date_trunc: hash, partial and date masks run locally.
+        unsupported_functions=frozenset({exp.MD5, exp.Right, exp.DateTrunc, exp.TimestampTrunc}),
     )
     Settings = SQLiteSettings
 
@@ -56,7 +56,9 @@ class SQLiteConnector(Connector):
                 cursor.execute(sql, parameters)
             except adbc_driver_manager.Error as exc:
                 cursor.close()
-                raise InvalidQuery(f"store {self.name!r} rejected the query: {exc}") from exc
+                # the driver quotes the SQL it was given: physical names stay inside the gateway
+                reason = str(exc).split("\nquery:")[0]
+                raise InvalidQuery(f"store {self.name!r} rejected the query: {reason}") from exc
             return cursor.fetch_record_batch(), cursor
 
         return self._pool.stream(run, is_broken=lambda exc: not isinstance(exc, InvalidQuery))
@@ -69,7 +71,9 @@ class SQLiteConnector(Connector):
         reader = self.execute(f"SELECT name, type FROM pragma_table_info({name}) ORDER BY cid")
         table = reader.read_all()
         fields = []
-        for column, declared in zip(table["name"].to_pylist(), table["type"].to_pylist(), strict=True):
+        for column, declared in zip(
+            table["name"].to_pylist(), table["type"].to_pylist(), strict=True
+        ):
             try:
                 fields.append(pa.field(column, arrow_type(declared or "blob")))
             except ValueError:

@@ -49,15 +49,31 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_explain(args) -> None:
-    from gateway.principals import Principal
     from gateway.service import Gateway
 
     gateway = Gateway.open(args.mesh)
     try:
-        principal = gateway.principals.get(args.principal) if args.principal else Principal("admin")
+        principal = gateway.principals.get(args.principal)
         if principal is None:
             raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
-        print(gateway.plan(args.sql, principal).explain())
+        print(gateway.explain(gateway.plan(args.sql, principal)))
+    finally:
+        gateway.close()
+
+
+def _cmd_policy_check(args) -> None:
+    from gateway.service import Gateway
+    from policies import explain
+
+    gateway = Gateway.open(args.mesh)
+    try:
+        principal = gateway.principals.get(args.principal)
+        if principal is None:
+            raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
+        product = gateway.mesh.products.get(args.product)
+        if product is None:
+            raise SystemExit(f"no product {args.product!r}; addresses are <domain>.<product>")
+        print(explain(gateway.policy, principal, product))
     finally:
         gateway.close()
 
@@ -122,9 +138,21 @@ def main(argv: list[str] | None = None) -> None:
 
     explain = commands.add_parser("explain", help="show where each part of a query would run")
     explain.add_argument("--mesh", required=True)
-    explain.add_argument("--principal", help="plan as this principal (default: an admin)")
+    explain.add_argument(
+        "--principal", required=True, help="plan as this principal: its policies apply"
+    )
     explain.add_argument("sql")
     explain.set_defaults(run=_cmd_explain)
+
+    policy = commands.add_parser("policy", help="inspect the mesh's policies")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser(
+        "check", help="explain every decision for one principal and one product"
+    )
+    check.add_argument("--mesh", required=True)
+    check.add_argument("--principal", required=True)
+    check.add_argument("--product", required=True, help="a product address, e.g. sales.customer")
+    check.set_defaults(run=_cmd_policy_check)
 
     hashpw = commands.add_parser("hash-password", help="print a bcrypt hash for principals.yaml")
     hashpw.add_argument("--password", help="(default: prompt)")
@@ -134,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("casbin").setLevel(logging.WARNING)  # it logs its whole model at INFO
     try:
         args.run(args)
     except GatewayError as exc:

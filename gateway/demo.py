@@ -44,7 +44,8 @@ from gateway.types import arrow_type, serving_type
 if TYPE_CHECKING:
     import duckdb
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ships the demo policies
+DEMO_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "demo"
 MARKER = ".meshgate-demo.json"
 """Written last: its presence means the mesh is complete; it records the scale factor."""
 STAMP = ".meshgate-demo"
@@ -426,6 +427,8 @@ def _build(build: Path, scale_factor: float, progress: Progress) -> None:
         "Policies live here: the governance group's rules for who reads which product, "
         "which columns are masked and which rows each principal sees.\n"
     )
+    for rules in sorted(DEMO_POLICIES.glob("*.yaml")):
+        shutil.copyfile(rules, build / "policies" / rules.name)
     load_mesh(build, known_store_kinds=set(KINDS))  # never publish a mesh that does not load
     _write_json(
         build / MARKER,

@@ -7,6 +7,7 @@ source of truth for what products exist, who may see them and how a query runs.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,19 +24,7 @@ from gateway.principals import Principal, PrincipalDirectory
 log = logging.getLogger(__name__)
 
 
-class OpenPolicy:
-    """Every principal reads everything, unmasked: for meshes without governance yet."""
-
-    class _Decision:
-        readable = True
-        masks: dict = {}
-        row_filter = None
-
-    def decide(self, principal: Principal, product: Product) -> _Decision:
-        return self._Decision()
-
-    def readable(self, principal: Principal, product: Product) -> bool:
-        return True
+POLICY_RELOAD_SECONDS = 1.0
 
 
 class Gateway:
@@ -44,6 +33,7 @@ class Gateway:
         self.policy = policy
         self.principals = principals
         self.settings = mesh.config.gateway
+        self._policy_checked_at = time.monotonic()
         self.connectors: dict[str, connectors.Connector] = {}
         problems: list[str] = []
         for name, store in mesh.config.stores.items():
@@ -61,7 +51,11 @@ class Gateway:
     def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
         mesh = load_mesh(mesh_dir, known_store_kinds=set(connectors.KINDS))
         principals = PrincipalDirectory.load(mesh.root)
-        gateway = cls(mesh, policy=policy or OpenPolicy(), principals=principals)
+        if policy is None:
+            from policies import PolicyEngine
+
+            policy = PolicyEngine.load(mesh)
+        gateway = cls(mesh, policy=policy, principals=principals)
         try:
             gateway.check_contracts_on_load()
         except BaseException:
@@ -69,7 +63,17 @@ class Gateway:
             raise
         return gateway
 
+    def reload_policies(self) -> None:
+        """Pick up changed policy files, looking at most once a second (deny stays the default)."""
+        now = time.monotonic()
+        if now - self._policy_checked_at >= POLICY_RELOAD_SECONDS:
+            self._policy_checked_at = now
+            reload = getattr(self.policy, "reload_if_changed", None)
+            if reload is not None and reload():
+                log.info("policy files changed: the new policy is in force")
+
     def context(self, principal: Principal) -> PlanContext:
+        self.reload_policies()
         return PlanContext(
             mesh=self.mesh,
             principal=principal,
@@ -81,11 +85,17 @@ class Gateway:
     def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
         return plan_query(sql, context=self.context(principal), parameters=parameters)
 
+    def explain(self, plan: Plan) -> str:
+        """The plan as text for the principal who asked; secrets such as the hash key hidden."""
+        hide = getattr(self.policy, "hide_mask_key", None)
+        return hide(plan.explain()) if hide is not None else plan.explain()
+
     def execute(self, plan: Plan) -> pa.RecordBatchReader:
         return execute_plan(plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes)
 
     def visible_products(self, principal: Principal) -> dict[str, Product]:
         """Every address the principal may read, versioned and latest; nothing else exists."""
+        self.reload_policies()
         return {
             address: product
             for address, product in sorted(self.mesh.products.items())

@@ -91,6 +91,8 @@ def test_explain_shows_the_sql_each_store_receives(demo_mesh):
             "explain",
             "--mesh",
             str(demo_mesh),
+            "--principal",
+            "admin",
             "SELECT count(*) FROM supply.part p "
             "JOIN supply.partsupp ps ON ps.ps_partkey = p.p_partkey",
         ],

@@ -126,8 +126,13 @@ def test_principals_sign_in_with_their_name_as_password(demo_mesh: Path):
     assert directory.authenticate("guest", "admin") is None
 
 
-def test_policies_are_left_to_the_governance_group(demo_mesh: Path):
-    assert [p.name for p in (demo_mesh / "policies").iterdir()] == ["README.md"]
+def test_the_demo_ships_the_demo_policies(demo_mesh: Path):
+    from policies import PolicyEngine
+
+    shipped = sorted(p.name for p in (demo_mesh / "policies").iterdir())
+    assert shipped == ["README.md", "global.yaml", "sales.yaml"]
+    engine = PolicyEngine.load(load(demo_mesh))
+    assert engine.policy is not None
 
 
 def test_descriptor_columns_equal_the_physical_columns(demo_mesh: Path):

@@ -243,3 +243,23 @@ def test_decimal_values_are_exact(admin, reference):
     (expected,) = reference.execute("SELECT sum(l_extendedprice) FROM lineitem").fetchone()
     assert isinstance(total, decimal.Decimal)
     assert total == expected
+
+
+def test_demo_policies_mask_filter_and_hide(server, reference):
+    with connect(server, "analyst") as conn, conn.cursor() as cur:
+        cur.execute("SELECT c_name, c_phone FROM sales.customer LIMIT 5")
+        for name, phone in cur.fetchall():
+            assert name.startswith("****") and phone.startswith("****")
+    european = reference.execute(
+        "SELECT count(*) FROM customer JOIN nation ON c_nationkey = n_nationkey "
+        "JOIN region ON n_regionkey = r_regionkey WHERE r_name = 'EUROPE'"
+    ).fetchone()
+    with connect(server, "eu_analyst") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM sales.customer")
+        assert cur.fetchone() == european
+    with connect(server, "guest") as conn:
+        schemas = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
+        assert [s["db_schema_name"] for s in schemas[0]["catalog_db_schemas"]] == ["reference"]
+        with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error) as caught:
+            cur.execute("SELECT * FROM sales.customer")
+        assert "PermissionDenied" in str(caught.value)  # gRPC PERMISSION_DENIED

@@ -76,7 +76,9 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         if scheme.lower() == "basic":
             try:
                 raw = value.strip()  # Go clients send unpadded base64
-                name, _, password = base64.b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
+                name, _, password = (
+                    base64.b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
+                )
             except (ValueError, UnicodeDecodeError):
                 raise Unauthenticated("malformed Basic credentials") from None
             principal = self._principals.authenticate(name, password)

@@ -234,7 +234,7 @@ class MeshFlightServer(flight.FlightServerBase):
         explain, statement = split_explain(payload["q"])
         plan = self.gateway.plan(statement, principal, parameters)
         if explain:
-            lines = plan.explain().splitlines()
+            lines = self.gateway.explain(plan).splitlines()
             return pa.RecordBatchReader.from_batches(
                 EXPLAIN_SCHEMA, [pa.record_batch([pa.array(lines)], schema=EXPLAIN_SCHEMA)]
             )

@@ -18,6 +18,9 @@ class Decision(Protocol):
     masks: Mapping[str, object]
     row_filter: exp.Expression | None
 
+    def column(self, name: str, type: str, column: exp.Expression) -> exp.Expression:
+        """``column`` as the principal may see it (masked with the decision's own key)."""
+
 
 class Policy(Protocol):
     def decide(self, principal: Principal, product: Product) -> Decision: ...

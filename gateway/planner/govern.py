@@ -45,10 +45,7 @@ def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> 
         return contract
     projections = []
     for column in product.columns:
-        mask = decision.masks.get(column.name)
-        value = exp.column(column.name, quoted=True)
-        if mask is not None:
-            value = mask.apply(value, type=column.type, key=context.mesh.name)
+        value = decision.column(column.name, column.type, exp.column(column.name, quoted=True))
         projections.append(exp.alias_(value, column.name, quoted=True))
     governed = exp.select(*projections).from_(contract.subquery(product.name))
     if decision.row_filter is not None:

@@ -8,7 +8,7 @@ DuckDB over the fragments' Arrow streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlglot import exp
 
@@ -90,6 +90,7 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
         for node in local.find_all(exp.Subquery)
     )
     fragments: list[Fragment] = []
+    seen: dict[tuple[str, str], int] = {}  # (store, sql) -> index: identical pieces fetched once
     for node in candidates:
         if not _attached(node, local):
             continue  # inside a fragment already carved out
@@ -97,19 +98,26 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
         store = runs_entirely_at(body, context=context)
         if store is None:
             continue
-        name = f"{FRAGMENT_PREFIX}{len(fragments) + 1}"
-        inside_reused_cte = any(
-            isinstance(a, exp.CTE) and a.alias_or_name.lower() in reused_ctes
-            for a in _ancestors(node, include_self=True)
-        )
-        fragments.append(
-            Fragment(
-                name=name,
-                store=store,
-                sql=transpile_fragment(body, context=context, store=store),
-                materialize=inside_reused_cte or has_subquery_expressions,
+        sql = transpile_fragment(body, context=context, store=store)
+        if (store, sql) in seen:
+            index = seen[store, sql]
+            fragments[index] = replace(fragments[index], materialize=True)
+            name = fragments[index].name
+        else:
+            name = f"{FRAGMENT_PREFIX}{len(fragments) + 1}"
+            inside_reused_cte = any(
+                isinstance(a, exp.CTE) and a.alias_or_name.lower() in reused_ctes
+                for a in _ancestors(node, include_self=True)
             )
-        )
+            seen[store, sql] = len(fragments)
+            fragments.append(
+                Fragment(
+                    name=name,
+                    store=store,
+                    sql=sql,
+                    materialize=inside_reused_cte or has_subquery_expressions,
+                )
+            )
         node.set("this", exp.select("*").from_(exp.to_table(name)))
         body.parent = None  # detached: what was inside it is now the fragment's, not local
     left_behind = sources_of(local)
