@@ -133,6 +133,8 @@ class GatewaySettings(BaseModel):
     contract_check: Literal["strict", "warn", "off"] = "strict"
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
     token_ttl_seconds: int = Field(default=8 * 3600, ge=60)
+    audit_log: str | None = "audit/events.jsonl"
+    """Where every query's audit event is appended (relative to the mesh); null turns it off."""
 
 
 class MeshFile(BaseModel):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+from sqlglot import exp
 
 import connectors
 from gateway.contracts import ContractReport, check_contract
-from gateway.errors import MeshConfigError
+from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.planner import Plan, plan_query
@@ -22,6 +24,10 @@ from gateway.planner.context import PlanContext, Policy
 from gateway.principals import Principal, PrincipalDirectory
 
 log = logging.getLogger(__name__)
+
+
+def _outcome(error: GatewayError) -> str:
+    return "denied" if isinstance(error, PermissionDenied) else "error"
 
 
 POLICY_RELOAD_SECONDS = 1.0
@@ -34,6 +40,11 @@ class Gateway:
         self.principals = principals
         self.settings = mesh.config.gateway
         self._policy_checked_at = time.monotonic()
+        self._audit_log = None
+        if self.settings.audit_log is not None:
+            from gateway.audit import AuditLog
+
+            self._audit_log = AuditLog(mesh.root / self.settings.audit_log)
         self.connectors: dict[str, connectors.Connector] = {}
         problems: list[str] = []
         for name, store in mesh.config.stores.items():
@@ -93,6 +104,98 @@ class Gateway:
     def execute(self, plan: Plan) -> pa.RecordBatchReader:
         return execute_plan(plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes)
 
+    def describe(
+        self, sql: str, principal: Principal, parameters: list[object] | None = None
+    ) -> Plan:
+        """Plan without running (prepare, GetFlightInfo); refusals are audited."""
+        started = time.perf_counter()
+        try:
+            return self.plan(sql, principal, parameters)
+        except GatewayError as exc:
+            self._audit(principal, sql, None, started, outcome=_outcome(exc), error=str(exc))
+            raise
+
+    def run(
+        self, sql: str, principal: Principal, parameters: list[object] | None = None
+    ) -> pa.RecordBatchReader:
+        """Plan, execute and stream; one audit event when the stream ends, however it ends."""
+        plan = self.describe(sql, principal, parameters)
+        started = time.perf_counter()
+        try:
+            reader = self.execute(plan)
+        except GatewayError as exc:
+            self._audit(principal, sql, plan, started, outcome=_outcome(exc), error=str(exc))
+            raise
+        counted = {"rows": 0, "bytes": 0}
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            error: BaseException | None = None
+            try:
+                for batch in reader:
+                    counted["rows"] += batch.num_rows
+                    counted["bytes"] += batch.nbytes
+                    yield batch
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                reader.close()
+                self._audit(
+                    principal,
+                    sql,
+                    plan,
+                    started,
+                    outcome="ok" if error is None else "error",
+                    error=None if error is None else str(error) or type(error).__name__,
+                    **counted,
+                )
+
+        return pa.RecordBatchReader.from_batches(plan.schema, batches())
+
+    def _audit(
+        self,
+        principal: Principal,
+        statement: str,
+        plan: Plan | None,
+        started: float,
+        *,
+        outcome: str,
+        error: str | None = None,
+        rows: int = 0,
+        bytes: int = 0,  # noqa: A002 - the audit event's field name
+    ) -> None:
+        if self._audit_log is None:
+            return
+        from gateway.audit import AuditEvent, Fragment
+
+        hide = getattr(self.policy, "hide_mask_key", lambda text: text)
+        event = AuditEvent(
+            principal=principal.name,
+            statement=statement,
+            outcome=outcome,
+            rows=rows,
+            bytes=bytes,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            error=error,
+        )
+        if plan is not None:
+            event.products = list(plan.products)
+            for address in plan.products:
+                product = self.mesh.products[address]
+                decision = self.policy.decide(principal, product)
+                event.columns.extend(f"{address}.{c.name}" for c in product.columns)
+                for column in product.columns:
+                    if column.name in decision.masks:
+                        masked = decision.column(column.name, column.type, exp.column(column.name))
+                        event.masks[f"{address}.{column.name}"] = hide(masked.sql("duckdb"))
+                if decision.row_filter is not None:
+                    event.filters[address] = decision.row_filter.sql("duckdb")
+            event.fragments = [Fragment(f.store, hide(f.sql)) for f in plan.fragments]
+        try:
+            self._audit_log.record(event)
+        except OSError:
+            log.exception("could not append to the audit log %s", self._audit_log.path)
+
     def visible_products(self, principal: Principal) -> dict[str, Product]:
         """Every address the principal may read, versioned and latest; nothing else exists."""
         self.reload_policies()
@@ -122,6 +225,8 @@ class Gateway:
             raise MeshConfigError(failures)
 
     def close(self) -> None:
+        if self._audit_log is not None:
+            self._audit_log.close()
         for connector in self.connectors.values():
             try:
                 connector.close()

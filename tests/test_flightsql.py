@@ -263,3 +263,31 @@ def test_demo_policies_mask_filter_and_hide(server, reference):
         with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error) as caught:
             cur.execute("SELECT * FROM sales.customer")
         assert "PermissionDenied" in str(caught.value)  # gRPC PERMISSION_DENIED
+
+
+def _audit_events(mesh) -> list[dict]:
+    import json
+
+    lines = (mesh / "audit" / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_every_query_leaves_an_audit_event(server, demo_mesh):
+    statement = "SELECT c_custkey, c_name FROM sales.customer WHERE c_custkey < 11"
+    with connect(server, "analyst") as conn, conn.cursor() as cur:
+        cur.execute(statement)
+        assert len(cur.fetchall()) == 10
+    (event,) = [e for e in _audit_events(demo_mesh) if e["statement"] == statement]
+    assert event["principal"] == "analyst" and event["outcome"] == "ok"
+    assert event["products"] == ["sales.customer"] and event["rows"] == 10
+    assert "RIGHT" in event["masks"]["sales.customer.c_name"].upper()
+    assert event["fragments"] and event["fragments"][0]["store"] == "sales_db"
+    denied = "SELECT count(*) FROM supply.part"
+    with (
+        connect(server, "guest") as conn,
+        conn.cursor() as cur,
+        pytest.raises(adbc_driver_manager.Error),
+    ):
+        cur.execute(denied)
+    (event,) = [e for e in _audit_events(demo_mesh) if e["statement"] == denied]
+    assert event["principal"] == "guest" and event["outcome"] == "denied"

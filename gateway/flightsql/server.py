@@ -131,9 +131,9 @@ class MeshFlightServer(flight.FlightServerBase):
     ) -> pa.Schema:
         explain, statement = split_explain(sql)
         if explain:
-            self.gateway.plan(statement, principal, parameters)  # validates and governs
+            self.gateway.describe(statement, principal, parameters)  # validates and governs
             return EXPLAIN_SCHEMA
-        return self.gateway.plan(sql, principal, parameters).schema
+        return self.gateway.describe(sql, principal, parameters).schema
 
     def _query_ticket(self, principal: Principal, sql: str, parameters_ipc: str | None) -> bytes:
         handle = self.signer.sign("ticket", {"p": principal.name, "q": sql, "b": parameters_ipc})
@@ -232,23 +232,13 @@ class MeshFlightServer(flight.FlightServerBase):
             raise NotFound("unknown ticket; run the query again")
         parameters = self._decode_parameters(payload.get("b"))
         explain, statement = split_explain(payload["q"])
-        plan = self.gateway.plan(statement, principal, parameters)
         if explain:
-            lines = self.gateway.explain(plan).splitlines()
+            lines = self.gateway.explain(self.gateway.describe(statement, principal, parameters))
             return pa.RecordBatchReader.from_batches(
-                EXPLAIN_SCHEMA, [pa.record_batch([pa.array(lines)], schema=EXPLAIN_SCHEMA)]
+                EXPLAIN_SCHEMA,
+                [pa.record_batch([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)],
             )
-        started = time.perf_counter()
-        reader = self.gateway.execute(plan)
-        log.info(
-            "%s ran %s over %s in %d fragment(s), first batch after %.1f ms",
-            principal.name,
-            "a query",
-            ", ".join(plan.products),
-            len(plan.fragments),
-            (time.perf_counter() - started) * 1000,
-        )
-        return _guarded(reader)
+        return _guarded(self.gateway.run(statement, principal, parameters))
 
     def _metadata_table(self, command, principal: Principal) -> pa.Table:
         match command:
