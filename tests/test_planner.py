@@ -132,7 +132,8 @@ def test_govern_projects_only_the_contract_columns(context):
     )
     governed = apply_governance(resolved, context=context)
     assert governed.sql("duckdb") == (
-        'SELECT * FROM (SELECT "o_orderkey", "o_custkey", "o_total" FROM __source) AS o'
+        'SELECT * FROM (SELECT "o_orderkey", "o_custkey", "o_total" '
+        'FROM "__source:sales.orders") AS o'
     )
     assert resolved.sql("duckdb") == "SELECT * FROM sales.orders AS o", "rules never mutate input"
 

@@ -19,14 +19,9 @@ from sqlglot import exp
 from gateway.errors import PermissionDenied
 from gateway.planner.context import PlanContext
 from gateway.planner.resolve import resolve_products
+from gateway.planner.sources import source_placeholder
 
 MAX_FILTER_DEPTH = 4
-
-
-def source_placeholder(address: str) -> exp.Table:
-    table = exp.Table(this=exp.to_identifier("__source"))
-    table.meta["source"] = address
-    return table
 
 
 def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> exp.Select:

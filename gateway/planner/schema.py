@@ -14,7 +14,7 @@ from sqlglot import exp
 
 from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
-from gateway.planner.transpile import sources_of
+from gateway.planner.sources import source_address, sources_of
 from gateway.types import serving_type
 
 
@@ -28,7 +28,7 @@ def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Sche
     try:
         names: dict[str, str] = {}
         for source in sources_of(expression):
-            address = source.meta["source"]
+            address = source_address(source)
             if address not in names:
                 names[address] = f"__empty_{len(names) + 1}"
                 con.register(
@@ -36,8 +36,9 @@ def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Sche
                 )
 
         def empty(node: exp.Expression) -> exp.Expression:
-            if isinstance(node, exp.Table) and node._meta and "source" in node.meta:
-                return exp.to_table(names[node.meta["source"]])
+            address = source_address(node)
+            if address is not None:
+                return exp.to_table(names[address])
             return node
 
         query = expression.transform(empty, copy=True)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.transpile import sources_of, store_of, transpile_fragment
+from gateway.planner.sources import sources_of, store_of
+from gateway.planner.transpile import transpile_fragment
 
 FRAGMENT_PREFIX = "__fragment_"
 
@@ -122,7 +123,7 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
         body.parent = None  # detached: what was inside it is now the fragment's, not local
     left_behind = sources_of(local)
     if left_behind:
-        raise AssertionError(f"no store can run {left_behind[0].meta['source']}'s relation")
+        raise AssertionError(f"no store can run {left_behind[0].name}")
     return Split(fragments=tuple(fragments), local=local)
 
 

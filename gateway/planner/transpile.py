@@ -5,15 +5,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-
-
-def sources_of(expression: exp.Expression) -> list[exp.Table]:
-    """The source placeholders (physical relations to be) under ``expression``."""
-    return [t for t in expression.find_all(exp.Table) if t._meta and "source" in t.meta]
-
-
-def store_of(source: exp.Table, context: PlanContext) -> str:
-    return context.mesh.products[source.meta["source"]].store
+from gateway.planner.sources import source_address
 
 
 def transpile_fragment(expression: exp.Expression, *, context: PlanContext, store: str) -> str:
@@ -21,8 +13,9 @@ def transpile_fragment(expression: exp.Expression, *, context: PlanContext, stor
     connector = context.connectors[store]
 
     def physical(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node._meta and "source" in node.meta:
-            product = context.mesh.products[node.meta["source"]]
+        address = source_address(node)
+        if address is not None:
+            product = context.mesh.products[address]
             return connector.relation(product.descriptor.table, product.descriptor.sql)
         return node
 

@@ -1,0 +1,44 @@
+"""Source placeholders: where a product's physical relation will stand once a store is chosen.
+
+Governance puts ``"__source:<address>"`` where the product's rows come from; the schema step
+replaces it with an empty table of the contract schema, and transpile with the store's relation.
+The address lives in the name itself, so every sqlglot rewrite carries it along.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from gateway.planner.context import PlanContext
+
+PREFIX = "__source:"
+
+
+def source_placeholder(address: str) -> exp.Table:
+    return exp.Table(this=exp.to_identifier(f"{PREFIX}{address}", quoted=True))
+
+
+def source_address(node: exp.Expression) -> str | None:
+    """The product address a placeholder stands for, or None for any other node."""
+    if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
+        name = node.name
+        if name.startswith(PREFIX):
+            return name[len(PREFIX) :]
+    return None
+
+
+def sources_of(expression: exp.Expression) -> list[exp.Table]:
+    """The source placeholders under ``expression``."""
+    return [t for t in expression.find_all(exp.Table) if source_address(t) is not None]
+
+
+def store_of(source: exp.Table, context: PlanContext) -> str:
+    return context.mesh.products[source_address(source)].store
+
+
+def contract_schema(expression: exp.Expression, context: PlanContext) -> dict[str, dict[str, str]]:
+    """Each placeholder's columns and contract types, as sqlglot's optimizer takes a schema."""
+    return {
+        source.name: {c.name: c.type for c in context.mesh.products[source_address(source)].columns}
+        for source in sources_of(expression)
+    }
