@@ -47,6 +47,9 @@ class EmbeddedDuckDB:
                 read_only = self.database != ":memory:"
                 try:
                     self._connection = duckdb.connect(self.database, read_only=read_only)
+                    # timestamptz leaves as timestamp[us, tz=UTC], the contract type, whatever
+                    # the machine's zone
+                    self._connection.execute("SET TimeZone = 'UTC'")
                 except duckdb.Error as exc:
                     raise SourceUnavailable(
                         f"store {self.store!r} cannot be opened: {exc}"
@@ -71,7 +74,9 @@ class EmbeddedDuckDB:
                 f"store {self.store!r} did not answer within {self.query_timeout_seconds:g} s"
             ) from exc
         except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
-            raise InvalidQuery(f"store {self.store!r} rejected the query: {exc}") from exc
+            # first line only: DuckDB goes on to quote the SQL, which names physical relations
+            reason = str(exc).splitlines()[0]
+            raise InvalidQuery(f"store {self.store!r} rejected the query: {reason}") from exc
         except duckdb.IOException as exc:
             raise SourceUnavailable(f"store {self.store!r} cannot be read: {exc}") from exc
         except duckdb.Error as exc:

@@ -17,6 +17,9 @@ from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
 from gateway.planner.govern import apply_governance
 from gateway.planner.parse import parse_statement
+from gateway.planner.pushdown_predicates import push_down_predicates
+from gateway.planner.pushdown_projections import push_down_projections
+from gateway.planner.qualify import qualify_columns
 from gateway.planner.resolve import resolve_products
 from gateway.planner.schema import infer_schema
 from gateway.planner.split import Fragment, split_by_store
@@ -27,6 +30,14 @@ RULES: tuple[Rule, ...] = (
     resolve_products,
     apply_governance,
 )
+"""What the query means for this principal: after these, the answer's schema is fixed."""
+
+PUSHDOWN: tuple[Rule, ...] = (
+    qualify_columns,
+    push_down_predicates,
+    push_down_projections,
+)
+"""Where it runs cheapest: rewrites that keep the answer and move work towards the stores."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         expression = rule(expression, context=context)
     schema = infer_schema(expression, context=context)
     products = tuple(sorted(named_products(expression)))
+    for rule in PUSHDOWN:
+        expression = rule(expression, context=context)
     split = split_by_store(expression, context=context)
     local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
     return Plan(

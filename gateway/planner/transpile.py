@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.sources import source_address
+from gateway.planner.sources import PREFIX, source_address
 
 
 def transpile_fragment(expression: exp.Expression, *, context: PlanContext, store: str) -> str:
@@ -14,9 +14,29 @@ def transpile_fragment(expression: exp.Expression, *, context: PlanContext, stor
 
     def physical(node: exp.Expression) -> exp.Expression:
         address = source_address(node)
-        if address is not None:
-            product = context.mesh.products[address]
-            return connector.relation(product.descriptor.table, product.descriptor.sql)
-        return node
+        if address is None:
+            return node
+        product = context.mesh.products[address]
+        relation = connector.relation(product.descriptor.table, product.descriptor.sql)
+        alias = node.args.get("alias")
+        if alias is not None:  # qualified columns name the placeholder's alias
+            relation.set("alias", alias.copy())
+        return relation
 
-    return expression.transform(physical, copy=True).sql(dialect=connector.capabilities.dialect)
+    return _neutral_aliases(expression.transform(physical, copy=True)).sql(
+        dialect=connector.capabilities.dialect
+    )
+
+
+def _neutral_aliases(expression: exp.Expression) -> exp.Expression:
+    """Rename the placeholders' aliases (``"__source:sales.orders"``) to ``source_1`` and so on."""
+    renamed: dict[str, str] = {}
+    for alias in expression.find_all(exp.TableAlias):
+        if alias.name.startswith(PREFIX):
+            new = renamed.setdefault(alias.name, f"source_{len(renamed) + 1}")
+            alias.set("this", exp.to_identifier(new, quoted=True))
+    if renamed:
+        for column in expression.find_all(exp.Column):
+            if column.table in renamed:
+                column.set("table", exp.to_identifier(renamed[column.table], quoted=True))
+    return expression
