@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
 
 from gateway.planner.context import PlanContext
-from gateway.planner.sources import sources_of, store_of
+from gateway.planner.sources import contract_schema, source_address, sources_of, store_of
 from gateway.planner.transpile import transpile_fragment
 
 FRAGMENT_PREFIX = "__fragment_"
@@ -60,7 +61,48 @@ def runs_entirely_at(expression: exp.Expression, *, context: PlanContext) -> str
     for allowed, node_type in checks:
         if not allowed and expression.find(node_type) is not None:
             return None
+    if capabilities.case_insensitive_text and _orders_or_compares_text(expression, context):
+        return None
     return store
+
+
+_COMPARISONS = (
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ,
+    exp.Like, exp.ILike, exp.In, exp.Between,
+)  # fmt: skip
+
+
+def _orders_or_compares_text(expression: exp.Expression, context: PlanContext) -> bool:
+    """Whether the answer depends on how text compares: predicates, joins, grouping, DISTINCT,
+    ordering, MIN/MAX or UNION over text (or over values whose type is unknown)."""
+    typed = annotate_types(
+        expression.copy(), schema=contract_schema(expression, context), dialect=context.dialect
+    )
+
+    def textual(node: exp.Expression) -> bool:
+        kind = node.type
+        return kind is None or kind.is_type(exp.DataType.Type.UNKNOWN, *exp.DataType.TEXT_TYPES)
+
+    for node in typed.find_all(*_COMPARISONS):
+        operands = [node.this, node.args.get("expression"), node.args.get("low"), *node.expressions]
+        if any(
+            textual(o)
+            for o in operands
+            if isinstance(o, exp.Expression) and not isinstance(o, exp.Subquery)
+        ):
+            return True
+    for node in typed.find_all(exp.Group, exp.Order, exp.Distinct, exp.Window):
+        keys = node.expressions or [*node.args.get("partition_by", [])]
+        if isinstance(node, exp.Window):
+            order = node.args.get("order")
+            keys = [*node.args.get("partition_by", []), *(order.expressions if order else [])]
+        if isinstance(node, exp.Distinct) and not keys:
+            keys = node.parent.expressions if isinstance(node.parent, exp.Select) else []
+        if any(textual(k.this if isinstance(k, exp.Ordered) else k) for k in keys):
+            return True
+    if any(textual(node.this) for node in typed.find_all(exp.Max, exp.Min)):
+        return True
+    return any(node.args.get("distinct") for node in typed.find_all(exp.Union))
 
 
 def _is_derived_table(node: exp.Expression) -> bool:
@@ -121,10 +163,29 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
             )
         node.set("this", exp.select("*").from_(exp.to_table(name)))
         body.parent = None  # detached: what was inside it is now the fragment's, not local
-    left_behind = sources_of(local)
-    if left_behind:
-        raise AssertionError(f"no store can run {left_behind[0].name}")
+    for source in sources_of(local):
+        # nothing around it can run at its store (say, text compared on a case-insensitive
+        # store): fetch the columns it is read for, and do everything else locally
+        scan = _scan(source, len(fragments) + 1, local, context)
+        fragments.append(replace(scan, materialize=has_subquery_expressions))
+        source.replace(exp.to_table(fragments[-1].name).as_(source.alias_or_name, quoted=True))
     return Split(fragments=tuple(fragments), local=local)
+
+
+def _scan(source: exp.Table, number: int, local: exp.Expression, context: PlanContext) -> Fragment:
+    alias = source.alias_or_name
+    product = context.mesh.products[source_address(source)]
+    read = {c.name for c in local.find_all(exp.Column) if c.table == alias}
+    columns = [c.name for c in product.columns if c.name in read] or [
+        c.name for c in product.columns
+    ]
+    query = exp.select(*(exp.column(c, quoted=True) for c in columns)).from_(source.copy())
+    store = store_of(source, context)
+    return Fragment(
+        name=f"{FRAGMENT_PREFIX}{number}",
+        store=store,
+        sql=transpile_fragment(query, context=context, store=store),
+    )
 
 
 def _ancestors(node: exp.Expression, *, include_self: bool = False):

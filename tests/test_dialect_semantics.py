@@ -1,0 +1,98 @@
+"""Where a store would answer differently from the gateway, that part runs locally.
+
+MariaDB's default collations compare text ignoring case and trailing spaces; meshgate's SQL
+compares text exactly. These tests run against the real MariaDB service.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gateway.planner import plan_query
+from gateway.principals import Principal, hash_password
+from gateway.service import Gateway
+from tests.support.stores import MARIADB, mysql_admin
+
+NAMES = [(1, "alice"), (2, "ALICE"), (3, "Alice "), (4, "bob"), (5, "Bob")]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    admin = mysql_admin()
+    with admin.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS meshgate_people")
+        cur.execute("CREATE TABLE meshgate_people (k INT, name VARCHAR(20))")
+        cur.executemany("INSERT INTO meshgate_people VALUES (%s, %s)", NAMES)
+    root = tmp_path_factory.mktemp("mysql-mesh")
+    (root / "crm").mkdir()
+    (root / "mesh.yaml").write_text(
+        f"name: t\nstores:\n  crm_db: {{kind: mysql, host: {MARIADB.host}, port: {MARIADB.port}, "
+        f"user: {MARIADB.user}, database: {MARIADB.database}}}\n"
+    )
+    (root / "crm" / "people.yaml").write_text(
+        textwrap.dedent(
+            """
+            product: people
+            version: 1
+            owner: crm@example.com
+            description: people
+            store: crm_db
+            table: meshgate_people
+            columns:
+              - {name: k, type: integer}
+              - {name: name, type: varchar}
+            """
+        )
+    )
+    (root / "policies").mkdir()
+    (root / "policies" / "global.yaml").write_text(
+        "roles: {reader: []}\ngrants:\n  - {role: reader, products: '*'}\n"
+    )
+    (root / "principals.yaml").write_text(
+        f"principals:\n  r:\n    password_hash: '{hash_password('x', rounds=4)}'\n"
+        "    roles: [reader]\n"
+    )
+    gateway = Gateway.open(root)
+    yield gateway
+    gateway.close()
+    with admin.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS meshgate_people")
+    admin.close()
+
+
+@pytest.fixture
+def context(gateway):
+    return gateway.context(Principal("r", roles=("reader",)))
+
+
+CASES = {
+    "equality on text": ("SELECT k FROM crm.people WHERE name = 'alice' ORDER BY k", [(1,)]),
+    "grouping on text": ("SELECT count(DISTINCT name) FROM crm.people", [(5,)]),
+    "like on text": ("SELECT count(*) FROM crm.people WHERE name LIKE 'b%'", [(1,)]),
+    "ordering on text": (
+        "SELECT name FROM crm.people ORDER BY name, k",
+        [("ALICE",), ("Alice ",), ("Bob",), ("alice",), ("bob",)],
+    ),
+    "max of text": ("SELECT max(name) FROM crm.people", [("bob",)]),
+}
+
+
+@pytest.mark.parametrize(("sql", "expected"), CASES.values(), ids=CASES.keys())
+def test_text_semantics_are_the_gateways_not_the_collations(sql, expected, gateway, context):
+    plan = plan_query(sql, context=context)
+    assert plan.local_sql is not None, "MariaDB would compare this text ignoring case"
+    (fragment,) = plan.fragments
+    assert fragment.store == "crm_db"
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_numeric_work_still_goes_down_whole(gateway, context):
+    plan = plan_query("SELECT count(*), sum(k) FROM crm.people WHERE k > 2", context=context)
+    assert plan.local_sql is None
+    (fragment,) = plan.fragments
+    assert "WHERE" in fragment.sql and "SUM" in fragment.sql.upper()
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == [(3, 12)]
