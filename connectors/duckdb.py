@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
-
-from connectors.base import Capabilities, Connector, ConnectorSettings
-from connectors.embedded import EmbeddedDuckDB
+from connectors.base import ConnectorSettings
+from connectors.embedded import EmbeddedConnector, EmbeddedDuckDB
 
 
 class DuckDBSettings(ConnectorSettings):
@@ -13,24 +11,14 @@ class DuckDBSettings(ConnectorSettings):
     """The database file, relative to the mesh directory."""
 
 
-class DuckDBConnector(Connector):
+class DuckDBConnector(EmbeddedConnector):
     kind = "duckdb"
-    capabilities = Capabilities(dialect="duckdb")
     Settings = DuckDBSettings
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._engine = EmbeddedDuckDB(
+    def open_engine(self) -> EmbeddedDuckDB:
+        return EmbeddedDuckDB(
             store=self.name,
             database=str((self.base_dir / self.settings.path).resolve()),
             must_exist=True,
             query_timeout_seconds=self.settings.query_timeout_seconds,
         )
-
-    def execute(
-        self, sql: str, *, parameters: pa.RecordBatch | None = None
-    ) -> pa.RecordBatchReader:
-        return self._engine.execute(sql, parameters=parameters)
-
-    def close(self) -> None:
-        self._engine.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from connectors.base import Capabilities, Connector
 from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
 
 ROWS_PER_BATCH = 65_536
@@ -89,3 +90,26 @@ class EmbeddedDuckDB:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+
+class EmbeddedConnector(Connector):
+    """A store whose queries run in an in-process DuckDB (DuckDB files, Parquet and CSV files)."""
+
+    capabilities = Capabilities(dialect="duckdb")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._engine = self.open_engine()
+
+    def open_engine(self) -> EmbeddedDuckDB:
+        return EmbeddedDuckDB(
+            store=self.name, query_timeout_seconds=self.settings.query_timeout_seconds
+        )
+
+    def execute(
+        self, sql: str, *, parameters: pa.RecordBatch | None = None
+    ) -> pa.RecordBatchReader:
+        return self._engine.execute(sql, parameters=parameters)
+
+    def close(self) -> None:
+        self._engine.close()

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
 from sqlglot import exp
 
-from connectors.base import Capabilities, Connector, ConnectorSettings
-from connectors.embedded import EmbeddedDuckDB
+from connectors.base import ConnectorSettings
+from connectors.embedded import EmbeddedConnector
 from gateway.errors import MeshConfigError
 
 _READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".tsv": "read_csv"}
@@ -23,17 +22,13 @@ class FilesSettings(ConnectorSettings):
     """The directory holding the files, relative to the mesh directory."""
 
 
-class FilesConnector(Connector):
+class FilesConnector(EmbeddedConnector):
     kind = "files"
-    capabilities = Capabilities(dialect="duckdb")
     Settings = FilesSettings
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.root = (self.base_dir / self.settings.root).resolve()
-        self._engine = EmbeddedDuckDB(
-            store=self.name, query_timeout_seconds=self.settings.query_timeout_seconds
-        )
 
     def relation(self, table: str | None, sql: str | None) -> exp.Expression:
         if sql is not None:
@@ -54,11 +49,3 @@ class FilesConnector(Connector):
         return exp.Table(
             this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(str(path))])
         )
-
-    def execute(
-        self, sql: str, *, parameters: pa.RecordBatch | None = None
-    ) -> pa.RecordBatchReader:
-        return self._engine.execute(sql, parameters=parameters)
-
-    def close(self) -> None:
-        self._engine.close()

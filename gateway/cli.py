@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -48,34 +49,34 @@ def _cmd_demo(args) -> None:
     _serve(gateway, host=args.host, port=args.port, banner=banner)
 
 
-def _cmd_explain(args) -> None:
+@contextlib.contextmanager
+def _as_principal(mesh: str, name: str):
+    """The gateway over ``mesh`` and the principal called ``name`` in it."""
     from gateway.service import Gateway
 
-    gateway = Gateway.open(args.mesh)
+    gateway = Gateway.open(mesh)
     try:
-        principal = gateway.principals.get(args.principal)
+        principal = gateway.principals.get(name)
         if principal is None:
-            raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
-        print(gateway.explain(gateway.plan(args.sql, principal)))
+            raise SystemExit(f"no principal {name!r} in {mesh}/principals.yaml")
+        yield gateway, principal
     finally:
         gateway.close()
 
 
+def _cmd_explain(args) -> None:
+    with _as_principal(args.mesh, args.principal) as (gateway, principal):
+        print(gateway.explain(gateway.plan(args.sql, principal)))
+
+
 def _cmd_policy_check(args) -> None:
-    from gateway.service import Gateway
     from policies import explain
 
-    gateway = Gateway.open(args.mesh)
-    try:
-        principal = gateway.principals.get(args.principal)
-        if principal is None:
-            raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
+    with _as_principal(args.mesh, args.principal) as (gateway, principal):
         product = gateway.mesh.products.get(args.product)
         if product is None:
             raise SystemExit(f"no product {args.product!r}; addresses are <domain>.<product>")
         print(explain(gateway.policy, principal, product))
-    finally:
-        gateway.close()
 
 
 def _cmd_hash_password(args) -> None:

@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from gateway.planner import plan_query
-from gateway.principals import Principal, hash_password
 from gateway.service import Gateway
+from tests.support.mesh import grant_everything
 from tests.support.stores import MARIADB, mysql_admin
 
 NAMES = [(1, "alice"), (2, "ALICE"), (3, "Alice "), (4, "bob"), (5, "Bob")]
@@ -46,14 +46,7 @@ def gateway(tmp_path_factory):
             """
         )
     )
-    (root / "policies").mkdir()
-    (root / "policies" / "global.yaml").write_text(
-        "roles: {reader: []}\ngrants:\n  - {role: reader, products: '*'}\n"
-    )
-    (root / "principals.yaml").write_text(
-        f"principals:\n  r:\n    password_hash: '{hash_password('x', rounds=4)}'\n"
-        "    roles: [reader]\n"
-    )
+    grant_everything(root)
     gateway = Gateway.open(root)
     yield gateway
     gateway.close()
@@ -64,7 +57,7 @@ def gateway(tmp_path_factory):
 
 @pytest.fixture
 def context(gateway):
-    return gateway.context(Principal("r", roles=("reader",)))
+    return gateway.context(gateway.principals.get("tester"))
 
 
 CASES = {

@@ -17,8 +17,8 @@ from gateway.planner import plan_query
 from gateway.planner.govern import apply_governance
 from gateway.planner.parse import parse_statement
 from gateway.planner.resolve import resolve_products
-from gateway.principals import Principal, hash_password
 from gateway.service import Gateway
+from tests.support.mesh import grant_everything
 
 ORDERS = [(k, k % 3, f"{k * 1.5:.2f}") for k in range(1, 31)] + [(31, None, "9.99"), (32, 7, None)]
 NATIONS = [(0, "ALGERIA"), (1, "ARGENTINA"), (2, "BRAZIL"), (5, "EGYPT"), (6, None)]
@@ -76,14 +76,7 @@ def gateway(tmp_path_factory):
             columns="  - {name: n_nationkey, type: bigint}\n  - {name: n_name, type: varchar}",
         )
     )
-    (root / "policies").mkdir()
-    (root / "policies" / "global.yaml").write_text(
-        "roles: {tester: []}\ngrants:\n  - {role: tester, products: '*'}\n"
-    )
-    (root / "principals.yaml").write_text(
-        f"principals:\n  tester:\n    password_hash: '{hash_password('x', rounds=4)}'\n"
-        "    roles: [tester]\n"
-    )
+    grant_everything(root)
     gateway = Gateway.open(root)
     yield gateway
     gateway.close()
@@ -91,7 +84,7 @@ def gateway(tmp_path_factory):
 
 @pytest.fixture
 def context(gateway):
-    return gateway.context(Principal("tester", roles=("tester",)))
+    return gateway.context(gateway.principals.get("tester"))
 
 
 RESOLVE = [
