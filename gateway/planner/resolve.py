@@ -10,9 +10,22 @@ from gateway.errors import InvalidQuery, NotFound
 from gateway.mesh import CATALOG_NAME
 from gateway.planner.context import PlanContext
 
+CTE_PREFIX = "__cte_"
 
-def _cte_names(expression: exp.Expression) -> set[str]:
-    return {cte.alias_or_name.lower() for cte in expression.find_all(exp.CTE)}
+
+def _rename_ctes(expression: exp.Expression) -> dict[str, str]:
+    """Give every CTE a name of the gateway's own; returns user name -> new name.
+
+    A CTE named like a relation the planner generates (``"__source:<address>"``, ``__fragment_1``)
+    or like a store's physical table (``region`` in SQLite) would otherwise stand in for it inside
+    a governed relation: a row filter reading the user's rows, or a raw physical table.
+    """
+    names: dict[str, str] = {}
+    for cte in expression.find_all(exp.CTE):
+        name = cte.alias_or_name.lower()
+        names.setdefault(name, f"{CTE_PREFIX}{len(names) + 1}_{name}")
+        cte.args["alias"].set("this", exp.to_identifier(names[name], quoted=True))
+    return names
 
 
 def _not_found(address: str, context: PlanContext, *, hint: str = "") -> NotFound:
@@ -32,7 +45,7 @@ def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp
     functions and unqualified names other than CTEs are refused.
     """
     expression = expression.copy()
-    ctes = _cte_names(expression)
+    ctes = _rename_ctes(expression)
     for table in list(expression.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):
             raise InvalidQuery(
@@ -42,6 +55,9 @@ def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp
         name, domain, catalog = table.name.lower(), table.db.lower(), table.catalog.lower()
         if not domain:
             if name in ctes:
+                if not table.args.get("alias"):  # columns keep qualifying it by the user's name
+                    table.set("alias", exp.TableAlias(this=table.this.copy()))
+                table.set("this", exp.to_identifier(ctes[name], quoted=True))
                 continue
             raise _not_found(name, context, hint="; address products as <domain>.<product>")
         address = f"{domain}.{name}"
