@@ -15,9 +15,11 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 EXPLAIN = re.compile(r"^\s*explain\s+", re.IGNORECASE)
 
-# Functions that read files, other databases or the server's environment. They are refused in
-# every position, so no query can reach past the products it names (the stores' own accounts
-# should be read-only as well; see the README's deployment notes).
+# Functions that read files, other databases or the server's environment, run SQL given as text,
+# or describe what the store really runs (current_query() returns the governed SQL with physical
+# names, row filters and the hash key; stats() describes every stored row, hidden ones too). They
+# are refused in every position, so no query can reach past the products it names (the stores' own
+# accounts should be read-only as well; see the README's deployment notes).
 FORBIDDEN_FUNCTIONS = frozenset(
     {
         "dblink", "getenv", "glob", "load_file", "lo_export", "lo_import", "mysql_query",
@@ -25,6 +27,12 @@ FORBIDDEN_FUNCTIONS = frozenset(
         "read_csv_auto", "read_json", "read_json_auto", "read_ndjson", "read_parquet", "read_text",
         "parquet_scan", "sqlite_scan", "sqlite_query", "sys_eval", "sys_exec", "current_setting",
         "set_config", "txid_current", "pg_sleep", "sleep", "benchmark",
+        "current_query", "stats", "current_database", "current_catalog", "current_schema",
+        "current_schemas", "current_user", "session_user", "current_role", "user",
+        "inet_server_addr", "inet_server_port", "connection_id", "json_execute_serialized_sql",
+        "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "cursor_to_xml",
+        "table_to_xml", "table_to_xml_and_xmlschema", "table_to_xmlschema", "schema_to_xml",
+        "database_to_xml", "ts_stat", "ts_rewrite",
     }
 )  # fmt: skip
 FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "sqlite_", "mysql_", "sys_", "lo_")
