@@ -36,11 +36,17 @@ def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> 
     contract = exp.select(*(exp.column(c.name, quoted=True) for c in product.columns)).from_(
         source_placeholder(address)
     )
-    if not decision.masks and decision.row_filter is None:
+    # Inside a row filter (depth > 0) columns stay clear: the filter compares the values its authors
+    # wrote it against, and only its verdict reaches the principal. Masked, `c_name <> 'X'` would
+    # let X's rows through, and a hashed key would never match.
+    masked = depth == 0 and bool(decision.masks)
+    if not masked and decision.row_filter is None:
         return contract
     projections = []
     for column in product.columns:
-        value = decision.column(column.name, column.type, exp.column(column.name, quoted=True))
+        value = exp.column(column.name, quoted=True)
+        if masked:
+            value = decision.column(column.name, column.type, value)
         projections.append(exp.alias_(value, column.name, quoted=True))
     governed = exp.select(*projections).from_(contract.subquery(product.name))
     if decision.row_filter is not None:
