@@ -2,6 +2,11 @@
 
 A predicate on a governed relation is rewritten through the relation's projections, so a filter
 on a masked column compares the masked value at the store, never the clear one.
+
+A governed relation with a row filter is a barrier: the query's own predicates stay outside it
+and are never evaluated on a row the filter removes. Pushed below the filter, ``CAST(c_comment AS
+INT) = 1`` failed on a hidden row and its error quoted that row's comment, and ``CASE WHEN
+c_acctbal > 5000 THEN error('x') END`` told whether a hidden row matched.
 """
 
 from __future__ import annotations
@@ -16,10 +21,41 @@ from gateway.planner.qualify import is_qualified
 def push_down_predicates(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
     if not is_qualified(expression):
         return expression
-    pushed = pushdown_predicates(expression.copy(), dialect=context.dialect)
+    pushed = _push_down(expression.copy(), dialect=context.dialect)
     _drop_true_conjuncts(pushed)
     pushed.meta.update(expression.meta)
     return pushed
+
+
+BARRIER_PREFIX = "__barrier_"
+
+
+def _is_row_filtered(node: exp.Expression) -> bool:
+    """A governed relation whose row filter (its WHERE, from govern) must run first."""
+    return (
+        isinstance(node, exp.Subquery)
+        and bool(node._meta and node.meta.get("governed"))
+        and node.this.args.get("where") is not None
+    )
+
+
+def _push_down(expression: exp.Expression, *, dialect: str) -> exp.Expression:
+    """sqlglot's rule over ``expression`` with each row-filtered relation standing behind a table
+    it cannot push into; inside each relation, the rule runs on its own."""
+    barriers: dict[str, exp.Subquery] = {}
+    for node in list(expression.find_all(exp.Subquery)):
+        if node is expression or not _is_row_filtered(node) or node.root() is not expression:
+            continue  # the last: inside a barrier already taken out
+        name = f"{BARRIER_PREFIX}{len(barriers) + 1}"
+        node.replace(exp.Table(this=exp.to_identifier(name), alias=node.args["alias"].copy()))
+        barriers[name] = node
+    expression = pushdown_predicates(expression, dialect=dialect)
+    for table in list(expression.find_all(exp.Table)):
+        relation = barriers.get(table.name) if not table.db else None
+        if relation is not None:
+            relation.set("this", _push_down(relation.this.pop(), dialect=dialect))
+            table.replace(relation)
+    return expression
 
 
 def _drop_true_conjuncts(expression: exp.Expression) -> None:
