@@ -124,8 +124,9 @@ class Gateway:
         try:
             reader = self.execute(plan)
         except GatewayError as exc:
-            self._audit(principal, sql, plan, started, outcome=_outcome(exc), error=str(exc))
-            raise
+            public = self._public_error(exc)
+            self._audit(principal, sql, plan, started, outcome=_outcome(exc), error=str(public))
+            raise public from None
         counted = {"rows": 0, "bytes": 0}
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -135,6 +136,9 @@ class Gateway:
                     counted["rows"] += batch.num_rows
                     counted["bytes"] += batch.nbytes
                     yield batch
+            except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
+                error = self._public_error(exc)
+                raise error from None
             except BaseException as exc:
                 error = exc
                 raise
@@ -151,6 +155,17 @@ class Gateway:
                 )
 
         return pa.RecordBatchReader.from_batches(plan.schema, batches())
+
+    def _public_error(self, error: Exception) -> GatewayError:
+        """``error`` as the client may see it, without the excerpt of the SQL that DuckDB quotes
+        (``LINE 1: ...``: physical names, file paths, row filters) and without the hash key."""
+        message = str(error).split("\nLINE ")[0].rstrip()
+        hide = getattr(self.policy, "hide_mask_key", None)
+        message = hide(message) if hide is not None else message
+        if isinstance(error, GatewayError) and not isinstance(error, MeshConfigError):
+            return type(error)(message)
+        log.error("a query failed while streaming", exc_info=error)
+        return GatewayError(f"the query failed while streaming: {message}")
 
     def _audit(
         self,
