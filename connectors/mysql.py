@@ -138,7 +138,9 @@ class MySQLConnector(Connector):
         broken = False
         try:
             with connection.cursor() as cursor:
-                cursor.execute(sql, args)
+                # PyMySQL %-formats the SQL whenever args is not None: without arguments, a %
+                # in the query (modulo, a LIKE pattern) must reach the server as it is
+                cursor.execute(sql, args or None)
                 return cursor.fetchall(), cursor._result.fields or ()
         except pymysql.err.MySQLError as exc:
             error = self._error(exc)

@@ -89,3 +89,12 @@ def test_numeric_work_still_goes_down_whole(gateway, context):
     assert "WHERE" in fragment.sql and "SUM" in fragment.sql.upper()
     answer = gateway.execute(plan).read_all()
     assert [tuple(row.values()) for row in answer.to_pylist()] == [(3, 12)]
+
+
+def test_a_percent_sign_reaches_mariadb_as_sql_not_as_a_placeholder(gateway, context):
+    """PyMySQL used to read the % of a modulo as a format placeholder and fail the query."""
+    sql = "SELECT k % 3 AS m FROM crm.people WHERE k % 2 = 1 ORDER BY k"
+    plan = plan_query(sql, context=context)
+    assert plan.local_sql is None and "%" in plan.fragments[0].sql
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == [(1,), (0,), (2,)]
