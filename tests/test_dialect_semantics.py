@@ -6,6 +6,7 @@ compares text exactly. These tests run against the real MariaDB service.
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 import pytest
@@ -98,3 +99,23 @@ def test_a_percent_sign_reaches_mariadb_as_sql_not_as_a_placeholder(gateway, con
     assert plan.local_sql is None and "%" in plan.fragments[0].sql
     answer = gateway.execute(plan).read_all()
     assert [tuple(row.values()) for row in answer.to_pylist()] == [(1,), (0,), (2,)]
+
+
+DECIMAL_ARITHMETIC = {
+    "division": ("SELECT k / 3 AS q FROM crm.people ORDER BY k", [(k / 3,) for k in range(1, 6)]),
+    "division by zero": ("SELECT k / 0 AS q FROM crm.people WHERE k = 1", [(math.inf,)]),
+    "average": ("SELECT avg(k) AS a FROM crm.people WHERE k IN (1, 2, 4)", [(7 / 3,)]),
+}
+
+
+@pytest.mark.parametrize(("sql", "expected"), DECIMAL_ARITHMETIC.values(), ids=DECIMAL_ARITHMETIC)
+def test_division_and_averages_run_locally_where_mariadb_computes_them_in_decimal(
+    sql, expected, gateway, context
+):
+    """MariaDB gave 0.3333 for 1 / 3, 2.3333 for avg(1, 2, 4) and NULL for 1 / 0."""
+    plan = plan_query(sql, context=context)
+    assert plan.local_sql is not None
+    (fragment,) = plan.fragments
+    assert fragment.store == "crm_db" and "/" not in fragment.sql
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
