@@ -259,3 +259,24 @@ def test_pushdown_keeps_the_meaning(sql, gateway, context, reference):
     expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
     assert expected, "a fixture that returns nothing proves nothing"
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+EXISTS = {
+    "star": "SELECT n.n_name FROM reference.nation n WHERE EXISTS (SELECT * FROM sales.orders o "
+    "WHERE o.o_custkey = n.n_nationkey) ORDER BY 1",
+    "aggregate, a row whatever matches": "SELECT n.n_name FROM reference.nation n WHERE EXISTS "
+    "(SELECT count(*) FROM sales.orders o WHERE o.o_custkey = n.n_nationkey AND o.o_total > 1000) "
+    "ORDER BY 1",
+}
+
+
+@pytest.mark.parametrize("sql", EXISTS.values(), ids=EXISTS.keys())
+def test_exists_fetches_only_the_columns_its_subquery_reads(sql, gateway, context, reference):
+    """The expanded star of EXISTS (SELECT * ...) used to fetch every column from the store."""
+    plan = plan_query(sql, context=context)
+    (orders,) = (f for f in plan.fragments if f.store == "sales_db")
+    assert "o_custkey" in orders.sql and "o_orderkey" not in orders.sql
+    answer = gateway.execute(plan).read_all()
+    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
+    assert expected, "a fixture that returns nothing proves nothing"
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
