@@ -18,9 +18,18 @@ from gateway.planner.sources import source_address, sources_of
 from gateway.types import serving_type
 
 
+LOCAL_ENGINE_CONFIG = {
+    "enable_external_access": False,
+    "lock_configuration": True,
+    # DuckDB 1.5.5 pushes a join's runtime filter below LIMIT/TOP_N (duckdb/duckdb#22924, fixed
+    # after 1.5.5 by #22963): a derived table's LIMIT then kept rows it should have dropped
+    "disabled_optimizers": "join_filter_pushdown",
+}
+
+
 def local_engine() -> duckdb.DuckDBPyConnection:
     """A DuckDB for gateway-side work: no file system, no network, settings locked."""
-    return duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
+    return duckdb.connect(config=LOCAL_ENGINE_CONFIG)
 
 
 def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Schema:
