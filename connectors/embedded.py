@@ -11,6 +11,11 @@ from connectors.base import Capabilities, Connector
 from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
 
 ROWS_PER_BATCH = 65_536
+STORE_ENGINE_CONFIG = {
+    # DuckDB 1.5.5 can push a join's runtime filter below a LIMIT (see the local engine's
+    # configuration in gateway/planner/schema.py); queries pushed down whole run here too
+    "disabled_optimizers": "join_filter_pushdown",
+}
 
 
 class EmbeddedDuckDB:
@@ -47,7 +52,9 @@ class EmbeddedDuckDB:
                     )
                 read_only = self.database != ":memory:"
                 try:
-                    self._connection = duckdb.connect(self.database, read_only=read_only)
+                    self._connection = duckdb.connect(
+                        self.database, read_only=read_only, config=STORE_ENGINE_CONFIG
+                    )
                     # timestamptz leaves as timestamp[us, tz=UTC], the contract type, whatever
                     # the machine's zone
                     self._connection.execute("SET TimeZone = 'UTC'")
@@ -63,6 +70,7 @@ class EmbeddedDuckDB:
         import duckdb
 
         cursor = self._connect().cursor()
+        cursor.execute("SET TimeZone = 'UTC'")  # timestamptz as the contract's tz=UTC
         values = list(parameters.to_pylist()[0].values()) if parameters is not None else None
         timer = threading.Timer(self.query_timeout_seconds, cursor.interrupt)
         timer.daemon = True
