@@ -8,6 +8,9 @@ served in exactly this schema, whichever store computed it.
 
 from __future__ import annotations
 
+import os
+import threading
+
 import duckdb
 import pyarrow as pa
 from sqlglot import exp
@@ -17,6 +20,8 @@ from gateway.planner.context import PlanContext
 from gateway.planner.sources import source_address, sources_of
 from gateway.types import serving_type
 
+_engine: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_engine_lock = threading.Lock()
 
 LOCAL_ENGINE_CONFIG = {
     "enable_external_access": False,
@@ -28,8 +33,15 @@ LOCAL_ENGINE_CONFIG = {
 
 
 def local_engine() -> duckdb.DuckDBPyConnection:
-    """A DuckDB for gateway-side work: no file system, no network, settings locked."""
-    return duckdb.connect(config=LOCAL_ENGINE_CONFIG)
+    """A connection to the gateway's own DuckDB: in memory, no file system, no network, settings
+    locked. One database per process (opening one costs ~10 ms, a connection ~10 µs, and one
+    thread pool serves every query); what a connection registers only it sees."""
+    global _engine
+    with _engine_lock:
+        if _engine is None or _engine[0] != os.getpid():  # a forked child opens its own
+            config = LOCAL_ENGINE_CONFIG
+            _engine = (os.getpid(), duckdb.connect(config=config))
+        return _engine[1].cursor()
 
 
 def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Schema:
