@@ -19,6 +19,7 @@ from gateway.contracts import ContractReport, check_contract
 from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
+from gateway.plan_cache import PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.principals import Principal, PrincipalDirectory
@@ -40,6 +41,8 @@ class Gateway:
         self.principals = principals
         self.settings = mesh.config.gateway
         self._policy_checked_at = time.monotonic()
+        self._policy_generation = 0
+        self.plans = PlanCache()
         self._audit_log = None
         if self.settings.audit_log is not None:
             from gateway.audit import AuditLog
@@ -81,6 +84,8 @@ class Gateway:
             self._policy_checked_at = now
             reload = getattr(self.policy, "reload_if_changed", None)
             if reload is not None and reload():
+                self._policy_generation += 1  # plans made under the old policy are never reused
+                self.plans.clear()
                 log.info("policy files changed: the new policy is in force")
 
     def context(self, principal: Principal) -> PlanContext:
@@ -94,7 +99,14 @@ class Gateway:
         )
 
     def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
-        return plan_query(sql, context=self.context(principal), parameters=parameters)
+        """The plan of ``sql`` for ``principal``, made once and reused while the policy holds."""
+        context = self.context(principal)
+        key = plan_key(sql, principal, parameters, self._policy_generation)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = plan_query(sql, context=context, parameters=parameters)
+            self.plans.put(key, plan)
+        return plan
 
     def explain(self, plan: Plan) -> str:
         """The plan as text for the principal who asked; secrets such as the hash key hidden."""

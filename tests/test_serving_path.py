@@ -1,7 +1,9 @@
-"""The serving path's shortcuts save time and never change an answer."""
+"""The serving path's shortcuts: a shared local engine and a plan cache save time, never answers."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import uuid
 
@@ -9,12 +11,18 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from gateway import service
 from gateway.demo import load_tpch_reference, tpch_dir
+from gateway.errors import PermissionDenied
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
+from tests.support.server import connect, running_server
 
+ANALYST = Principal("analyst", roles=("analyst",))
+EU_ANALYST = Principal("analyst", roles=("analyst",), attributes={"region": "EUROPE"})
 ADMIN = Principal("admin", roles=("admin",))
+CUSTOMER_NAMES = "SELECT c_custkey, c_name FROM sales.customer WHERE c_custkey <= ? ORDER BY 1"
 ORDERS_BY_NATION = """
     SELECT n.n_name AS nation, count(*) AS orders
     FROM sales.orders o
@@ -94,3 +102,75 @@ def test_concurrent_cross_store_queries_keep_their_own_fragments(gateway, refere
     assert not failures
     assert all(expected[limit] for limit in limits)
     assert answers == expected
+
+
+# --- the plan cache ---------------------------------------------------------------------------
+
+
+def test_a_plan_is_reused_only_for_the_same_statement_values_and_principal(gateway):
+    plan = gateway.plan(CUSTOMER_NAMES, ANALYST, [10])
+    assert gateway.plan(CUSTOMER_NAMES, ANALYST, [10]) is plan
+    assert gateway.plan(CUSTOMER_NAMES, ANALYST, [11]) is not plan
+    assert gateway.plan(CUSTOMER_NAMES, ADMIN, [10]) is not plan
+    assert gateway.plan(CUSTOMER_NAMES, EU_ANALYST, [10]) is not plan  # same name, a region
+
+    masked = _rows(gateway, CUSTOMER_NAMES, ANALYST, [10])
+    clear = _rows(gateway, CUSTOMER_NAMES, ADMIN, [10])
+    regional = _rows(gateway, CUSTOMER_NAMES, EU_ANALYST, [10])
+    assert len(masked) == len(clear) == 10
+    assert all(row["c_name"].startswith("****") for row in masked)
+    assert all(row["c_name"].startswith("Customer#") for row in clear)
+    assert len(regional) < 10
+    assert len(_rows(gateway, CUSTOMER_NAMES, ANALYST, [3])) == 3
+
+
+def test_values_equal_in_python_but_of_other_types_plan_separately(gateway):
+    sql = "SELECT ? AS v FROM reference.region LIMIT 1"
+    integer = gateway.plan(sql, ANALYST, [1])
+    real = gateway.plan(sql, ANALYST, [1.0])
+    boolean = gateway.plan(sql, ANALYST, [True])
+    assert len({integer.schema.field("v").type, real.schema.field("v").type}) == 2
+    assert pa.types.is_boolean(boolean.schema.field("v").type)
+
+
+def test_a_changed_policy_retires_cached_plans(demo_mesh, tmp_path, monkeypatch):
+    monkeypatch.setattr(service, "POLICY_RELOAD_SECONDS", 0)
+    mesh = tmp_path / "mesh"
+    shutil.copytree(demo_mesh, mesh)
+    guest = Principal("guest", roles=("guest",))
+    sql = "SELECT count(*) AS n FROM supply.part WHERE p_partkey > ?"
+    gateway = Gateway.open(mesh)
+    try:
+        with pytest.raises(PermissionDenied):
+            gateway.plan(sql, guest, [0])
+        assert _rows(gateway, "SELECT count(*) AS n FROM reference.region", guest, []) == [{"n": 5}]
+        policy = mesh / "policies" / "global.yaml"
+        text = policy.read_text()
+        policy.write_text(text.replace('products: "reference.*"', 'products: "*"'))
+        later = policy.stat().st_mtime_ns + 2_000_000_000
+        os.utime(policy, ns=(later, later))
+        assert gateway.plan(sql, guest, [0]).products == ("supply.part",)
+        assert _rows(gateway, sql, guest, [0])[0]["n"] > 0
+
+        policy.write_text(text)
+        later += 2_000_000_000
+        os.utime(policy, ns=(later, later))
+        with pytest.raises(PermissionDenied):
+            gateway.plan(sql, guest, [0])  # the plan made under the wider policy is not reused
+    finally:
+        gateway.close()
+
+
+def test_an_adbc_query_is_planned_once_per_set_of_values(demo_mesh):
+    """Prepare, bind, GetFlightInfo and DoGet each need the plan; only new values make one."""
+    sql = "SELECT o_orderkey, o_totalprice FROM sales.orders WHERE o_orderkey = ?"
+    with running_server(demo_mesh) as (uri, gateway), connect(uri, "analyst") as conn:
+        with conn.cursor() as cursor:
+            cursor.execute(sql, parameters=(1,))
+            assert cursor.fetch_arrow_table().column("o_orderkey").to_pylist() == [1]
+        assert gateway.plans.misses == 2  # the statement unbound (prepare), then with 1
+        with conn.cursor() as cursor:
+            cursor.execute(sql, parameters=(2,))
+            assert cursor.fetch_arrow_table().column("o_orderkey").to_pylist() == [2]
+        assert gateway.plans.misses == 3
+        assert gateway.plans.hits >= 5

@@ -1,0 +1,71 @@
+"""Recently made plans, so a statement is planned once rather than at every Flight call.
+
+An ADBC or JDBC client sends one query as up to four calls (prepare, bind, GetFlightInfo, DoGet),
+and each needs the plan; planning (parse, govern, schema inference, pushdown, split) costs
+milliseconds. A plan depends only on the statement, the bound values, the principal (name,
+roles, attributes) and the policy in force, so those make the key; the gateway bumps its policy
+generation when the policy files change, which retires every plan made under the old policy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+
+from gateway.planner import Plan
+from gateway.principals import Principal
+
+PLAN_CACHE_SIZE = 1024
+
+
+def plan_key(
+    sql: str, principal: Principal, parameters: Sequence[object] | None, policy_generation: int
+) -> Hashable:
+    """Everything a plan depends on besides the (fixed) mesh and stores.
+
+    Values are keyed with their type, so ``1``, ``1.0`` and ``True`` plan separately.
+    """
+    return (
+        sql,
+        principal.name,
+        tuple(principal.roles),
+        repr(sorted(principal.attributes.items())),
+        tuple((type(value), repr(value)) for value in parameters or ()),
+        policy_generation,
+    )
+
+
+class PlanCache:
+    """A thread-safe LRU of plans with hit and miss counts."""
+
+    def __init__(self, size: int = PLAN_CACHE_SIZE):
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._plans: OrderedDict[Hashable, Plan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Plan | None:
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                self.misses += 1
+                return None
+            self._plans.move_to_end(key)
+            self.hits += 1
+            return plan
+
+    def put(self, key: Hashable, plan: Plan) -> None:
+        with self._lock:
+            self._plans[key] = plan
+            self._plans.move_to_end(key)
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
