@@ -1,0 +1,807 @@
+"""Serving path: streaming, point-query latency, concurrency and memory against same-run baselines.
+
+    python -m benchmarks serving [--scale-factor 1] [--quick]
+
+Builds the demo mesh once (TPC-H at the scale factor, cached under benchmarks/data/), starts the
+gateway as its own process (``python -m gateway.cli serve``) and measures, each figure a ratio
+to a baseline taken in the same run, medians of several runs:
+
+- streaming: ``SELECT * FROM fulfillment.lineitem`` through the ADBC Flight SQL client vs DuckDB
+  streaming the same Parquet files in this process; total and first-batch time;
+- latency: a point query (prepare, bind, execute, fetch, close) through ADBC, a new key each
+  time, vs the same lookup in the store's own DuckDB in this process; p50/p99, and where the
+  time goes, measured by running the planner's steps and the Flight handlers' sequence in-process;
+- concurrency: 1, 8 and 32 clients running a mix of point, scan and join queries for a fixed time;
+  each client is its own process with its own connection, so the client side has no shared GIL
+  and what is measured is the gateway (on 2 cores the clients still take CPU from it);
+- memory: the gateway process's peak RSS above its idle RSS while one client streams lineitem
+  (VmHWM after resetting it through /proc/<pid>/clear_refs, and VmRSS sampled every 20 ms).
+
+Writes benchmarks/results/serving.json, serving.md and serving.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import (
+    DATA,
+    MASK_KEY,
+    RESULTS,
+    ROOT,
+    GatewayProcess,
+    RssSampler,
+    connect,
+    cpu_seconds,
+    median,
+    percentile,
+    progress,
+    reset_peak,
+    status_kb,
+)
+
+USER = "analyst"
+STREAM_SQL = "SELECT * FROM fulfillment.lineitem"
+POINT_SQL = "SELECT * FROM sales.orders WHERE o_orderkey = ?"
+DIRECT_POINT_SQL = "SELECT * FROM main.orders WHERE o_orderkey = ?"
+SCAN_SQL = "SELECT * FROM fulfillment.lineitem WHERE l_orderkey BETWEEN ? AND ?"
+SCAN_KEYS = 4_000  # about 1,000 orders, 4,000 lines
+JOIN_SQL = (
+    "SELECT s.s_suppkey, s.s_name, n.n_name AS nation FROM supply.supplier s "
+    "JOIN reference.nation n ON n.n_nationkey = s.s_nationkey "
+    "WHERE s.s_suppkey BETWEEN ? AND ?"
+)
+JOIN_KEYS = 200
+MIX = ("point", "scan", "join")
+BASELINE_BATCH_ROWS = 122_880  # DuckDB's row group size; FACTS.md: the best in-process stream
+
+GOALS = {
+    "stream_ratio": 1.25,
+    "point_p50_ms": 4.0,
+    "concurrency_ratio": 1.6,
+    "memory_mb": 300.0,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    scale_factor: float
+    stream_runs: int
+    latency_runs: int
+    latency_warmup: int
+    breakdown_runs: int
+    concurrency_levels: tuple[int, ...]
+    concurrency_seconds: float
+    concurrency_rounds: int
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Settings:
+        quick = args.quick
+        return cls(
+            scale_factor=args.scale_factor,
+            stream_runs=2 if quick else 5,
+            latency_runs=60 if quick else 200,
+            latency_warmup=10 if quick else 30,
+            breakdown_runs=30 if quick else 100,
+            concurrency_levels=(1, 8, 32),
+            concurrency_seconds=4.0 if quick else 15.0,
+            concurrency_rounds=1 if quick else 3,
+        )
+
+
+def _mb(kb: float) -> float:
+    return round(kb / 1024, 1)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _sql_string(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# --- streaming and memory ---------------------------------------------------------------------
+
+
+def _consume(reader, started: float) -> dict[str, Any]:
+    """Read every batch, keeping none; first-batch and total time from ``started``."""
+    first = None
+    rows = nbytes = batches = 0
+    for batch in reader:
+        if first is None:
+            first = time.perf_counter() - started
+        rows += batch.num_rows
+        nbytes += batch.nbytes
+        batches += 1
+    total = time.perf_counter() - started
+    return {"seconds": total, "first_batch_seconds": first, "rows": rows, "bytes": nbytes,
+            "batches": batches}  # fmt: skip
+
+
+def _stream_in_process(lake_glob: str) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        idle = status_kb("self", "VmRSS")
+        peak_reset = reset_peak("self")
+        started = time.perf_counter()
+        reader = con.execute(f"SELECT * FROM read_parquet({_sql_string(lake_glob)})")
+        run = _consume(reader.to_arrow_reader(BASELINE_BATCH_ROWS), started)
+        if peak_reset:
+            run["peak_above_idle_kb"] = status_kb("self", "VmHWM") - idle
+    finally:
+        con.close()
+    return run
+
+
+def _stream_gateway(conn, gateway: GatewayProcess) -> dict[str, Any]:
+    idle = gateway.rss_kb()
+    peak_reset = reset_peak(gateway.pid)
+    with RssSampler(gateway.pid) as sampler:
+        cursor = conn.cursor()
+        started = time.perf_counter()
+        cursor.execute(STREAM_SQL)
+        run = _consume(cursor.fetch_record_batch(), started)
+        cursor.close()
+    peak = sampler.peak_kb
+    if peak_reset:
+        peak = max(peak, status_kb(gateway.pid, "VmHWM"))
+    run["idle_kb"] = idle
+    run["peak_above_idle_kb"] = peak - idle
+    run["rss_timeline"] = [(round(t, 3), kb - idle) for t, kb in sampler.samples]
+    return run
+
+
+def streaming(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str, Any]:
+    lake_glob = str(mesh / "stores" / "lake" / "lineitem" / "*.parquet")
+    conn = connect(gateway.uri, USER)
+    try:
+        progress("streaming: one untimed run each to warm the page cache…")
+        _stream_in_process(lake_glob)
+        _stream_gateway(conn, gateway)
+        baseline, served = [], []
+        for run in range(settings.stream_runs):
+            baseline.append(_stream_in_process(lake_glob))
+            served.append(_stream_gateway(conn, gateway))
+            progress(
+                f"streaming run {run + 1}/{settings.stream_runs}: in-process "
+                f"{baseline[-1]['seconds']:.2f} s, gateway {served[-1]['seconds']:.2f} s, "
+                f"gateway peak RSS +{_mb(served[-1]['peak_above_idle_kb'])} MB"
+            )
+    finally:
+        conn.close()
+    if {r["rows"] for r in baseline} != {r["rows"] for r in served}:
+        raise RuntimeError(f"row counts differ: in-process {baseline}, gateway {served}")
+
+    def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        seconds = median([r["seconds"] for r in runs])
+        return {
+            "seconds": round(seconds, 3),
+            "first_batch_ms": _ms(median([r["first_batch_seconds"] for r in runs])),
+            "rows": runs[0]["rows"],
+            "bytes": runs[0]["bytes"],
+            "batches": median([r["batches"] for r in runs]),
+            "mb_per_second": round(runs[0]["bytes"] / seconds / 1e6, 1),
+            "runs_seconds": [round(r["seconds"], 3) for r in runs],
+        }
+
+    result = {
+        "sql": STREAM_SQL,
+        "in_process": {**summary(baseline), "batch_rows": BASELINE_BATCH_ROWS},
+        "gateway": summary(served),
+    }
+    result["ratio"] = round(result["gateway"]["seconds"] / result["in_process"]["seconds"], 3)
+    result["first_batch_ratio"] = round(
+        result["gateway"]["first_batch_ms"] / result["in_process"]["first_batch_ms"], 2
+    )
+    peaks = [r["peak_above_idle_kb"] for r in served]
+    baseline_peaks = [r["peak_above_idle_kb"] for r in baseline if "peak_above_idle_kb" in r]
+    result["memory"] = {
+        "gateway_idle_mb": _mb(median([r["idle_kb"] for r in served])),
+        "gateway_peak_above_idle_mb": _mb(median(peaks)),
+        "gateway_peak_above_idle_max_mb": _mb(max(peaks)),
+        "in_process_peak_above_idle_mb": _mb(median(baseline_peaks)) if baseline_peaks else None,
+        "rss_timeline_mb": [(t, _mb(kb)) for t, kb in served[-1]["rss_timeline"]],
+    }
+    if baseline_peaks:
+        result["memory"]["ratio"] = round(median(peaks) / max(1, median(baseline_peaks)), 2)
+    return result
+
+
+# --- latency ----------------------------------------------------------------------------------
+
+
+def _order_keys(mesh: Path, count: int) -> list[int]:
+    """``count`` distinct order keys sampled from the store, so every lookup is a new statement."""
+    import duckdb
+
+    con = duckdb.connect(str(mesh / "stores" / "sales.duckdb"), read_only=True)
+    try:
+        keys = [k for (k,) in con.execute("SELECT o_orderkey FROM main.orders").fetchall()]
+    finally:
+        con.close()
+    return random.Random(6).sample(keys, count)
+
+
+def _point_direct(mesh: Path, keys: list[int]) -> list[float]:
+    import duckdb
+
+    con = duckdb.connect(str(mesh / "stores" / "sales.duckdb"), read_only=True)
+    try:
+        times = []
+        for key in keys:
+            started = time.perf_counter()
+            table = con.execute(DIRECT_POINT_SQL, [key]).to_arrow_table()
+            times.append(time.perf_counter() - started)
+            assert table.num_rows == 1, (key, table.num_rows)
+    finally:
+        con.close()
+    return times
+
+
+def _point_gateway(conn, keys: list[int]) -> list[float]:
+    times = []
+    for key in keys:
+        started = time.perf_counter()
+        cursor = conn.cursor()
+        cursor.execute(POINT_SQL, parameters=(key,))
+        table = cursor.fetch_arrow_table()
+        cursor.close()
+        times.append(time.perf_counter() - started)
+        assert table.num_rows == 1, (key, table.num_rows)
+    return times
+
+
+def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
+    """Where a point query's server time goes: the planner's steps one by one (no caches), the
+    store, and the whole sequence the Flight handlers run for one ADBC query (with caches).
+
+    The sequence follows FACTS.md: CreatePreparedStatement plans with the parameters unbound,
+    DoPut and GetFlightInfo plan with them bound, DoGet runs the query.
+    """
+    import gateway.planner as planner
+    from gateway.planner.parse import parse_statement
+    from gateway.planner.schema import infer_schema
+    from gateway.planner.split import split_by_store
+    from gateway.service import Gateway
+
+    os.environ.setdefault("MESHGATE_MASK_KEY", MASK_KEY)
+    service = Gateway.open(mesh)
+    principal = service.principals.get(USER)
+    phases: dict[str, list[float]] = defaultdict(list)
+    try:
+        for key in keys:
+            context = service.context(principal)
+            mark = time.perf_counter()
+
+            def lap(name: str) -> None:
+                nonlocal mark
+                now = time.perf_counter()
+                phases[name].append(now - mark)
+                mark = now
+
+            expression = parse_statement(POINT_SQL, dialect=context.dialect)
+            lap("parse")
+            expression = planner.bind_parameters(expression, [key])
+            lap("bind parameters")
+            for rule in planner.RULES:
+                expression = rule(expression, context=context)
+                lap(f"plan: {rule.__name__}")
+            infer_schema(expression, context=context)
+            lap("plan: infer_schema")
+            for rule in getattr(planner, "PUSHDOWN", ()):
+                expression = rule(expression, context=context)
+                lap(f"plan: {rule.__name__}")
+            split_by_store(expression, context=context)
+            lap("plan: split_by_store")
+            plan = service.plan(POINT_SQL, principal, [key])
+            lap("Gateway.plan (all of the above, as served)")
+            service.execute(plan).read_all()
+            lap("store: execute and read the answer")
+            service.describe(POINT_SQL, principal, [None])
+            service.describe(POINT_SQL, principal, [key + 1])
+            service.describe(POINT_SQL, principal, [key + 1])
+            service.run(POINT_SQL, principal, [key + 1]).read_all()
+            lap("server work per ADBC query (prepare, bind, info, get; in-process)")
+    finally:
+        service.close()
+    return {name: _ms(median(times)) for name, times in phases.items()}
+
+
+def latency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str, Any]:
+    warmup, runs = settings.latency_warmup, settings.latency_runs
+    keys = _order_keys(mesh, warmup + runs + settings.breakdown_runs)
+    progress(f"latency: {runs} point queries directly in DuckDB and through the gateway…")
+    _point_direct(mesh, keys[:warmup])
+    direct = _point_direct(mesh, keys[warmup : warmup + runs])
+    conn = connect(gateway.uri, USER)
+    try:
+        _point_gateway(conn, keys[:warmup])
+        server_cpu, client_cpu = cpu_seconds(gateway.pid), time.process_time()
+        served = _point_gateway(conn, keys[warmup : warmup + runs])
+        server_cpu = cpu_seconds(gateway.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+        repeated_cpu = cpu_seconds(gateway.pid)
+        repeated = _point_gateway(conn, [keys[0]] * runs)
+        repeated_cpu = cpu_seconds(gateway.pid) - repeated_cpu
+    finally:
+        conn.close()
+    progress("latency: breaking the server's time down in-process…")
+    breakdown = _breakdown(mesh, keys[warmup + runs :])
+    p50 = median(served)
+    server = breakdown["server work per ADBC query (prepare, bind, info, get; in-process)"]
+    breakdown["Flight and client (gateway p50 minus server work)"] = round(_ms(p50) - server, 3)
+    return {
+        "sql": POINT_SQL,
+        "runs": runs,
+        "direct": {"p50_ms": _ms(median(direct)), "p99_ms": _ms(percentile(direct, 99))},
+        "gateway": {
+            "p50_ms": _ms(p50),
+            "p99_ms": _ms(percentile(served, 99)),
+            "server_cpu_ms_per_query": _ms(server_cpu / runs),
+            "client_cpu_ms_per_query": _ms(client_cpu / runs),
+        },
+        "gateway_same_key": {
+            "p50_ms": _ms(median(repeated)),
+            "p99_ms": _ms(percentile(repeated, 99)),
+            "server_cpu_ms_per_query": _ms(repeated_cpu / runs),
+        },
+        "ratio": round(p50 / median(direct), 2),
+        "breakdown_ms": breakdown,
+        "samples_ms": {"direct": [_ms(t) for t in direct], "gateway": [_ms(t) for t in served]},
+    }
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def _query(kind: str, rng: random.Random, space: dict[str, int]) -> tuple[str, tuple[int, ...]]:
+    if kind == "point":
+        return POINT_SQL, (_order_key(rng.randrange(space["orders"])),)
+    if kind == "scan":
+        low = rng.randrange(1, max(2, space["max_orderkey"] - SCAN_KEYS))
+        return SCAN_SQL, (low, low + SCAN_KEYS)
+    low = rng.randrange(1, max(2, space["suppliers"] - JOIN_KEYS))
+    return JOIN_SQL, (low, low + JOIN_KEYS)
+
+
+def _client(pipe, uri: str, seed: int) -> None:
+    """One client process: one connection, runs the mix on command until told to stop."""
+    conn = connect(uri, USER)
+    rng = random.Random(seed)
+    pipe.send("ready")
+    while (command := pipe.recv()) is not None:
+        start_at, end_at, space = command
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        records: list[tuple[str, float]] = []
+        errors: list[str] = []
+        while time.monotonic() < end_at:
+            kind = rng.choice(MIX)
+            sql, parameters = _query(kind, rng, space)
+            started = time.perf_counter()
+            try:
+                cursor = conn.cursor()
+                try:
+                    cursor.execute(sql, parameters=parameters)
+                    rows = cursor.fetch_arrow_table().num_rows
+                finally:
+                    cursor.close()
+                if kind == "point" and rows != 1:
+                    raise AssertionError(f"point query {parameters} returned {rows} rows")
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+                errors.append(f"{kind}: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            elapsed = time.perf_counter() - started
+            if time.monotonic() <= end_at:
+                records.append((kind, elapsed))
+        pipe.send({"records": records, "errors": errors})
+    conn.close()
+
+
+def _order_key(index: int) -> int:
+    """The ``index``-th TPC-H order key: keys are sparse, 8 used of every 32 (1-7, 32-39, ...)."""
+    return (index + 1) // 8 * 32 + (index + 1) % 8
+
+
+def _key_space(mesh: Path) -> dict[str, int]:
+    rows = json.loads((mesh / ".meshgate-demo.json").read_text(encoding="utf-8"))["rows"]
+    return {
+        "orders": rows["orders"],
+        "max_orderkey": _order_key(rows["orders"] - 1),
+        "suppliers": rows["supplier"],
+    }
+
+
+def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str, Any]:
+    space = _key_space(mesh)
+    context = multiprocessing.get_context("spawn")  # the parent runs Go (ADBC): never fork it
+    most = max(settings.concurrency_levels)
+    progress(f"concurrency: starting {most} client processes…")
+    clients = []
+    for index in range(most):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_client, args=(theirs, gateway.uri, index), daemon=True, name=f"client-{index}"
+        )
+        process.start()
+        clients.append((process, ours))
+    try:
+        for _, pipe in clients:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a client process failed to connect")
+        levels: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for round_ in range(settings.concurrency_rounds):
+            for level in settings.concurrency_levels:
+                start_at = time.monotonic() + 0.5
+                end_at = start_at + settings.concurrency_seconds
+                for _, pipe in clients[:level]:
+                    pipe.send((start_at, end_at, space))
+                time.sleep(max(0.0, start_at - time.monotonic()))
+                server_cpu = cpu_seconds(gateway.pid)
+                time.sleep(max(0.0, end_at - time.monotonic()))
+                server_cpu = cpu_seconds(gateway.pid) - server_cpu
+                answers = [pipe.recv() for _, pipe in clients[:level]]
+                records = [r for a in answers for r in a["records"]]
+                errors = [e for a in answers for e in a["errors"]]
+                levels[level].append(
+                    {
+                        "queries": len(records),
+                        "records": records,
+                        "errors": errors,
+                        "server_cores": server_cpu / settings.concurrency_seconds,
+                    }
+                )
+                progress(
+                    f"concurrency round {round_ + 1}/{settings.concurrency_rounds}, "
+                    f"{level:>2} clients: {len(records) / settings.concurrency_seconds:6.1f} q/s, "
+                    f"gateway busy {server_cpu / settings.concurrency_seconds:.2f} cores, "
+                    f"{len(errors)} errors"
+                )
+    finally:
+        for _, pipe in clients:
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+        for process, _ in clients:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+    result: dict[str, Any] = {"mix": list(MIX), "seconds": settings.concurrency_seconds,
+                              "rounds": settings.concurrency_rounds, "levels": {}}  # fmt: skip
+    for level, rounds in levels.items():
+        latencies = [t for r in rounds for _, t in r["records"]]
+        by_kind = defaultdict(list)
+        for r in rounds:
+            for kind, t in r["records"]:
+                by_kind[kind].append(t)
+        errors = [e for r in rounds for e in r["errors"]]
+        result["levels"][level] = {
+            "queries_per_second": round(
+                median([r["queries"] for r in rounds]) / settings.concurrency_seconds, 1
+            ),
+            "p50_ms": _ms(median(latencies)),
+            "p99_ms": _ms(percentile(latencies, 99)),
+            "by_kind_p50_ms": {k: _ms(median(v)) for k, v in sorted(by_kind.items())},
+            "server_cores_busy": round(median([r["server_cores"] for r in rounds]), 2),
+            "errors": len(errors),
+            "error_samples": sorted(set(errors))[:5],
+        }
+    lowest, highest = min(levels), max(levels)
+    result["ratio"] = round(
+        result["levels"][highest]["queries_per_second"]
+        / result["levels"][lowest]["queries_per_second"],
+        2,
+    )
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _environment(settings: Settings) -> dict[str, Any]:
+    import adbc_driver_flightsql
+    import duckdb
+    import pyarrow
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "pyarrow": pyarrow.__version__,
+        "duckdb": duckdb.__version__,
+        "adbc_driver_flightsql": adbc_driver_flightsql.__version__,
+        "scale_factor": settings.scale_factor,
+        "settings": settings.__dict__ | {"concurrency_levels": list(settings.concurrency_levels)},
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    s, lat, con = results["streaming"], results["latency"], results["concurrency"]
+    mem = s["memory"]
+    env = results["environment"]
+    low, high = min(con["levels"]), max(con["levels"])
+    errors = sum(level["errors"] for level in con["levels"].values())
+    rows = [
+        ("measure", "gateway", "baseline (same run)", "ratio", "goal", ""),
+        (
+            f"stream lineitem SF {env['scale_factor']:g} ({s['gateway']['rows']:,} rows, "
+            f"{s['gateway']['bytes'] / 1e9:.2f} GB), median s",
+            f"{s['gateway']['seconds']:.2f}",
+            f"{s['in_process']['seconds']:.2f} (DuckDB in-process)",
+            f"{s['ratio']:.2f}x",
+            f"<= {GOALS['stream_ratio']}x",
+            _met(s["ratio"] <= GOALS["stream_ratio"]),
+        ),
+        (
+            "first batch, ms",
+            f"{s['gateway']['first_batch_ms']:.0f}",
+            f"{s['in_process']['first_batch_ms']:.0f}",
+            f"{s['first_batch_ratio']:.1f}x",
+            "reported",
+            "",
+        ),
+        (
+            f"point query p50, ms ({lat['runs']} runs, new key each)",
+            f"{lat['gateway']['p50_ms']:.2f}",
+            f"{lat['direct']['p50_ms']:.2f} (DuckDB in-process)",
+            f"{lat['ratio']:.1f}x",
+            f"<= {GOALS['point_p50_ms']:g} ms",
+            _met(lat["gateway"]["p50_ms"] <= GOALS["point_p50_ms"]),
+        ),
+        (
+            "point query p50, same key every time (plan cached), ms",
+            f"{lat['gateway_same_key']['p50_ms']:.2f}",
+            f"{lat['direct']['p50_ms']:.2f}",
+            f"{lat['gateway_same_key']['p50_ms'] / lat['direct']['p50_ms']:.1f}x",
+            "reported",
+            "",
+        ),
+        (
+            "CPU per point query, ms: gateway / client",
+            f"{lat['gateway']['server_cpu_ms_per_query']:.1f} / "
+            f"{lat['gateway']['client_cpu_ms_per_query']:.1f}",
+            "",
+            "",
+            "reported",
+            "",
+        ),
+        (
+            "point query p99, ms",
+            f"{lat['gateway']['p99_ms']:.2f}",
+            f"{lat['direct']['p99_ms']:.2f}",
+            "",
+            "reported",
+            "",
+        ),
+        (
+            f"throughput {high} vs {low} clients (point/scan/join mix), q/s",
+            f"{con['levels'][high]['queries_per_second']:.1f}",
+            f"{con['levels'][low]['queries_per_second']:.1f} (1 client)",
+            f"{con['ratio']:.2f}x",
+            f">= {GOALS['concurrency_ratio']}x",
+            _met(con["ratio"] >= GOALS["concurrency_ratio"]),
+        ),
+        ("errors under concurrency", str(errors), "", "", "0", _met(errors == 0)),
+        (
+            "gateway peak RSS above idle while streaming, MB",
+            f"{mem['gateway_peak_above_idle_mb']:.0f} "
+            f"(max {mem['gateway_peak_above_idle_max_mb']:.0f})",
+            (
+                f"{mem['in_process_peak_above_idle_mb']:.0f} (DuckDB in-process)"
+                if mem.get("in_process_peak_above_idle_mb") is not None
+                else "n/a"
+            ),
+            f"{mem['ratio']:.2f}x" if "ratio" in mem else "",
+            f"<= {GOALS['memory_mb']:g} MB",
+            _met(mem["gateway_peak_above_idle_mb"] <= GOALS["memory_mb"]),
+        ),
+    ]
+    lines = [
+        f"# Serving benchmark (commit {env['commit']}"
+        f"{' + uncommitted changes' if env['uncommitted_changes'] else ''}, "
+        f"{env['cpus']} CPUs, {env['when']})",
+        "",
+        *_table(rows),
+        "",
+        "Load average (1, 5, 15 min) at start "
+        + ", ".join(f"{x:.1f}" for x in env["load_average_at_start"])
+        + ", at end "
+        + ", ".join(f"{x:.1f}" for x in results["load_average_at_end"])
+        + f" on {env['cpus']} CPUs: above about 1, other work shared the machine.",
+        "",
+        "## Where a point query's time goes (medians, ms)",
+        "",
+        *_table([("step", "ms"), *((k, f"{v:.3f}") for k, v in lat["breakdown_ms"].items())]),
+        "",
+        "Planner steps are timed one by one without caches (a new key each time); "
+        "`Gateway.plan` is what the server pays, with its caches.",
+        "",
+        "## Concurrency",
+        "",
+        *_table(
+            [
+                (
+                    "clients",
+                    "queries/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "p50 by kind, ms",
+                    "gateway CPU, cores",
+                    "errors",
+                ),
+                *(
+                    (
+                        str(n),
+                        f"{v['queries_per_second']:.1f}",
+                        f"{v['p50_ms']:.1f}",
+                        f"{v['p99_ms']:.1f}",
+                        ", ".join(f"{k} {t:.1f}" for k, t in v["by_kind_p50_ms"].items()),
+                        f"{v['server_cores_busy']:.2f}",
+                        str(v["errors"]),
+                    )
+                    for n, v in sorted(con["levels"].items())
+                ),
+            ]
+        ),
+        "",
+        f"Reproduce: `{results['command']}`",
+    ]
+    for n, level in sorted(con["levels"].items()):
+        for sample in level["error_samples"]:
+            lines.append(f"- error at {n} clients: {sample}")
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    header, *body = rows
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in body),
+    ]
+
+
+def _without_samples(section: dict[str, Any]) -> dict[str, Any]:
+    """A section without its long sample lists, for printing."""
+    return {
+        k: _without_samples(v) if isinstance(v, dict) else v
+        for k, v in section.items()
+        if k not in {"samples_ms", "rss_timeline_mb", "records"}
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, lat, con = results["streaming"], results["latency"], results["concurrency"]
+    figure, ((stream_ax, latency_ax), (concurrency_ax, memory_ax)) = plt.subplots(
+        2, 2, figsize=(12, 9)
+    )
+    names = ["DuckDB in-process", "gateway (ADBC)"]
+    seconds = [s["in_process"]["seconds"], s["gateway"]["seconds"]]
+    bars = stream_ax.bar(names, seconds, color=["#999999", "#1f77b4"])
+    stream_ax.bar_label(bars, labels=[f"{v:.2f} s" for v in seconds])
+    stream_ax.set_title(f"stream lineitem: {s['ratio']:.2f}x in-process (goal <= 1.25x)")
+    stream_ax.set_ylabel("seconds (median)")
+
+    for label, key in (("DuckDB in-process", "direct"), ("gateway (ADBC)", "gateway")):
+        values = sorted(lat["samples_ms"][key])
+        latency_ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=label)
+    latency_ax.axvline(GOALS["point_p50_ms"], color="red", linestyle=":", label="goal p50")
+    latency_ax.set_xscale("log")
+    latency_ax.set_xlabel("ms")
+    latency_ax.set_ylabel("fraction of queries")
+    latency_ax.set_title(f"point query: p50 {lat['gateway']['p50_ms']:.2f} ms")
+    latency_ax.legend()
+
+    levels = sorted(con["levels"])
+    throughput = [con["levels"][n]["queries_per_second"] for n in levels]
+    concurrency_ax.plot(levels, throughput, marker="o")
+    for n, q in zip(levels, throughput, strict=True):
+        concurrency_ax.annotate(
+            f"{q:.0f} q/s, p99 {con['levels'][n]['p99_ms']:.0f} ms", (n, q), fontsize=8
+        )
+    concurrency_ax.set_xscale("log", base=2)
+    concurrency_ax.set_xlabel("clients")
+    concurrency_ax.set_ylabel("queries per second (median)")
+    concurrency_ax.set_title(f"mix throughput: {con['ratio']:.2f}x at {levels[-1]} vs 1 client")
+
+    timeline = s["memory"]["rss_timeline_mb"]
+    memory_ax.plot([t for t, _ in timeline], [mb for _, mb in timeline])
+    memory_ax.axhline(GOALS["memory_mb"], color="red", linestyle=":", label="goal")
+    memory_ax.set_xlabel("seconds into the stream")
+    memory_ax.set_ylabel("gateway RSS above idle, MB")
+    memory_ax.set_title(
+        f"gateway memory while streaming: peak +{s['memory']['gateway_peak_above_idle_mb']:.0f} MB"
+    )
+    memory_ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks serving", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--scale-factor", type=float, default=1.0, help="TPC-H scale factor (default 1)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer and shorter runs (a smoke run, noisier)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("streaming", "latency", "concurrency"),
+        action="append",
+        help="run only these sections (repeatable); the report needs all three",
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    settings = Settings.of(args)
+    from gateway.demo import build_demo_mesh
+
+    mesh = build_demo_mesh(
+        DATA / f"mesh-sf{settings.scale_factor:g}",
+        scale_factor=settings.scale_factor,
+        progress=progress,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    sections = args.only or ["streaming", "latency", "concurrency"]
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m benchmarks serving", *argv]),
+        "environment": _environment(settings),
+        "goals": GOALS,
+    }
+    with GatewayProcess(mesh, log_path=RESULTS / "serving-gateway.log") as gateway:
+        progress(f"gateway pid {gateway.pid} serving {mesh} at {gateway.uri}")
+        if "streaming" in sections:
+            results["streaming"] = streaming(gateway, mesh, settings)
+        if "latency" in sections:
+            results["latency"] = latency(gateway, mesh, settings)
+        if "concurrency" in sections:
+            results["concurrency"] = concurrency(gateway, mesh, settings)
+    results["load_average_at_end"] = os.getloadavg()
+    name = "serving" if not args.only else "serving-" + "-".join(sections)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    if args.only:
+        print(json.dumps({k: _without_samples(results[k]) for k in sections}, indent=1))
+        return 0
+    report = markdown(results)
+    (RESULTS / f"{name}.md").write_text(report, encoding="utf-8")
+    plot(results, RESULTS / f"{name}.png")
+    print(report)
+    print(f"results in {RESULTS}/{name}.{{json,md,png}}", file=sys.stderr)
+    return 0
