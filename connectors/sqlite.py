@@ -43,7 +43,11 @@ class SQLiteConnector(Connector):
                 f"store {self.name!r}: database file {self.path} does not exist; check `path` in "
                 "mesh.yaml"
             )
-        return adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
+        connection = adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
+        # SQLite's LIKE ignores ASCII case by default; the gateway's (DuckDB's) does not
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA case_sensitive_like = ON")
+        return connection
 
     def execute(
         self, sql: str, *, parameters: pa.RecordBatch | None = None

@@ -245,6 +245,9 @@ SEMANTICS = {
         "SELECT count(*) FROM sales.orders o WHERE o.o_custkey NOT IN "
         "(SELECT n_nationkey FROM reference.nation WHERE n_name IS NOT NULL)"
     ),
+    "like compares case, at SQLite too": (
+        "SELECT n_name FROM reference.nation WHERE n_name LIKE 'a%' OR n_name LIKE 'E%' ORDER BY 1"
+    ),
     "distinct and scalar subquery": (
         "SELECT DISTINCT o_custkey, (SELECT max(n_name) FROM reference.nation) AS m "
         "FROM sales.orders ORDER BY 1 NULLS FIRST"
