@@ -11,6 +11,7 @@ a deadline or an early close finds the query by its tag comment and runs ``KILL 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +22,7 @@ from sqlglot import exp
 from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
 from connectors.embedded import ROWS_PER_BATCH
 from connectors.pool import ConnectionPool
-from connectors.remote import bind_parameters, conformed_schema, declared_type, stream, tag_query
+from connectors.remote import bind_parameters, conformed_schema, declared_type, stream
 from gateway.errors import GatewayError, InvalidQuery, NotFound, QueryTimeout, SourceUnavailable
 from gateway.types import arrow_type
 
@@ -112,15 +113,29 @@ class MySQLConnector(Connector):
 
     def _error(self, exc: BaseException, timed_out: bool = False) -> GatewayError:
         """The gateway error for a PyMySQL or connectorx failure."""
+        import pymysql
+
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         message = str(exc)
         if self._password:
             message = message.replace(quote(self._password, safe=""), "***")
             message = message.replace(self._password, "***")
         lowered = message.lower()
-        if (code in _CLIENT_ERRORS) or any(
-            sign in lowered
-            for sign in ("can't connect", "connection refused", "lost connection", "gone away")
+        if (
+            code in _CLIENT_ERRORS
+            or isinstance(exc, OSError | pymysql.err.InterfaceError)
+            or any(
+                sign in lowered
+                for sign in (
+                    "can't connect",
+                    "connection refused",
+                    "lost connection",
+                    "gone away",
+                    "timed out waiting for connection",
+                    "server disconnected",
+                    "broken pipe",
+                )
+            )
         ):
             return SourceUnavailable(
                 f"store {self.name!r} ({self._where()}) is unavailable: {message}; "
@@ -135,7 +150,17 @@ class MySQLConnector(Connector):
         return InvalidQuery(f"store {self.name!r} rejected the query: {message}")
 
     def _control(self, sql: str, args: tuple = ()) -> tuple[tuple, tuple]:
-        """Run a small statement on a pooled PyMySQL connection: (rows, column metadata)."""
+        """Run a small statement on a pooled PyMySQL connection: (rows, column metadata).
+
+        A pooled connection the server dropped (restart, network) is replaced once, so a store
+        that is back answers at once and one that is down fails fast with SourceUnavailable.
+        """
+        try:
+            return self._control_once(sql, args)
+        except SourceUnavailable:
+            return self._control_once(sql, args)
+
+    def _control_once(self, sql: str, args: tuple) -> tuple[tuple, tuple]:
         import pymysql
 
         connection = self._pool.acquire()
@@ -146,7 +171,7 @@ class MySQLConnector(Connector):
                 # in the query (modulo, a LIKE pattern) must reach the server as it is
                 cursor.execute(sql, args or None)
                 return cursor.fetchall(), cursor._result.fields or ()
-        except pymysql.err.MySQLError as exc:
+        except (pymysql.err.MySQLError, OSError) as exc:
             error = self._error(exc)
             broken = isinstance(error, SourceUnavailable)
             raise error from exc
@@ -160,7 +185,10 @@ class MySQLConnector(Connector):
 
         bound = bind_parameters(sql, parameters, dialect="mysql")
         overrides = self._declared_result_types(bound)
-        tag, tagged = tag_query(bound)
+        # connectorx re-renders the SQL and drops comments: the tag travels as a derived-table
+        # alias, which MariaDB merges away for plain scans
+        tag = "meshgate_" + uuid.uuid4().hex
+        tagged = f"SELECT * FROM ({bound}) AS {tag}" if overrides is not None else bound
         timeout = self.settings.query_timeout_seconds
         try:
             reader = connectorx.read_sql(
@@ -186,7 +214,7 @@ class MySQLConnector(Connector):
             map_error=self._error,
         )
 
-    def _declared_result_types(self, sql: str) -> dict[int, pa.DataType]:
+    def _declared_result_types(self, sql: str) -> dict[int, pa.DataType] | None:
         """Arrow types for the result columns connectorx maps loosely, from the server's metadata.
 
         ``SELECT * FROM (...) LIMIT 0`` makes the server describe the result without computing
@@ -197,7 +225,7 @@ class MySQLConnector(Connector):
         except InvalidQuery as exc:
             if _DUPLICATE_COLUMN not in str(exc):
                 raise
-            return {}  # duplicate output names cannot be wrapped: keep connectorx's types
+            return None  # duplicate output names cannot be wrapped: keep connectorx's types
         overrides: dict[int, pa.DataType] = {}
         for index, field in enumerate(fields):
             if field.type_code == _NEWDECIMAL:

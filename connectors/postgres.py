@@ -184,8 +184,9 @@ class PostgresConnector(Connector):
         con = self._attached()
         cursor = con.cursor()
         try:
-            cursor.execute(f"SELECT * FROM postgres_query('{ALIAS}', {_quote(tagged)})")
-            reader = cursor.fetch_record_batch(ROWS_PER_BATCH)
+            # a relation streams; cursor.execute() would materialise the whole result first
+            relation = cursor.sql(f"SELECT * FROM postgres_query('{ALIAS}', {_quote(tagged)})")
+            reader = relation.to_arrow_reader(ROWS_PER_BATCH)
         except duckdb.Error as exc:
             cursor.close()
             raise self._error(exc) from exc

@@ -1,0 +1,172 @@
+"""The PostgreSQL and MariaDB services tests talk to, and a TCP proxy to take them "down".
+
+Tests that need a service call :func:`require`: it skips the test with a clear reason when the
+service does not answer, and fails it instead when ``MESHGATE_REQUIRE_STORES=1`` (CI), so a
+missing service can never turn a red suite green. Addresses can be moved with
+``MESHGATE_PG_HOST``/``_PORT`` and ``MESHGATE_MYSQL_HOST``/``_PORT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Service:
+    """A database service the tests expect on this machine."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    database: str
+
+    def reachable(self, timeout: float = 1.0) -> bool:
+        try:
+            socket.create_connection((self.host, self.port), timeout=timeout).close()
+        except OSError:
+            return False
+        return True
+
+
+POSTGRES = Service(
+    "PostgreSQL",
+    os.environ.get("MESHGATE_PG_HOST", "127.0.0.1"),
+    int(os.environ.get("MESHGATE_PG_PORT", "5432")),
+    user="postgres",
+    database="test",
+)
+MARIADB = Service(
+    "MariaDB",
+    os.environ.get("MESHGATE_MYSQL_HOST", "127.0.0.1"),
+    int(os.environ.get("MESHGATE_MYSQL_PORT", "3306")),
+    user="root",
+    database="test",
+)
+
+
+def stores_required() -> bool:
+    return os.environ.get("MESHGATE_REQUIRE_STORES") == "1"
+
+
+def require(service: Service) -> Service:
+    """``service`` if it answers; otherwise skip (or fail under MESHGATE_REQUIRE_STORES=1)."""
+    if service.reachable():
+        return service
+    reason = (
+        f"{service.name} is not reachable at {service.host}:{service.port}; start it "
+        f"(user {service.user}, database {service.database}) to run this test"
+    )
+    if stores_required():
+        pytest.fail(f"MESHGATE_REQUIRE_STORES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_admin() -> Any:
+    """An autocommit psycopg connection to the test database (for setting up and checking)."""
+    import psycopg
+
+    service = require(POSTGRES)
+    return psycopg.connect(
+        host=service.host,
+        port=service.port,
+        user=service.user,
+        dbname=service.database,
+        autocommit=True,
+    )
+
+
+def mysql_admin() -> Any:
+    """An autocommit PyMySQL connection to the test database, in UTC."""
+    import pymysql
+
+    service = require(MARIADB)
+    return pymysql.connect(
+        host=service.host,
+        port=service.port,
+        user=service.user,
+        database=service.database,
+        autocommit=True,
+        init_command="SET time_zone = '+00:00'",
+    )
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (closed as soon as it is found)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TcpProxy:
+    """Forwards a local port to a real server; ``stop()`` is the server going down.
+
+    Stopping closes the listening socket and every connection through it, as a crashed or
+    restarted server would; ``start()`` brings it back on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            # shutdown wakes the thread blocked in accept(); close() alone leaves it listening
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for end in sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
