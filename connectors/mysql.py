@@ -20,7 +20,6 @@ from pydantic import Field
 from sqlglot import exp
 
 from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
-from connectors.embedded import ROWS_PER_BATCH
 from connectors.pool import ConnectionPool
 from connectors.remote import bind_parameters, conformed_schema, declared_type, stream
 from gateway.errors import GatewayError, InvalidQuery, NotFound, QueryTimeout, SourceUnavailable
@@ -34,6 +33,9 @@ _UNSIGNED_FLAG = 32
 _CLIENT_ERRORS = range(2000, 3000)
 _TIMEOUT_ERRORS = (1969, 3024)  # MariaDB max_statement_time, MySQL max_execution_time
 _DUPLICATE_COLUMN = "1060"
+# connectorx's producer runs ahead of the reader by a few batches; smaller batches bound the
+# memory that takes (and read as fast: 1.5 s for 1.5M rows at 10k rows vs 1.7 s at 64k)
+_ROWS_PER_BATCH = 16_384
 
 
 class MySQLSettings(ConnectorSettings):
@@ -195,7 +197,7 @@ class MySQLConnector(Connector):
                 self._uri(),
                 tagged,
                 return_type="arrow_stream",
-                batch_size=ROWS_PER_BATCH,
+                batch_size=_ROWS_PER_BATCH,
                 pre_execution_query=[
                     "SET time_zone = '+00:00'",
                     f"SET max_statement_time = {timeout:g}",
