@@ -113,8 +113,13 @@ class Gateway:
         hide = getattr(self.policy, "hide_mask_key", None)
         return hide(plan.explain()) if hide is not None else plan.explain()
 
-    def execute(self, plan: Plan) -> pa.RecordBatchReader:
-        return execute_plan(plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes)
+    def execute(
+        self, plan: Plan, *, sent: list[tuple[str, str]] | None = None
+    ) -> pa.RecordBatchReader:
+        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
+        return execute_plan(
+            plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+        )
 
     def describe(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
@@ -133,11 +138,14 @@ class Gateway:
         """Plan, execute and stream; one audit event when the stream ends, however it ends."""
         plan = self.describe(sql, principal, parameters)
         started = time.perf_counter()
+        sent: list[tuple[str, str]] = []
         try:
-            reader = self.execute(plan)
+            reader = self.execute(plan, sent=sent)
         except GatewayError as exc:
             public = self._public_error(exc)
-            self._audit(principal, sql, plan, started, outcome=_outcome(exc), error=str(public))
+            self._audit(
+                principal, sql, plan, started, outcome=_outcome(exc), error=str(public), sent=sent
+            )
             raise public from None
         counted = {"rows": 0, "bytes": 0}
 
@@ -163,6 +171,7 @@ class Gateway:
                     started,
                     outcome="ok" if error is None else "error",
                     error=None if error is None else str(error) or type(error).__name__,
+                    sent=sent,
                     **counted,
                 )
 
@@ -190,6 +199,7 @@ class Gateway:
         error: str | None = None,
         rows: int = 0,
         bytes: int = 0,  # noqa: A002 - the audit event's field name
+        sent: list[tuple[str, str]] | None = None,
     ) -> None:
         if self._audit_log is None:
             return
@@ -217,7 +227,8 @@ class Gateway:
                         event.masks[f"{address}.{column.name}"] = hide(masked.sql("duckdb"))
                 if decision.row_filter is not None:
                     event.filters[address] = decision.row_filter.sql("duckdb")
-            event.fragments = [Fragment(f.store, hide(f.sql)) for f in plan.fragments]
+            sent = sent or [(f.store, f.sql) for f in plan.fragments]
+            event.fragments = [Fragment(store, hide(sql)) for store, sql in sent]
         try:
             self._audit_log.record(event)
         except OSError:

@@ -283,3 +283,54 @@ def test_exists_fetches_only_the_columns_its_subquery_reads(sql, gateway, contex
     expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
     assert expected, "a fixture that returns nothing proves nothing"
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+DYNAMIC = {
+    "inner join": (
+        "SELECT o.o_orderkey FROM sales.orders o JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey WHERE n.n_name = 'BRAZIL' ORDER BY 1"
+    ),
+    "right side of a left join": (
+        "SELECT n.n_name, o.o_orderkey FROM reference.nation n LEFT JOIN sales.orders o "
+        "ON o.o_custkey = n.n_nationkey WHERE n.n_name IN ('BRAZIL', 'EGYPT') ORDER BY 1, 2"
+    ),
+}
+
+
+@pytest.mark.parametrize("sql", DYNAMIC.values(), ids=DYNAMIC.keys())
+def test_a_filtered_side_narrows_its_partner_at_the_store(sql, gateway, context, reference):
+    plan = plan_query(sql, context=context)
+    (dynamic,) = plan.dynamic_filters
+    probe = next(f for f in plan.fragments if f.name == dynamic.probe)
+    assert probe.store == "sales_db" and dynamic.probe_column == "o_custkey"
+    assert "dynamic filter" in plan.explain()
+    sent: list[tuple[str, str]] = []
+    answer = gateway.execute(plan, sent=sent).read_all()
+    (narrowed,) = [q for store, q in sent if store == "sales_db"]
+    assert "IN (2" in narrowed
+    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
+    assert expected
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the preserved side of a LEFT JOIN keeps its unmatched rows: it may not be narrowed
+        "SELECT o.o_orderkey, n.n_name FROM sales.orders o LEFT JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey AND n.n_name = 'BRAZIL' ORDER BY 1",
+        # both sides filtered: no side is known to be the small one
+        "SELECT o.o_orderkey FROM sales.orders o JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey WHERE n.n_name = 'BRAZIL' AND o.o_total > 10 ORDER BY 1",
+    ],
+)
+def test_no_dynamic_filter_where_it_could_change_the_answer_or_guess(
+    sql, gateway, context, reference
+):
+    plan = plan_query(sql, context=context)
+    narrowed = {f.probe for f in plan.dynamic_filters}
+    orders = [f.name for f in plan.fragments if f.store == "sales_db"]
+    assert not narrowed & set(orders)
+    answer = gateway.execute(plan).read_all()
+    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected

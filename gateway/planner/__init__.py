@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
+from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.govern import apply_governance
 from gateway.planner.parse import parse_statement
 from gateway.planner.pushdown_predicates import push_down_predicates
@@ -47,6 +48,7 @@ class Plan:
     fragments: tuple[Fragment, ...]
     local_sql: str | None
     schema: pa.Schema
+    dynamic_filters: tuple[DynamicFilter, ...] = ()
 
     def explain(self) -> str:
         lines = []
@@ -57,6 +59,7 @@ class Plan:
         if self.local_sql is not None:
             lines.append("runs locally in DuckDB over the fragments:")
             lines.append(f"  {self.local_sql}")
+        lines.extend(f"dynamic filter: {f.describe()}" for f in self.dynamic_filters)
         return "\n".join(lines)
 
 
@@ -87,12 +90,14 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         expression = rule(expression, context=context)
     split = split_by_store(expression, context=context)
     local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
+    dynamic = find_dynamic_filters(split.local, split.fragments) if split.local else ()
     return Plan(
         statement=sql,
         products=products,
         fragments=split.fragments,
         local_sql=local_sql,
         schema=schema,
+        dynamic_filters=dynamic,
     )
 
 
