@@ -144,3 +144,38 @@ def test_an_unmasked_principal_sees_clear_values_and_every_row(server):
             "JOIN lender.accounts l ON l.id = b.id ORDER BY b.id"
         )
         assert cur.fetchall() == [(i, h, h) for i, h, _, _ in ACCOUNTS]
+
+
+def test_a_sum_computed_at_postgres_arrives_as_an_exact_decimal(tmp_path):
+    """PostgreSQL's sum(numeric) has no declared scale; the gateway pins it to the promised one."""
+    import decimal
+
+    from gateway.planner import plan_query
+    from gateway.service import Gateway
+    from tests.support.mesh import grant_everything
+
+    pg = postgres_admin()
+    pg.execute("DROP TABLE IF EXISTS public.meshgate_amounts")
+    pg.execute("CREATE TABLE public.meshgate_amounts (v NUMERIC(15, 2))")
+    pg.execute("INSERT INTO meshgate_amounts SELECT 1234567890123.45 FROM generate_series(1, 777)")
+    (tmp_path / "mesh.yaml").write_text(
+        f"name: t\nstores:\n  pg: {{kind: postgres, host: {POSTGRES.host}, port: {POSTGRES.port}, "
+        f"user: {POSTGRES.user}, database: {POSTGRES.database}}}\n"
+    )
+    (tmp_path / "bank").mkdir()
+    (tmp_path / "bank" / "amounts.yaml").write_text(
+        "product: amounts\nversion: 1\nowner: t@example.com\ndescription: amounts\nstore: pg\n"
+        'table: public.meshgate_amounts\ncolumns:\n  - {name: v, type: "decimal(15,2)"}\n'
+    )
+    principal = grant_everything(tmp_path)
+    gateway = Gateway.open(tmp_path)
+    try:
+        context = gateway.context(principal)
+        plan = plan_query("SELECT sum(v) AS total FROM bank.amounts", context=context)
+        assert "CAST(SUM(" in plan.fragments[0].sql.upper().replace('"', "")
+        (total,) = gateway.execute(plan).read_all().column("total").to_pylist()
+    finally:
+        gateway.close()
+        pg.execute("DROP TABLE public.meshgate_amounts")
+        pg.close()
+    assert total == decimal.Decimal("1234567890123.45") * 777

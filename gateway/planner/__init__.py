@@ -18,6 +18,7 @@ from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.govern import apply_governance
 from gateway.planner.parse import parse_statement
+from gateway.planner.pin_decimals import pin_decimal_outputs
 from gateway.planner.pushdown_predicates import push_down_predicates
 from gateway.planner.pushdown_projections import push_down_projections
 from gateway.planner.qualify import qualify_columns
@@ -86,6 +87,7 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         expression = rule(expression, context=context)
     schema = infer_schema(expression, context=context)
     products = tuple(sorted(named_products(expression)))
+    expression = pin_decimal_outputs(expression, schema=schema)
     for rule in PUSHDOWN:
         expression = rule(expression, context=context)
     split = split_by_store(expression, context=context)
