@@ -86,7 +86,19 @@ class Gateway:
             if reload is not None and reload():
                 self._policy_generation += 1  # plans made under the old policy are never reused
                 self.plans.clear()
+                self._reload_principals()
                 log.info("policy files changed: the new policy is in force")
+
+    def _reload_principals(self) -> None:
+        try:
+            self.principals = PrincipalDirectory.load(self.mesh.root)
+        except MeshConfigError as exc:
+            log.error("principals.yaml changed but is invalid; keeping the previous one\n%s", exc)
+
+    def current_principals(self) -> PrincipalDirectory:
+        """The principals in force now (principals.yaml is re-read when it changes)."""
+        self.reload_policies()
+        return self.principals
 
     def context(self, principal: Principal) -> PlanContext:
         self.reload_policies()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 
 import pyarrow.flight as flight
 
@@ -43,7 +44,7 @@ class AuthMiddleware(flight.ServerMiddleware):
 class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
     def __init__(
         self,
-        principals: PrincipalDirectory,
+        principals: Callable[[], PrincipalDirectory],
         signer: Signer,
         *,
         token_ttl_seconds: int,
@@ -81,13 +82,13 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 )
             except (ValueError, UnicodeDecodeError):
                 raise Unauthenticated("malformed Basic credentials") from None
-            principal = self._principals.authenticate(name, password)
+            principal = self._principals().authenticate(name, password)
             if principal is None:
                 raise Unauthenticated("wrong username or password")
             return AuthMiddleware(principal, self._signer.bearer(principal.name, self._ttl))
         if scheme.lower() == "bearer":
             name = self._signer.principal_of_bearer(value.strip())
-            principal = self._principals.get(name)
+            principal = self._principals().get(name)
             if principal is None:
                 raise Unauthenticated("the principal of this token no longer exists")
             return AuthMiddleware(principal, None)

@@ -109,7 +109,7 @@ class MeshFlightServer(flight.FlightServerBase):
             auth_handler=NoOpHandshake(),
             middleware={
                 MIDDLEWARE_KEY: AuthMiddlewareFactory(
-                    gateway.principals,
+                    gateway.current_principals,
                     self.signer,
                     token_ttl_seconds=gateway.settings.token_ttl_seconds,
                     anonymous=anonymous,
