@@ -79,6 +79,28 @@ def _cmd_policy_check(args) -> None:
         print(explain(gateway.policy, principal, product))
 
 
+def _cmd_contracts(args) -> None:
+    import connectors
+    from gateway.contracts import check_contracts
+    from gateway.mesh import load_mesh
+    from gateway.service import open_stores
+
+    mesh = load_mesh(args.mesh, known_store_kinds=set(connectors.KINDS))
+    stores = open_stores(mesh)
+    try:
+        reports = check_contracts(mesh, stores)
+    finally:
+        for store in stores.values():
+            store.close()
+    for report in reports:
+        state = "ok" if report.ok else ("not checked" if not report.checked else "DRIFT")
+        print(f"{report.address:40} {report.store:20} {state}")
+        for problem in report.problems:
+            print(f"    {problem}")
+    if not all(report.ok for report in reports):
+        raise SystemExit(1)
+
+
 def _cmd_hash_password(args) -> None:
     import getpass
 
@@ -144,6 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     explain.add_argument("sql")
     explain.set_defaults(run=_cmd_explain)
+
+    contracts = commands.add_parser(
+        "contracts", help="compare every product's descriptor with its store now"
+    )
+    contracts.add_argument("--mesh", required=True)
+    contracts.set_defaults(run=_cmd_contracts)
 
     policy = commands.add_parser("policy", help="inspect the mesh's policies")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)

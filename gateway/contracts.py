@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from connectors.base import Connector
 from gateway.errors import GatewayError
-from gateway.mesh import Product
+from gateway.mesh import Mesh, Product
 from gateway.types import arrow_type
 
 
@@ -84,3 +85,9 @@ def check_contract(product: Product, connector: Connector) -> ContractReport:
                 f"{column.type}; fix `type` or the table"
             )
     return ContractReport(address, product.store, tuple(problems))
+
+
+def check_contracts(mesh: Mesh, connectors: Mapping[str, Connector]) -> list[ContractReport]:
+    """A report per product version, in address order."""
+    versions = {p.versioned_address: p for p in mesh.products.values()}
+    return [check_contract(p, connectors[p.store]) for _, p in sorted(versions.items())]

@@ -15,7 +15,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 import connectors
-from gateway.contracts import ContractReport, check_contract
+from gateway.contracts import ContractReport, check_contracts
 from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
@@ -25,6 +25,24 @@ from gateway.planner.context import PlanContext, Policy
 from gateway.principals import Principal, PrincipalDirectory
 
 log = logging.getLogger(__name__)
+
+
+def open_stores(mesh: Mesh) -> dict[str, connectors.Connector]:
+    """A connector per store of ``mesh``; MeshConfigError lists every store's problems at once."""
+    opened: dict[str, connectors.Connector] = {}
+    problems: list[str] = []
+    for name, store in mesh.config.stores.items():
+        try:
+            opened[name] = connectors.open_connector(
+                name, {"kind": store.kind, **store.settings}, base_dir=mesh.root
+            )
+        except MeshConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        for connector in opened.values():
+            connector.close()
+        raise MeshConfigError(problems)
+    return opened
 
 
 def _outcome(error: GatewayError) -> str:
@@ -49,17 +67,11 @@ class Gateway:
 
             self._audit_log = AuditLog(mesh.root / self.settings.audit_log)
         self.connectors: dict[str, connectors.Connector] = {}
-        problems: list[str] = []
-        for name, store in mesh.config.stores.items():
-            try:
-                self.connectors[name] = connectors.open_connector(
-                    name, {"kind": store.kind, **store.settings}, base_dir=mesh.root
-                )
-            except MeshConfigError as exc:
-                problems.extend(exc.problems)
-        if problems:
+        try:
+            self.connectors = open_stores(mesh)
+        except MeshConfigError:
             self.close()
-            raise MeshConfigError(problems)
+            raise
 
     @classmethod
     def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
@@ -256,8 +268,7 @@ class Gateway:
         }
 
     def check_contracts(self) -> list[ContractReport]:
-        unique = {p.versioned_address: p for p in self.mesh.products.values()}
-        return [check_contract(p, self.connectors[p.store]) for _, p in sorted(unique.items())]
+        return check_contracts(self.mesh, self.connectors)
 
     def check_contracts_on_load(self) -> None:
         mode = self.settings.contract_check

@@ -119,3 +119,25 @@ def test_hash_password_output_authenticates(password, tmp_path):
     directory = PrincipalDirectory.load(Path(tmp_path))
     assert directory.authenticate("someone", password) is not None
     assert directory.authenticate("someone", password + "x") is None
+
+
+def test_contracts_on_demand_report_drift_per_product(demo_mesh, tmp_path):
+    mesh = tmp_path / "drifted"
+    shutil.copytree(demo_mesh, mesh)
+    result = subprocess.run(
+        [*MESHGATE, "contracts", "--mesh", str(mesh)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sales.customer_v1" in result.stdout and "DRIFT" not in result.stdout
+    import duckdb
+
+    con = duckdb.connect(str(mesh / "stores" / "sales.duckdb"))
+    con.execute("ALTER TABLE main.customer DROP COLUMN c_comment")
+    con.close()
+    result = subprocess.run(
+        [*MESHGATE, "contracts", "--mesh", str(mesh)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    drifted = [line for line in result.stdout.splitlines() if "DRIFT" in line]
+    assert len(drifted) == 1 and drifted[0].startswith("sales.customer_v1")
+    assert "column 'c_comment' is not in the store" in result.stdout
