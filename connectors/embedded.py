@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from connectors.base import Capabilities, Connector
+from connectors.watchdog import watchdog
 from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
 
 ROWS_PER_BATCH = 65_536
@@ -56,8 +57,8 @@ class EmbeddedDuckDB:
                         self.database, read_only=read_only, config=STORE_ENGINE_CONFIG
                     )
                     # timestamptz leaves as timestamp[us, tz=UTC], the contract type, whatever
-                    # the machine's zone
-                    self._connection.execute("SET TimeZone = 'UTC'")
+                    # the machine's zone; GLOBAL, so every cursor starts with it
+                    self._connection.execute("SET GLOBAL TimeZone = 'UTC'")
                 except duckdb.Error as exc:
                     raise SourceUnavailable(
                         f"store {self.store!r} cannot be opened: {exc}"
@@ -70,11 +71,8 @@ class EmbeddedDuckDB:
         import duckdb
 
         cursor = self._connect().cursor()
-        cursor.execute("SET TimeZone = 'UTC'")  # timestamptz as the contract's tz=UTC
         values = list(parameters.to_pylist()[0].values()) if parameters is not None else None
-        timer = threading.Timer(self.query_timeout_seconds, cursor.interrupt)
-        timer.daemon = True
-        timer.start()
+        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, cursor.interrupt)
         try:
             result = cursor.execute(sql, values)
             return result.to_arrow_reader(ROWS_PER_BATCH)
@@ -91,7 +89,7 @@ class EmbeddedDuckDB:
         except duckdb.Error as exc:
             raise InvalidQuery(f"store {self.store!r} failed to run the query: {exc}") from exc
         finally:
-            timer.cancel()
+            cancel_deadline()
 
     def close(self) -> None:
         with self._lock:

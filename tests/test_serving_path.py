@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
 
+from connectors.embedded import EmbeddedDuckDB
+from connectors.watchdog import Watchdog
 from gateway import service
 from gateway.demo import load_tpch_reference, tpch_dir
-from gateway.errors import PermissionDenied
+from gateway.errors import PermissionDenied, QueryTimeout
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -184,3 +189,57 @@ def test_sqlglot_runs_compiled():
     from sqlglot import tokens
 
     assert tokens.SQLGLOTC_INSTALLED, "install meshgate's dependencies: sqlglotc is missing"
+
+
+# --- embedded stores: deadlines and time zone -------------------------------------------------
+
+
+def test_the_watchdog_runs_due_callbacks_in_order_and_never_cancelled_ones():
+    watchdog = Watchdog()
+    fired: list[str] = []
+    done = threading.Event()
+    watchdog.schedule(0.2, lambda: (fired.append("late"), done.set()))
+    watchdog.schedule(0.05, lambda: fired.append("early"))
+    cancel = watchdog.schedule(0.1, lambda: fired.append("cancelled"))
+    cancel()
+    assert done.wait(10)
+    assert fired == ["early", "late"]
+    assert watchdog.pending() == 0
+
+
+def test_the_watchdog_forgets_cancelled_deadlines():
+    watchdog = Watchdog()
+    for _ in range(5000):
+        watchdog.schedule(300, lambda: None)()
+    assert watchdog.pending() == 0
+    assert len(watchdog._heap) < 1024  # not 5000 entries kept for five minutes
+
+
+def test_an_embedded_query_past_its_deadline_is_interrupted():
+    engine = EmbeddedDuckDB(store="slow", query_timeout_seconds=0.3)
+    try:
+        with pytest.raises(QueryTimeout, match="'slow' did not answer within 0.3 s"):
+            engine.execute("SELECT sum(i) FROM range(10000000000000) AS t(i)").read_all()
+        assert engine.execute("SELECT 42 AS x").read_all().to_pylist() == [{"x": 42}]
+    finally:
+        engine.close()
+
+
+def test_every_embedded_cursor_reads_timestamptz_in_utc_whatever_the_machine_zone():
+    code = (
+        "from connectors.embedded import EmbeddedDuckDB\n"
+        "engine = EmbeddedDuckDB(store='zone')\n"
+        "for _ in range(2):\n"
+        "    sql = \"SELECT current_setting('TimeZone') AS tz\"\n"
+        "    print(engine.execute(sql).read_all().column('tz')[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TZ": "America/New_York"},
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["UTC", "UTC"]
