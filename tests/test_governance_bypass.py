@@ -684,12 +684,18 @@ def test_order_by_a_masked_column_orders_the_masked_values(client):
     assert clear_order != masked_order
 
 
-def test_bound_parameters_compare_masked_values(client):
+def test_bound_parameters_are_masked_comparisons_never_names_or_sql(client):
     sql = "SELECT count(*) FROM sales.customer WHERE c_name = ?"
     assert run(client("admin"), sql, ("Customer#000000001",)) == [(1,)]
     assert run(client("analyst"), sql, ("Customer#000000001",)) == [(0,)]
     assert run(client("analyst"), sql, ("****0001",)) == [(1,)]
     assert run(client("eu_analyst"), sql, ("****0001",)) == [(0,)]  # customer 1 is in Morocco
+    assert run(client("analyst"), sql, ("x' OR '1'='1",)) == [(0,)]
+    for table in ("sales.customer", "tpch/customer.parquet"):
+        with client("guest").cursor() as cur, pytest.raises(adbc_driver_manager.Error) as caught:
+            cur.execute("SELECT * FROM ?", parameters=(table,))
+            cur.fetch_arrow_table()
+        assert str(caught.value).startswith("INVALID_ARGUMENT"), caught.value
 
 
 # --- hidden rows never reach the query's own expressions ---------------------------------------
