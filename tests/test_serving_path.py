@@ -19,6 +19,7 @@ from connectors.watchdog import Watchdog
 from gateway import service
 from gateway.demo import load_tpch_reference, tpch_dir
 from gateway.errors import PermissionDenied, QueryTimeout
+from gateway.flightsql.server import _placeholder_count
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -169,6 +170,7 @@ def test_a_changed_policy_retires_cached_plans(demo_mesh, tmp_path, monkeypatch)
 def test_an_adbc_query_is_planned_once_per_set_of_values(demo_mesh):
     """Prepare, bind, GetFlightInfo and DoGet each need the plan; only new values make one."""
     sql = "SELECT o_orderkey, o_totalprice FROM sales.orders WHERE o_orderkey = ?"
+    parsed = _placeholder_count.cache_info()
     with running_server(demo_mesh) as (uri, gateway), connect(uri, "analyst") as conn:
         with conn.cursor() as cursor:
             cursor.execute(sql, parameters=(1,))
@@ -179,6 +181,7 @@ def test_an_adbc_query_is_planned_once_per_set_of_values(demo_mesh):
             assert cursor.fetch_arrow_table().column("o_orderkey").to_pylist() == [2]
         assert gateway.plans.misses == 3
         assert gateway.plans.hits >= 5
+    assert _placeholder_count.cache_info().misses - parsed.misses == 1  # prepared twice
 
 
 # --- the planner's speed ----------------------------------------------------------------------

@@ -61,6 +61,13 @@ def _unpack(data: bytes):
     raise Unsupported(f"the Flight SQL command {name or '(empty)'} is not supported by meshgate")
 
 
+@functools.lru_cache(maxsize=1024)
+def _placeholder_count(statement: str, dialect: str) -> int:
+    """How many ``?`` a statement has; clients prepare the same statements again and again."""
+    parsed = parse_statement(statement, dialect=dialect)
+    return sum(1 for _ in parsed.find_all(exp.Placeholder))
+
+
 def _edge(method):
     """Map GatewayErrors to Flight errors and hide unexpected ones behind a log reference."""
 
@@ -366,8 +373,7 @@ class MeshFlightServer(flight.FlightServerBase):
     def _prepare_schema(self, sql: str, principal: Principal) -> pa.Schema:
         """The schema of a statement whose parameters are not bound yet (they bind as NULL)."""
         _, statement = split_explain(sql)
-        parsed = parse_statement(statement, dialect=self.gateway.settings.dialect)
-        count = sum(1 for _ in parsed.find_all(exp.Placeholder))
+        count = _placeholder_count(statement, self.gateway.settings.dialect)
         return self._statement_schema(sql, principal, [None] * count)
 
     def list_actions(self, context):
