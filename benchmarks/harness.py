@@ -130,7 +130,8 @@ class GatewayProcess:
             sys.executable, "-m", "gateway.cli", "--log-level", "WARNING",
             "serve", "--mesh", str(self.mesh_dir), "--port", "0",
         ]  # fmt: skip
-        env = {**os.environ, "MESHGATE_MASK_KEY": MASK_KEY, "PYTHONPATH": str(ROOT)}
+        path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "MESHGATE_MASK_KEY": MASK_KEY, "PYTHONPATH": os.pathsep.join(path)}
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env
         )
