@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyarrow as pa
 from sqlglot import exp
 
 from connectors.base import Capabilities, Connector, ConnectorSettings
 from connectors.pool import ConnectionPool
-from gateway.errors import InvalidQuery, SourceUnavailable
+from gateway.errors import InvalidQuery, SourceUnavailable, Unsupported
 from gateway.types import arrow_type
 
 
@@ -63,14 +65,17 @@ class SQLiteConnector(Connector):
                 # the driver quotes the SQL it was given: physical names stay inside the gateway
                 reason = str(exc).split("\nquery:")[0]
                 raise InvalidQuery(f"store {self.name!r} rejected the query: {reason}") from exc
-            return cursor.fetch_record_batch(), cursor
+            return _untyped_when_empty(cursor.fetch_record_batch()), cursor
 
         return self._pool.stream(run, is_broken=lambda exc: not isinstance(exc, InvalidQuery))
 
     def describe(self, relation: exp.Expression) -> pa.Schema:
         """Declared column types from ``PRAGMA table_info``; SQLite values carry no fixed type."""
         if not isinstance(relation, exp.Table):
-            return super().describe(relation)
+            raise Unsupported(
+                f"store {self.name!r}: SQLite declares the types of tables and views, not of a "
+                "query's columns; publish the product's `sql:` as a view to have it checked"
+            )
         name = exp.Literal.string(relation.name).sql("sqlite")
         reader = self.execute(f"SELECT name, type FROM pragma_table_info({name}) ORDER BY cid")
         table = reader.read_all()
@@ -86,3 +91,20 @@ class SQLiteConnector(Connector):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _untyped_when_empty(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader``, or for a result without rows the same columns in Arrow's null type.
+
+    SQLite types values, not columns: the driver infers each column's type from the rows it
+    reads and calls every column of an empty result int64, whatever it holds. The local engine
+    then bound ``upper(n_name)`` over an empty fragment to ``upper(BIGINT)`` and failed; null
+    columns bind to whatever the query needs, and the answer is cast to its schema anyway.
+    """
+    for batch in reader:
+        if batch.num_rows:
+            return pa.RecordBatchReader.from_batches(
+                reader.schema, itertools.chain([batch], reader)
+            )
+    untyped = pa.schema([pa.field(field.name, pa.null()) for field in reader.schema])
+    return pa.RecordBatchReader.from_batches(untyped, [])

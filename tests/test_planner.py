@@ -248,6 +248,11 @@ SEMANTICS = {
     "like compares case, at SQLite too": (
         "SELECT n_name FROM reference.nation WHERE n_name LIKE 'a%' OR n_name LIKE 'E%' ORDER BY 1"
     ),
+    "an empty SQLite fragment keeps its text columns": (
+        "SELECT o.o_orderkey, upper(n.n_name) AS n FROM sales.orders o "
+        "LEFT JOIN reference.nation n ON n.n_nationkey = o.o_custkey AND n.n_name = 'ATLANTIS' "
+        "ORDER BY 1 LIMIT 3"
+    ),
     "distinct and scalar subquery": (
         "SELECT DISTINCT o_custkey, (SELECT max(n_name) FROM reference.nation) AS m "
         "FROM sales.orders ORDER BY 1 NULLS FIRST"
