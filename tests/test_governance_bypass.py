@@ -26,7 +26,7 @@ import pyarrow.flight as flight
 import pytest
 import yaml
 
-from gateway.demo import load_tpch_reference, tpch_dir
+from gateway.demo import DOMAINS, TPCH_TABLES, load_tpch_reference, tpch_dir
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql.server import _pack, _unpack
 from gateway.mesh import load_mesh
@@ -56,13 +56,14 @@ LAB_MASK_KEY = "lab-hash-key-0123456789abcdef"
 
 
 def governed_views(con: duckdb.DuckDBPyConnection, mesh_dir: Path) -> None:
-    """One catalog per principal, holding every product it may read as the policies shape it."""
+    """One catalog per principal, holding every TPC-H product it may read as the policies shape
+    it."""
     mesh = load_mesh(mesh_dir)
     for principal in PRINCIPALS:
         con.execute(f"ATTACH ':memory:' AS {principal}")
         for address, product in mesh.products.items():
             domain, name = address.split(".")
-            if principal == "guest" and domain != "reference":
+            if product.name not in TPCH_TABLES or (principal == "guest" and domain != "reference"):
                 continue
             columns = []
             for column in product.columns:
@@ -963,7 +964,24 @@ def test_metadata_lists_only_what_the_principal_may_read(client, demo_mesh):
         .to_pylist()[0]["catalog_db_schemas"]
         for t in s["db_schema_tables"]
     }
-    assert analyst_listed == set(mesh.products)
+    assert analyst_listed == {a for a in mesh.products if a.split(".")[0] in DOMAINS}
+
+
+def test_the_audit_trail_is_only_the_governance_groups(client, demo_mesh):
+    """The trail holds every principal's statements, filters and the SQL sent to the stores."""
+    if "audit.events" not in load_mesh(demo_mesh).products:
+        pytest.skip("this demo mesh does not publish its audit trail as a product")
+    for principal in ("analyst", "eu_analyst", "guest"):
+        message = refusal(client(principal), "SELECT * FROM audit.events")
+        assert message.startswith(("UNAUTHORIZED", "NOT_FOUND")), message
+        (catalog,) = client(principal).adbc_get_objects(depth="db_schemas").read_all().to_pylist()
+        assert "audit" not in {s["db_schema_name"] for s in catalog["catalog_db_schemas"]}
+    denied = run(
+        client("admin"),
+        "SELECT principal FROM audit.events WHERE statement = 'SELECT * FROM audit.events' "
+        "AND outcome = 'denied'",
+    )
+    assert {"analyst", "eu_analyst", "guest"} <= {row[0] for row in denied}
 
 
 def _explain(connection, sql: str) -> str:
@@ -1060,7 +1078,10 @@ class Lab:
 def lab(demo_mesh, tmp_path_factory):
     """A copy of the demo mesh with the principals and policies above, served with a known key."""
     root = tmp_path_factory.mktemp("lab") / "mesh"
-    shutil.copytree(demo_mesh, root, ignore=shutil.ignore_patterns("audit", "tpch"))
+    shutil.copytree(demo_mesh, root, ignore=shutil.ignore_patterns("tpch"))
+    audit = root / "audit" / "events.jsonl"
+    if audit.exists():
+        audit.write_text("")  # the lab's own trail starts empty
     principals = yaml.safe_load((root / "principals.yaml").read_text())
     for name, (roles, attributes) in LAB_PRINCIPALS.items():
         principals["principals"][name] = {
