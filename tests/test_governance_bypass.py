@@ -720,6 +720,11 @@ HIDDEN_ROW_ORACLES = [
         f"NOT IN {EUROPEAN_NATIONS} THEN error('hidden customer') ELSE true END",
     ),
     (
+        "error_through_a_cte",
+        f"WITH t AS (SELECT * FROM sales.customer) SELECT count(*) FROM t WHERE CASE WHEN "
+        f"c_nationkey NOT IN {EUROPEAN_NATIONS} THEN error('hidden customer') ELSE true END",
+    ),
+    (
         "error_on_hidden_orders",
         "SELECT count(*) FROM sales.orders WHERE CASE WHEN o_custkey NOT IN "
         "(SELECT c_custkey FROM sales.customer) THEN error('hidden order ' || o_orderkey) "
