@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -119,10 +120,14 @@ class Connector(abc.ABC):
                 ]
             ) from None
 
-    def relation(self, table: str | None, sql: str | None) -> exp.Expression:
+    def relation(
+        self, table: str | None, sql: str | None, *, columns: Mapping[str, str] | None = None
+    ) -> exp.Expression:
         """The store-side relation behind a product: a table or view name, or a query.
 
-        Returns a sqlglot expression usable in a FROM clause of this store's dialect.
+        ``columns`` are the product's contract types, for stores whose data carries no schema of
+        its own (JSON lines). Returns a sqlglot expression usable in a FROM clause of this store's
+        dialect.
         """
         if sql is not None:
             query = exp.maybe_parse(sql, dialect=self.capabilities.dialect)

@@ -1,4 +1,4 @@
-"""Parquet and CSV files under a directory, read by an in-process DuckDB.
+"""Parquet, CSV and JSON-lines files under a directory, read by an in-process DuckDB.
 
 A product's ``table:`` is a path or glob relative to the store's ``root``
 (``lineitem/*.parquet``, ``rates.csv``); the format follows the file extension.
@@ -6,6 +6,7 @@ A product's ``table:`` is a path or glob relative to the store's ``root``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from sqlglot import exp
@@ -14,7 +15,13 @@ from connectors.base import ConnectorSettings
 from connectors.embedded import EmbeddedConnector
 from gateway.errors import MeshConfigError
 
-_READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".tsv": "read_csv"}
+_READERS = {
+    ".parquet": "read_parquet",
+    ".csv": "read_csv",
+    ".tsv": "read_csv",
+    ".jsonl": "read_json",
+    ".ndjson": "read_json",
+}
 
 
 class FilesSettings(ConnectorSettings):
@@ -30,7 +37,9 @@ class FilesConnector(EmbeddedConnector):
         super().__init__(*args, **kwargs)
         self.root = (self.base_dir / self.settings.root).resolve()
 
-    def relation(self, table: str | None, sql: str | None) -> exp.Expression:
+    def relation(
+        self, table: str | None, sql: str | None, *, columns: Mapping[str, str] | None = None
+    ) -> exp.Expression:
         if sql is not None:
             return super().relation(table, sql)
         path = (self.root / table).resolve()
@@ -46,6 +55,23 @@ class FilesConnector(EmbeddedConnector):
                     f"use one of {', '.join(sorted(_READERS))}"
                 ]
             )
-        return exp.Table(
-            this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(str(path))])
-        )
+        arguments: list[exp.Expression] = [exp.Literal.string(str(path))]
+        if reader == "read_json":
+            # JSON lines carry no schema: read the contract's columns (an empty file is no rows)
+            arguments.append(
+                exp.EQ(this=exp.var("format"), expression=exp.Literal.string("newline_delimited"))
+            )
+            if columns:
+                types = exp.Struct(
+                    expressions=[
+                        exp.PropertyEQ(
+                            this=exp.Literal.string(name),
+                            expression=exp.Literal.string(
+                                exp.DataType.build(kind, dialect="duckdb").sql("duckdb")
+                            ),
+                        )
+                        for name, kind in columns.items()
+                    ]
+                )
+                arguments.append(exp.EQ(this=exp.var("columns"), expression=types))
+        return exp.Table(this=exp.Anonymous(this=reader, expressions=arguments))

@@ -66,7 +66,11 @@ def check_contract(product: Product, connector: Connector) -> ContractReport:
     """Compare the product's descriptor with what its store reports now."""
     address = product.versioned_address
     try:
-        relation = connector.relation(product.descriptor.table, product.descriptor.sql)
+        relation = connector.relation(
+            product.descriptor.table,
+            product.descriptor.sql,
+            columns={c.name: c.type for c in product.columns},
+        )
         actual = connector.describe(relation)
     except GatewayError as exc:
         return ContractReport(address, product.store, (f"not checked: {exc}",), checked=False)

@@ -44,7 +44,7 @@ from gateway.types import arrow_type, serving_type
 if TYPE_CHECKING:
     import duckdb
 
-FORMAT_VERSION = 2  # 2: ships the demo policies
+FORMAT_VERSION = 3  # 2: ships the demo policies; 3: audit.events
 DEMO_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "demo"
 MARKER = ".meshgate-demo.json"
 """Written last: its presence means the mesh is complete; it records the scale factor."""
@@ -87,6 +87,38 @@ STORES: dict[str, dict[str, str]] = {
     "fulfillment_lake": {"kind": "files", "root": "stores/lake"},
     "supply_db": {"kind": "sqlite", "path": "stores/supply.sqlite"},
     "reference_db": {"kind": "sqlite", "path": "stores/reference.sqlite"},
+    # the gateway's own audit trail (gateway.audit_log, audit/events.jsonl), read as a product
+    "audit_log": {"kind": "files", "root": "audit"},
+}
+
+AUDIT_EVENTS: dict[str, Any] = {
+    "product": "events",
+    "version": 1,
+    "owner": "governance@acme.example",
+    "description": (
+        "The gateway's audit trail: one row per query (answered, failed or denied) with who "
+        "asked, what was read, the masks and row filters applied and the SQL sent to each store."
+    ),
+    "store": "audit_log",
+    "table": "events.jsonl",
+    "columns": [
+        {"name": n, "type": t, "description": d, "classification": c}
+        for n, t, c, d in (
+            ("time", "timestamp", "internal", "When the query ended (UTC)."),
+            ("principal", "varchar", "confidential", "Who asked."),
+            ("statement", "varchar", "confidential", "The SQL as the principal sent it."),
+            ("products", "varchar", "internal", "Product addresses read (JSON list)."),
+            ("masks", "varchar", "confidential", "Masked columns and their mask SQL (JSON)."),
+            ("filters", "varchar", "confidential", "Row filters applied, per product (JSON)."),
+            ("fragments", "varchar", "confidential", "The SQL sent to each store (JSON)."),
+            ("rows", "bigint", "internal", "Rows returned to the client."),
+            ("bytes", "bigint", "internal", "Arrow bytes returned to the client."),
+            ("duration_ms", "double", "internal", "Milliseconds from execution to the end."),
+            ("outcome", "varchar", "internal", "ok, denied or error."),
+            ("error", "varchar", "confidential", "The error the client saw, if any."),
+        )
+    ],
+    "tags": ["governance", "demo"],
 }
 
 DOMAINS: dict[str, _Domain] = {
@@ -421,6 +453,9 @@ def _build(build: Path, scale_factor: float, progress: Progress) -> None:
         _write_yaml(build / table.domain / f"{table.name}.yaml", _descriptor(table), header)
     orders = next(t for t in TABLES if t.name == "orders")
     _write_yaml(build / "sales" / "orders_v2.yaml", _orders_v2_descriptor(orders), header)
+    (build / "audit").mkdir()
+    (build / "audit" / "events.jsonl").touch()
+    _write_yaml(build / "audit" / "events.yaml", AUDIT_EVENTS, header)
     _write_yaml(build / "principals.yaml", _principals(), header)
     (build / "policies").mkdir()
     (build / "policies" / "README.md").write_text(

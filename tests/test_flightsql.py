@@ -80,7 +80,7 @@ def test_get_objects_lists_domains_products_and_columns(admin, demo_mesh):
     (catalog,) = objects
     assert catalog["catalog_name"] == "mesh"
     schemas = {s["db_schema_name"]: s for s in catalog["catalog_db_schemas"]}
-    assert set(schemas) == {"sales", "fulfillment", "supply", "reference"}
+    assert set(schemas) == {"sales", "fulfillment", "supply", "reference", "audit"}
     mesh = load_mesh(demo_mesh)
     for address, product in mesh.products.items():
         domain, _, name = address.partition(".")
@@ -291,3 +291,13 @@ def test_every_query_leaves_an_audit_event(server, demo_mesh):
         cur.execute(denied)
     (event,) = [e for e in _audit_events(demo_mesh) if e["statement"] == denied]
     assert event["principal"] == "guest" and event["outcome"] == "denied"
+    # the governance group reads the trail as a product; analysts do not even see it
+    with connect(server, "admin") as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT principal, outcome, rows FROM audit.events WHERE statement = ?",
+            parameters=(statement,),
+        )
+        assert cur.fetchall() == [("analyst", "ok", 10)]
+    with connect(server, "analyst") as conn:
+        listed = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
+        assert "audit" not in [s["db_schema_name"] for s in listed[0]["catalog_db_schemas"]]

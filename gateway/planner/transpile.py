@@ -17,7 +17,11 @@ def transpile_fragment(expression: exp.Expression, *, context: PlanContext, stor
         if address is None:
             return node
         product = context.mesh.products[address]
-        relation = connector.relation(product.descriptor.table, product.descriptor.sql)
+        relation = connector.relation(
+            product.descriptor.table,
+            product.descriptor.sql,
+            columns={c.name: c.type for c in product.columns},
+        )
         alias = node.args.get("alias")
         if alias is not None:  # qualified columns name the placeholder's alias
             relation.set("alias", alias.copy())
