@@ -349,10 +349,9 @@ class TrinoTestServer:
 
     def _produce(self, query: ServedQuery) -> None:
         """Run the statement on DuckDB and queue encoded pages, waiting while the buffer is full."""
-        reader = None
-        cursor = self._database.cursor()
+        reader = cursor = None
         try:
-            query._cursor = cursor
+            cursor = query._cursor = self._database.cursor()
             if query.cancelled:
                 return
             query.state = "RUNNING"
@@ -386,7 +385,8 @@ class TrinoTestServer:
         finally:
             if reader is not None:
                 reader.close()
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
             query.finished.set()
 
     def _session(self, cursor: duckdb.DuckDBPyConnection, headers: dict[str, str]) -> str:
