@@ -59,6 +59,7 @@ import json
 import math
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -194,6 +195,8 @@ class TrinoTestServer:
         self._database = duckdb.connect(config={"threads": threads})
         path = str(Path(duckdb_path).resolve()).replace("'", "''")
         self._database.execute(f"ATTACH '{path}' AS {_quote(catalog)} (READ_ONLY)")
+        self._connections: set[socket.socket] | None = set()
+        """Client sockets the handler threads serve; None once stop() has closed them."""
         self._http = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._http.daemon_threads = True
         self.host, self.port = self._http.server_address[:2]
@@ -208,11 +211,18 @@ class TrinoTestServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, cancel what still runs and close the database."""
+        """Stop serving, drop every client connection, cancel what still runs and close the
+        database. Kept-alive connections would otherwise still be answered by their handler
+        threads, over a closed database, after the server is "down"."""
         if self._thread is not None:
             self._http.shutdown()
             self._thread = None
         self._http.server_close()
+        with self._lock:
+            connections, self._connections = self._connections or set(), None
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         for query in list(self.queries):
             self._cancel(query, record=False)
             query.finished.wait(5)
@@ -686,6 +696,21 @@ def _handler(server: TrinoTestServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as two writes
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                if server._connections is not None:
+                    server._connections.add(self.connection)
+                    return
+            with contextlib.suppress(OSError):  # accepted as the server stopped
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        def finish(self) -> None:
+            with server._lock:
+                if server._connections is not None:
+                    server._connections.discard(self.connection)
+            super().finish()
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
