@@ -68,6 +68,8 @@ PRODUCTS = {
         ("n_regionkey", "bigint", "public"),
     ],
     ("reference", "region"): [("r_regionkey", "bigint", "public"), ("r_name", "varchar", "public")],
+    # every business domain the demo policies grant on must exist, or they do not load
+    ("fulfillment", "lineitem"): [("l_orderkey", "bigint", "public")],
 }
 DEMO_PRINCIPALS = {
     "admin": {"roles": ["admin"]},
