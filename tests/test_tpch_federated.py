@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,10 +38,17 @@ from gateway.principals import Principal
 from gateway.service import Gateway
 from tests.support.server import connect, running_server
 from tests.support.stores import MARIADB, POSTGRES, require
-from tests.support.tpch_mesh import PRINCIPAL, TABLE_DOMAIN, build_tpch_mesh
+from tests.support.tpch_mesh import (
+    PRINCIPAL,
+    TABLE_DOMAIN,
+    answer_difference,
+    build_tpch_mesh,
+    to_addresses,
+    to_table_names,
+    tpch_query_texts,
+)
 
 SCALE_FACTOR = 0.01
-FLOAT_TOLERANCE = 1e-9
 THROUGH_FLIGHT_SQL = (3, 10, 18, 21)
 GENERATED_QUERIES = 100
 SEED = 20260411
@@ -89,72 +95,14 @@ def reference(mesh: Path):
 
 @pytest.fixture(scope="module")
 def tpch_queries() -> dict[int, str]:
-    """The 22 query texts of DuckDB's tpch extension, over the table names."""
-    import duckdb_extensions
-
-    con = duckdb.connect()
-    try:
-        duckdb_extensions.import_extension("tpch", con=con)
-        return dict(con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
-    finally:
-        con.close()
-
-
-def to_addresses(sql: str) -> str:
-    """``sql`` with each TPC-H table name replaced by its product address (``sales.orders``)."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    for table in tree.find_all(exp.Table):
-        if not table.db and table.name in TABLE_DOMAIN:
-            table.set("db", exp.to_identifier(TABLE_DOMAIN[table.name]))
-    return tree.sql(dialect="duckdb")
-
-
-def to_table_names(sql: str) -> str:
-    """The reverse of :func:`to_addresses`: the query the one-database reference runs."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    for table in tree.find_all(exp.Table):
-        if table.db in TABLE_DOMAIN.values():
-            table.set("db", None)
-    return tree.sql(dialect="duckdb")
-
-
-# --- comparing answers ------------------------------------------------------------------------
-
-
-def _same_value(actual: object, expected: object) -> bool:
-    if isinstance(actual, float) and isinstance(expected, float):
-        if math.isnan(actual) or math.isnan(expected):
-            return math.isnan(actual) and math.isnan(expected)
-        return math.isclose(actual, expected, rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
-    return type(actual) is type(expected) and actual == expected
-
-
-def _sort_key(row: dict[str, object]) -> tuple:
-    """Rows in a canonical order: NULLs first, floats rounded so near-equal ones sort together."""
-    return tuple(
-        (value is not None, round(value, 6) if isinstance(value, float) else value)
-        for value in row.values()
-    )
+    return tpch_query_texts()
 
 
 def assert_same_answer(
     actual: pa.Table, expected: pa.Table, *, ordered: bool, explain: Callable[[], str]
 ) -> None:
-    """``actual`` equals ``expected`` row by row (floats within tolerance); else a clear diff."""
-    assert actual.schema.names == expected.schema.names, explain()
-    assert actual.schema.types == expected.schema.types, (
-        f"types differ: gateway {actual.schema} vs DuckDB {expected.schema}\n{explain()}"
-    )
-    got, want = actual.to_pylist(), expected.to_pylist()
-    if not ordered:
-        got.sort(key=_sort_key)
-        want.sort(key=_sort_key)
-    assert len(got) == len(want), f"{len(got)} rows, DuckDB gives {len(want)}\n{explain()}"
-    for index, (row, wanted) in enumerate(zip(got, want, strict=True)):
-        if not all(_same_value(row[k], wanted[k]) for k in wanted):
-            raise AssertionError(
-                f"row {index} differs:\n  gateway {row}\n  DuckDB  {wanted}\n{explain()}"
-            )
+    difference = answer_difference(actual, expected, ordered=ordered)
+    assert difference is None, f"{difference}\n{explain()}"
 
 
 def _describe(sql: str, plan: Plan) -> Callable[[], str]:

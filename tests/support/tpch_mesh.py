@@ -16,12 +16,16 @@ Loading is idempotent: each server store holds a marker table written in the sam
 (PostgreSQL) or after the last row (MariaDB, under a named lock), and a store whose marker records
 this scale factor and these row counts is reused. Tables get their TPC-H primary keys, as a
 domain's database would have them, so the stores can run the joins pushed to them.
+
+The queries: :func:`tpch_query_texts` (DuckDB's tpch extension), :func:`to_addresses` to read
+them over the mesh, and :func:`answer_difference`, the comparison tests and benchmarks share.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -31,7 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import sqlglot
 import yaml
+from sqlglot import exp
 
 from gateway.demo import TABLES, generate_tpch, tpch_file, tpch_row_counts
 from tests.support.mesh import grant_everything
@@ -43,6 +50,7 @@ MARKER_TABLE = "meshgate_tpch_loaded"
 MESH_MARKER = ".meshgate-tpch.json"
 LAKE_ROWS_PER_GROUP = 122_880
 PRINCIPAL = "admin"
+FLOAT_TOLERANCE = 1e-9
 
 DOMAIN_STORES = {
     "sales": "sales_pg",
@@ -98,6 +106,78 @@ def build_tpch_mesh(
             _write_mesh_files(directory, namespace, postgres, mariadb)
             (directory / MESH_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return directory
+
+
+# --- queries and answers ----------------------------------------------------------------------
+
+
+def tpch_query_texts() -> dict[int, str]:
+    """The 22 TPC-H queries of DuckDB's tpch extension, over the plain table names."""
+    import duckdb_extensions
+
+    con = _duckdb()
+    try:
+        duckdb_extensions.import_extension("tpch", con=con)
+        return dict(con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
+    finally:
+        con.close()
+
+
+def to_addresses(sql: str) -> str:
+    """``sql`` with each TPC-H table name replaced by its product address (``sales.orders``)."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    for table in tree.find_all(exp.Table):
+        if not table.db and table.name in TABLE_DOMAIN:
+            table.set("db", exp.to_identifier(TABLE_DOMAIN[table.name]))
+    return tree.sql(dialect="duckdb")
+
+
+def to_table_names(sql: str) -> str:
+    """The reverse of :func:`to_addresses`: the query a one-database reference runs."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    for table in tree.find_all(exp.Table):
+        if table.db in TABLE_DOMAIN.values():
+            table.set("db", None)
+    return tree.sql(dialect="duckdb")
+
+
+def answer_difference(actual: pa.Table, expected: pa.Table, *, ordered: bool) -> str | None:
+    """How ``actual`` differs from ``expected``, or None when they are the same answer.
+
+    Names and types must be equal; integers, strings, dates and decimals compare exactly,
+    floats within a relative ``FLOAT_TOLERANCE`` (stores sum and average in their own order).
+    Unordered answers are compared as multisets.
+    """
+    if actual.schema.names != expected.schema.names:
+        return f"columns differ: {actual.schema.names} vs {expected.schema.names}"
+    if actual.schema.types != expected.schema.types:
+        return f"types differ:\n{actual.schema}\nvs\n{expected.schema}"
+    got, want = actual.to_pylist(), expected.to_pylist()
+    if not ordered:
+        got.sort(key=_sort_key)
+        want.sort(key=_sort_key)
+    if len(got) != len(want):
+        return f"{len(got)} rows where {len(want)} were expected"
+    for index, (row, wanted) in enumerate(zip(got, want, strict=True)):
+        if not all(_same_value(row[k], wanted[k]) for k in wanted):
+            return f"row {index} differs:\n  got      {row}\n  expected {wanted}"
+    return None
+
+
+def _same_value(actual: object, expected: object) -> bool:
+    if isinstance(actual, float) and isinstance(expected, float):
+        if math.isnan(actual) or math.isnan(expected):
+            return math.isnan(actual) and math.isnan(expected)
+        return math.isclose(actual, expected, rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
+    return type(actual) is type(expected) and actual == expected
+
+
+def _sort_key(row: dict[str, object]) -> tuple:
+    """Rows in a canonical order: NULLs first, floats rounded so near-equal ones sort together."""
+    return tuple(
+        (value is not None, round(value, 6) if isinstance(value, float) else value)
+        for value in row.values()
+    )
 
 
 # --- the server stores ------------------------------------------------------------------------
