@@ -7,9 +7,12 @@ Closing the returned reader closes every source reader, which stops the queries 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from collections.abc import Iterator, Mapping
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -31,6 +34,27 @@ MAX_BUILD_ROWS = 100_000
 MAX_KEYS = 10_000
 """At most this many distinct keys are sent to the probe's store in an IN list."""
 _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshgate-fragment")
+
+
+_start_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_start_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _starting(stores: Iterable[str]) -> Iterator[None]:
+    """Start a query's fragments holding the start lock of each store it reads, in name order.
+
+    Fragments wait for connections of bounded pools. Two queries that each hold one store's
+    last connection while waiting for the other's would wait on each other until the pool's
+    timeout; with the locks, a query only ever waits for connections held by queries that
+    have started every fragment, and those finish without waiting on anyone.
+    """
+    with _start_locks_guard:
+        locks = [_start_locks[store] for store in sorted(set(stores))]
+    with contextlib.ExitStack() as held:
+        for lock in locks:
+            held.enter_context(lock)
+        yield
 
 
 def _close_all(readers: list[pa.RecordBatchReader]) -> None:
@@ -103,23 +127,24 @@ def execute_plan(
     readers: dict[str, pa.RecordBatchReader] = {}
     relations: dict[str, pa.RecordBatchReader | pa.Table] = {}
     try:
-        first = [(f, f.sql) for f in plan.fragments if f.name not in narrowed_by]
-        _start_all(first, connectors, sent, readers)
-        for build in {f.build for f in plan.dynamic_filters}:
-            relations[build], readers[build] = _read_small(readers[build])
-        probes = []
-        for fragment in plan.fragments:
-            dynamic = narrowed_by.get(fragment.name)
-            if dynamic is None:
-                continue
-            built = relations.get(dynamic.build)
-            keys = _keys(built, dynamic.build_column) if built is not None else None
-            sql = fragment.sql
-            if keys is not None:
-                dialect = connectors[fragment.store].capabilities.dialect
-                sql = narrowed_sql(sql, dialect=dialect, column=dynamic.probe_column, keys=keys)
-            probes.append((fragment, sql))
-        _start_all(probes, connectors, sent, readers)
+        with _starting(f.store for f in plan.fragments):
+            first = [(f, f.sql) for f in plan.fragments if f.name not in narrowed_by]
+            _start_all(first, connectors, sent, readers)
+            for build in {f.build for f in plan.dynamic_filters}:
+                relations[build], readers[build] = _read_small(readers[build])
+            probes = []
+            for fragment in plan.fragments:
+                dynamic = narrowed_by.get(fragment.name)
+                if dynamic is None:
+                    continue
+                built = relations.get(dynamic.build)
+                keys = _keys(built, dynamic.build_column) if built is not None else None
+                sql = fragment.sql
+                if keys is not None:
+                    dialect = connectors[fragment.store].capabilities.dialect
+                    sql = narrowed_sql(sql, dialect=dialect, column=dynamic.probe_column, keys=keys)
+                probes.append((fragment, sql))
+            _start_all(probes, connectors, sent, readers)
     except BaseException:
         _close_all(list(readers.values()))
         raise

@@ -110,6 +110,43 @@ def test_concurrent_cross_store_queries_keep_their_own_fragments(gateway, refere
     assert answers == expected
 
 
+def test_cross_store_queries_never_wait_on_each_other_for_connections(demo_mesh, tmp_path):
+    """Each query needs a connection of both one-connection pools; none may hold one while
+    another query holds the other (before, such pairs waited until the pool timeout)."""
+    mesh = tmp_path / "mesh"
+    shutil.copytree(demo_mesh, mesh)
+    config = (mesh / "mesh.yaml").read_text()
+    for store in ("supply_db", "reference_db"):
+        config = config.replace(
+            f"  {store}:\n", f"  {store}:\n    pool_size: 1\n    connect_timeout_seconds: 2\n"
+        )
+    (mesh / "mesh.yaml").write_text(config)
+    sql = (  # masked names: no dynamic filter, so both fragments start together
+        "SELECT s.s_suppkey, s.s_name, n.n_name FROM supply.supplier s "
+        "JOIN reference.nation n ON n.n_nationkey = s.s_nationkey "
+        "WHERE s.s_suppkey BETWEEN 1 AND ?"
+    )
+    gateway = Gateway.open(mesh)
+    failures: list[BaseException] = []
+
+    def query(seed: int) -> None:
+        try:
+            for limit in range(seed, seed + 15):
+                assert len(_rows(gateway, sql, ANALYST, [limit])) == limit
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=query, args=(1 + i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        gateway.close()
+    assert not failures, failures[0]
+
+
 # --- the plan cache ---------------------------------------------------------------------------
 
 
