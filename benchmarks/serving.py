@@ -66,6 +66,12 @@ JOIN_SQL = (
 )
 JOIN_KEYS = 200
 MIX = ("point", "scan", "join")
+REPEATED = 20  # value sets per kind in the repeated-statements workload
+WORKLOADS = {
+    "new_values": "a new value in every query: every query is planned",
+    "repeated": f"{REPEATED} value sets per kind: plans come from the plan cache",
+}
+SLOW_PAUSE, SLOW_BATCHES = 0.1, 60  # a client reading 6 s behind the gateway's pace
 BASELINE_BATCH_ROWS = 122_880  # DuckDB's row group size; FACTS.md: the best in-process stream
 
 GOALS = {
@@ -143,14 +149,21 @@ def _stream_in_process(lake_glob: str) -> dict[str, Any]:
         reader = con.execute(f"SELECT * FROM read_parquet({_sql_string(lake_glob)})")
         run = _consume(reader.to_arrow_reader(BASELINE_BATCH_ROWS), started)
         if peak_reset:
-            run["peak_above_idle_kb"] = status_kb("self", "VmHWM") - idle
+            run["growth_kb"] = status_kb("self", "VmHWM") - idle
     finally:
         con.close()
     return run
 
 
-def _stream_gateway(conn, gateway: GatewayProcess) -> dict[str, Any]:
-    idle = gateway.rss_kb()
+def _peak_kb(gateway: GatewayProcess, sampler: RssSampler, peak_reset: bool) -> int:
+    peak = sampler.peak_kb
+    return max(peak, status_kb(gateway.pid, "VmHWM")) if peak_reset else peak
+
+
+def _stream_gateway(conn, gateway: GatewayProcess, idle_kb: int) -> dict[str, Any]:
+    """One stream through ADBC; the gateway's RSS above ``idle_kb`` (its RSS when fresh) and
+    its growth during the run (above its RSS just before)."""
+    before = gateway.rss_kb()
     peak_reset = reset_peak(gateway.pid)
     with RssSampler(gateway.pid) as sampler:
         cursor = conn.cursor()
@@ -158,31 +171,57 @@ def _stream_gateway(conn, gateway: GatewayProcess) -> dict[str, Any]:
         cursor.execute(STREAM_SQL)
         run = _consume(cursor.fetch_record_batch(), started)
         cursor.close()
-    peak = sampler.peak_kb
-    if peak_reset:
-        peak = max(peak, status_kb(gateway.pid, "VmHWM"))
-    run["idle_kb"] = idle
-    run["peak_above_idle_kb"] = peak - idle
-    run["rss_timeline"] = [(round(t, 3), kb - idle) for t, kb in sampler.samples]
+    peak = _peak_kb(gateway, sampler, peak_reset)
+    run["peak_above_idle_kb"] = peak - idle_kb
+    run["growth_kb"] = peak - before
+    run["rss_timeline"] = [(round(t, 3), kb - idle_kb) for t, kb in sampler.samples]
     return run
+
+
+def _stream_gateway_slowly(
+    conn, gateway: GatewayProcess, idle_kb: int, *, pause: float, batches: int
+) -> int:
+    """Peak RSS above ``idle_kb`` while a client takes ``pause`` s per batch, then hangs up.
+
+    Without backpressure the gateway would read ahead of the client and hold what it read.
+    """
+    peak_reset = reset_peak(gateway.pid)
+    with RssSampler(gateway.pid) as sampler:
+        cursor = conn.cursor()
+        cursor.execute(STREAM_SQL)
+        reader = cursor.fetch_record_batch()
+        for _ in range(batches):
+            reader.read_next_batch()
+            time.sleep(pause)
+        cursor.close()
+    return _peak_kb(gateway, sampler, peak_reset) - idle_kb
 
 
 def streaming(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str, Any]:
     lake_glob = str(mesh / "stores" / "lake" / "lineitem" / "*.parquet")
     conn = connect(gateway.uri, USER)
     try:
-        progress("streaming: one untimed run each to warm the page cache…")
+        cursor = conn.cursor()  # a first small query loads what every query needs
+        cursor.execute("SELECT count(*) AS n FROM reference.region")
+        cursor.fetch_arrow_table()
+        cursor.close()
+        idle = gateway.rss_kb()
+        progress(f"streaming: gateway idle at {_mb(idle)} MB RSS; one untimed run each…")
         _stream_in_process(lake_glob)
-        _stream_gateway(conn, gateway)
+        warmup = _stream_gateway(conn, gateway, idle)  # its memory counts, its time does not
         baseline, served = [], []
         for run in range(settings.stream_runs):
             baseline.append(_stream_in_process(lake_glob))
-            served.append(_stream_gateway(conn, gateway))
+            served.append(_stream_gateway(conn, gateway, idle))
             progress(
                 f"streaming run {run + 1}/{settings.stream_runs}: in-process "
                 f"{baseline[-1]['seconds']:.2f} s, gateway {served[-1]['seconds']:.2f} s, "
-                f"gateway peak RSS +{_mb(served[-1]['peak_above_idle_kb'])} MB"
+                f"gateway RSS peak +{_mb(served[-1]['peak_above_idle_kb'])} MB above idle"
             )
+        progress(f"streaming: a slow client ({SLOW_PAUSE} s per batch) reads {SLOW_BATCHES}…")
+        slow_peak = _stream_gateway_slowly(
+            conn, gateway, idle, pause=SLOW_PAUSE, batches=SLOW_BATCHES
+        )
     finally:
         conn.close()
     if {r["rows"] for r in baseline} != {r["rows"] for r in served}:
@@ -209,17 +248,22 @@ def streaming(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[s
     result["first_batch_ratio"] = round(
         result["gateway"]["first_batch_ms"] / result["in_process"]["first_batch_ms"], 2
     )
-    peaks = [r["peak_above_idle_kb"] for r in served]
-    baseline_peaks = [r["peak_above_idle_kb"] for r in baseline if "peak_above_idle_kb" in r]
+    peaks = [r["peak_above_idle_kb"] for r in (warmup, *served)]
+    growth = [r["growth_kb"] for r in served]
+    baseline_growth = [r["growth_kb"] for r in baseline if "growth_kb" in r]
     result["memory"] = {
-        "gateway_idle_mb": _mb(median([r["idle_kb"] for r in served])),
-        "gateway_peak_above_idle_mb": _mb(median(peaks)),
-        "gateway_peak_above_idle_max_mb": _mb(max(peaks)),
-        "in_process_peak_above_idle_mb": _mb(median(baseline_peaks)) if baseline_peaks else None,
-        "rss_timeline_mb": [(t, _mb(kb)) for t, kb in served[-1]["rss_timeline"]],
+        "gateway_idle_mb": _mb(idle),
+        "gateway_peak_above_idle_mb": _mb(max(peaks)),
+        "gateway_growth_per_run_mb": _mb(median(growth)),
+        "in_process_growth_per_run_mb": _mb(median(baseline_growth)) if baseline_growth else None,
+        "gateway_slow_client_peak_above_idle_mb": _mb(slow_peak),
+        "slow_client": {"pause_seconds": SLOW_PAUSE, "batches": SLOW_BATCHES},
+        "rss_timeline_mb": [(t, _mb(kb)) for t, kb in warmup["rss_timeline"]],
     }
-    if baseline_peaks:
-        result["memory"]["ratio"] = round(median(peaks) / max(1, median(baseline_peaks)), 2)
+    if baseline_growth:
+        result["memory"]["growth_ratio"] = round(
+            median(growth) / max(1, median(baseline_growth)), 2
+        )
     return result
 
 
@@ -370,13 +414,20 @@ def latency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str
 # --- concurrency ------------------------------------------------------------------------------
 
 
-def _query(kind: str, rng: random.Random, space: dict[str, int]) -> tuple[str, tuple[int, ...]]:
+def _query(
+    kind: str, rng: random.Random, space: dict[str, int], *, repeated: bool
+) -> tuple[str, tuple[int, ...]]:
+    """A query of ``kind`` with random values, or (``repeated``) one of a few value sets."""
+
+    def pick(count: int) -> int:
+        return rng.randrange(REPEATED) * (count // REPEATED) if repeated else rng.randrange(count)
+
     if kind == "point":
-        return POINT_SQL, (_order_key(rng.randrange(space["orders"])),)
+        return POINT_SQL, (_order_key(pick(space["orders"])),)
     if kind == "scan":
-        low = rng.randrange(1, max(2, space["max_orderkey"] - SCAN_KEYS))
+        low = 1 + pick(max(1, space["max_orderkey"] - SCAN_KEYS))
         return SCAN_SQL, (low, low + SCAN_KEYS)
-    low = rng.randrange(1, max(2, space["suppliers"] - JOIN_KEYS))
+    low = 1 + pick(max(1, space["suppliers"] - JOIN_KEYS))
     return JOIN_SQL, (low, low + JOIN_KEYS)
 
 
@@ -386,13 +437,13 @@ def _client(pipe, uri: str, seed: int) -> None:
     rng = random.Random(seed)
     pipe.send("ready")
     while (command := pipe.recv()) is not None:
-        start_at, end_at, space = command
+        start_at, end_at, space, repeated = command
         time.sleep(max(0.0, start_at - time.monotonic()))
         records: list[tuple[str, float]] = []
         errors: list[str] = []
         while time.monotonic() < end_at:
             kind = rng.choice(MIX)
-            sql, parameters = _query(kind, rng, space)
+            sql, parameters = _query(kind, rng, space, repeated=repeated)
             started = time.perf_counter()
             try:
                 cursor = conn.cursor()
@@ -444,34 +495,21 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
         for _, pipe in clients:
             if pipe.recv() != "ready":
                 raise RuntimeError("a client process failed to connect")
-        levels: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {w: defaultdict(list) for w in WORKLOADS}
         for round_ in range(settings.concurrency_rounds):
-            for level in settings.concurrency_levels:
-                start_at = time.monotonic() + 0.5
-                end_at = start_at + settings.concurrency_seconds
-                for _, pipe in clients[:level]:
-                    pipe.send((start_at, end_at, space))
-                time.sleep(max(0.0, start_at - time.monotonic()))
-                server_cpu = cpu_seconds(gateway.pid)
-                time.sleep(max(0.0, end_at - time.monotonic()))
-                server_cpu = cpu_seconds(gateway.pid) - server_cpu
-                answers = [pipe.recv() for _, pipe in clients[:level]]
-                records = [r for a in answers for r in a["records"]]
-                errors = [e for a in answers for e in a["errors"]]
-                levels[level].append(
-                    {
-                        "queries": len(records),
-                        "records": records,
-                        "errors": errors,
-                        "server_cores": server_cpu / settings.concurrency_seconds,
-                    }
-                )
-                progress(
-                    f"concurrency round {round_ + 1}/{settings.concurrency_rounds}, "
-                    f"{level:>2} clients: {len(records) / settings.concurrency_seconds:6.1f} q/s, "
-                    f"gateway busy {server_cpu / settings.concurrency_seconds:.2f} cores, "
-                    f"{len(errors)} errors"
-                )
+            for workload in WORKLOADS:
+                for level in settings.concurrency_levels:
+                    runs[workload][level].append(
+                        _concurrent_run(clients[:level], gateway, space, settings, workload)
+                    )
+                    run = runs[workload][level][-1]
+                    progress(
+                        f"concurrency round {round_ + 1}/{settings.concurrency_rounds}, "
+                        f"{workload}, {level:>2} clients: "
+                        f"{run['queries'] / settings.concurrency_seconds:6.1f} q/s, "
+                        f"gateway busy {run['server_cores']:.2f} cores, "
+                        f"{len(run['errors'])} errors"
+                    )
     finally:
         for _, pipe in clients:
             with contextlib.suppress(OSError):
@@ -481,8 +519,43 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
             if process.is_alive():
                 process.kill()
 
-    result: dict[str, Any] = {"mix": list(MIX), "seconds": settings.concurrency_seconds,
-                              "rounds": settings.concurrency_rounds, "levels": {}}  # fmt: skip
+    result: dict[str, Any] = {
+        "mix": list(MIX),
+        "seconds": settings.concurrency_seconds,
+        "rounds": settings.concurrency_rounds,
+    }
+    for workload, levels in runs.items():
+        result[workload] = _concurrency_summary(levels, settings)
+        result[workload]["workload"] = WORKLOADS[workload]
+    return result
+
+
+def _concurrent_run(
+    clients: list, gateway: GatewayProcess, space: dict[str, int], settings: Settings, workload: str
+) -> dict[str, Any]:
+    """The clients run the mix together for ``concurrency_seconds``; what each finished."""
+    start_at = time.monotonic() + 0.5
+    end_at = start_at + settings.concurrency_seconds
+    for _, pipe in clients:
+        pipe.send((start_at, end_at, space, workload == "repeated"))
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    server_cpu = cpu_seconds(gateway.pid)
+    time.sleep(max(0.0, end_at - time.monotonic()))
+    server_cpu = cpu_seconds(gateway.pid) - server_cpu
+    answers = [pipe.recv() for _, pipe in clients]
+    records = [r for a in answers for r in a["records"]]
+    return {
+        "queries": len(records),
+        "records": records,
+        "errors": [e for a in answers for e in a["errors"]],
+        "server_cores": server_cpu / settings.concurrency_seconds,
+    }
+
+
+def _concurrency_summary(
+    levels: dict[int, list[dict[str, Any]]], settings: Settings
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {"levels": {}}
     for level, rounds in levels.items():
         latencies = [t for r in rounds for _, t in r["records"]]
         by_kind = defaultdict(list)
@@ -490,7 +563,7 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
             for kind, t in r["records"]:
                 by_kind[kind].append(t)
         errors = [e for r in rounds for e in r["errors"]]
-        result["levels"][level] = {
+        summary["levels"][level] = {
             "queries_per_second": round(
                 median([r["queries"] for r in rounds]) / settings.concurrency_seconds, 1
             ),
@@ -502,12 +575,12 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
             "error_samples": sorted(set(errors))[:5],
         }
     lowest, highest = min(levels), max(levels)
-    result["ratio"] = round(
-        result["levels"][highest]["queries_per_second"]
-        / result["levels"][lowest]["queries_per_second"],
+    summary["ratio"] = round(
+        summary["levels"][highest]["queries_per_second"]
+        / summary["levels"][lowest]["queries_per_second"],
         2,
     )
-    return result
+    return summary
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -542,11 +615,12 @@ def _met(ok: bool) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    s, lat, con = results["streaming"], results["latency"], results["concurrency"]
+    s, lat = results["streaming"], results["latency"]
+    con, cached = results["concurrency"]["new_values"], results["concurrency"]["repeated"]
     mem = s["memory"]
     env = results["environment"]
     low, high = min(con["levels"]), max(con["levels"])
-    errors = sum(level["errors"] for level in con["levels"].values())
+    errors = sum(level["errors"] for w in (con, cached) for level in w["levels"].values())
     rows = [
         ("measure", "gateway", "baseline (same run)", "ratio", "goal", ""),
         (
@@ -600,26 +674,50 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ),
         (
-            f"throughput {high} vs {low} clients (point/scan/join mix), q/s",
+            f"throughput {high} vs {low} clients (point/scan/join mix, new values), q/s",
             f"{con['levels'][high]['queries_per_second']:.1f}",
             f"{con['levels'][low]['queries_per_second']:.1f} (1 client)",
             f"{con['ratio']:.2f}x",
             f">= {GOALS['concurrency_ratio']}x",
             _met(con["ratio"] >= GOALS["concurrency_ratio"]),
         ),
+        (
+            f"the same mix, {REPEATED} value sets per query (plans cached), q/s",
+            f"{cached['levels'][high]['queries_per_second']:.1f}",
+            f"{cached['levels'][low]['queries_per_second']:.1f} (1 client)",
+            f"{cached['ratio']:.2f}x",
+            f">= {GOALS['concurrency_ratio']}x",
+            _met(cached["ratio"] >= GOALS["concurrency_ratio"]),
+        ),
         ("errors under concurrency", str(errors), "", "", "0", _met(errors == 0)),
         (
-            "gateway peak RSS above idle while streaming, MB",
-            f"{mem['gateway_peak_above_idle_mb']:.0f} "
-            f"(max {mem['gateway_peak_above_idle_max_mb']:.0f})",
-            (
-                f"{mem['in_process_peak_above_idle_mb']:.0f} (DuckDB in-process)"
-                if mem.get("in_process_peak_above_idle_mb") is not None
-                else "n/a"
-            ),
-            f"{mem['ratio']:.2f}x" if "ratio" in mem else "",
+            f"gateway peak RSS above its idle {mem['gateway_idle_mb']:.0f} MB, streaming "
+            f"(max of {1 + len(s['gateway']['runs_seconds'])} runs), MB",
+            f"{mem['gateway_peak_above_idle_mb']:.0f}",
+            "",
+            "",
             f"<= {GOALS['memory_mb']:g} MB",
             _met(mem["gateway_peak_above_idle_mb"] <= GOALS["memory_mb"]),
+        ),
+        (
+            "RSS growth during one stream (median), MB",
+            f"{mem['gateway_growth_per_run_mb']:.0f}",
+            (
+                f"{mem['in_process_growth_per_run_mb']:.0f} (DuckDB in-process)"
+                if mem.get("in_process_growth_per_run_mb") is not None
+                else "n/a"
+            ),
+            f"{mem['growth_ratio']:.2f}x" if "growth_ratio" in mem else "",
+            "reported",
+            "",
+        ),
+        (
+            f"peak above idle, a slow client ({SLOW_PAUSE} s per batch, then hangs up), MB",
+            f"{mem['gateway_slow_client_peak_above_idle_mb']:.0f}",
+            "",
+            "",
+            f"<= {GOALS['memory_mb']:g} MB",
+            _met(mem["gateway_slow_client_peak_above_idle_mb"] <= GOALS["memory_mb"]),
         ),
     ]
     lines = [
@@ -642,40 +740,47 @@ def markdown(results: dict[str, Any]) -> str:
         "Planner steps are timed one by one without caches (a new key each time); "
         "`Gateway.plan` is what the server pays, with its caches.",
         "",
-        "## Concurrency",
+        "## Concurrency (client processes, one connection each)",
         "",
-        *_table(
-            [
-                (
-                    "clients",
-                    "queries/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "p50 by kind, ms",
-                    "gateway CPU, cores",
-                    "errors",
-                ),
-                *(
-                    (
-                        str(n),
-                        f"{v['queries_per_second']:.1f}",
-                        f"{v['p50_ms']:.1f}",
-                        f"{v['p99_ms']:.1f}",
-                        ", ".join(f"{k} {t:.1f}" for k, t in v["by_kind_p50_ms"].items()),
-                        f"{v['server_cores_busy']:.2f}",
-                        str(v["errors"]),
-                    )
-                    for n, v in sorted(con["levels"].items())
-                ),
-            ]
+        *(
+            line
+            for workload in WORKLOADS
+            for line in (
+                f"{workload}: {WORKLOADS[workload]}",
+                "",
+                *_concurrency_table(results["concurrency"][workload]),
+                "",
+            )
         ),
-        "",
         f"Reproduce: `{results['command']}`",
     ]
-    for n, level in sorted(con["levels"].items()):
-        for sample in level["error_samples"]:
-            lines.append(f"- error at {n} clients: {sample}")
+    for workload in WORKLOADS:
+        for n, level in sorted(results["concurrency"][workload]["levels"].items()):
+            for sample in level["error_samples"]:
+                lines.append(f"- error ({workload}, {n} clients): {sample}")
     return "\n".join(lines) + "\n"
+
+
+def _concurrency_table(workload: dict[str, Any]) -> list[str]:
+    header = ("clients", "queries/s", "p50 ms", "p99 ms", "p50 by kind, ms", "gateway CPU, cores",
+              "errors")  # fmt: skip
+    return _table(
+        [
+            header,
+            *(
+                (
+                    str(n),
+                    f"{v['queries_per_second']:.1f}",
+                    f"{v['p50_ms']:.1f}",
+                    f"{v['p99_ms']:.1f}",
+                    ", ".join(f"{k} {t:.1f}" for k, t in v["by_kind_p50_ms"].items()),
+                    f"{v['server_cores_busy']:.2f}",
+                    str(v["errors"]),
+                )
+                for n, v in sorted(workload["levels"].items())
+            ),
+        ]
+    )
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -723,17 +828,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
     latency_ax.set_title(f"point query: p50 {lat['gateway']['p50_ms']:.2f} ms")
     latency_ax.legend()
 
-    levels = sorted(con["levels"])
-    throughput = [con["levels"][n]["queries_per_second"] for n in levels]
-    concurrency_ax.plot(levels, throughput, marker="o")
-    for n, q in zip(levels, throughput, strict=True):
-        concurrency_ax.annotate(
-            f"{q:.0f} q/s, p99 {con['levels'][n]['p99_ms']:.0f} ms", (n, q), fontsize=8
+    for workload, label in (("new_values", "new values"), ("repeated", "plans cached")):
+        levels = sorted(con[workload]["levels"])
+        throughput = [con[workload]["levels"][n]["queries_per_second"] for n in levels]
+        concurrency_ax.plot(
+            levels, throughput, marker="o", label=f"{label}: {con[workload]['ratio']:.2f}x"
         )
+        for n, q in zip(levels, throughput, strict=True):
+            p99 = con[workload]["levels"][n]["p99_ms"]
+            concurrency_ax.annotate(f"{q:.0f} q/s, p99 {p99:.0f} ms", (n, q), fontsize=8)
     concurrency_ax.set_xscale("log", base=2)
     concurrency_ax.set_xlabel("clients")
     concurrency_ax.set_ylabel("queries per second (median)")
-    concurrency_ax.set_title(f"mix throughput: {con['ratio']:.2f}x at {levels[-1]} vs 1 client")
+    concurrency_ax.set_title("point/scan/join mix: throughput by clients (goal 32 vs 1 >= 1.6x)")
+    concurrency_ax.legend()
 
     timeline = s["memory"]["rss_timeline_mb"]
     memory_ax.plot([t for t, _ in timeline], [mb for _, mb in timeline])
