@@ -152,6 +152,19 @@ def load_mysql(con: duckdb.DuckDBPyConnection, rows: int) -> None:
         my.close()
 
 
+def load_tables(stores: list[str], rows: int) -> int:
+    """Load the tables into those of ``stores`` that lack them; lineitem's Arrow size in bytes."""
+    con, size = generate(rows)
+    try:
+        if "postgres" in stores:
+            load_postgres(con, rows)
+        if "mysql" in stores:
+            load_mysql(con, rows)
+    finally:
+        con.close()
+    return size
+
+
 # Candidate paths: each takes SQL in the store's dialect and returns an Arrow table read as a
 # stream. The DuckDB scanners run passthrough SQL with postgres_query()/mysql_query().
 
@@ -315,12 +328,7 @@ def main() -> None:
     parser.add_argument("--stores", default="postgres,mysql")
     args = parser.parse_args()
     stores = args.stores.split(",")
-    con, size = generate(args.rows)
-    if "postgres" in stores:
-        load_postgres(con, args.rows)
-    if "mysql" in stores:
-        load_mysql(con, args.rows)
-    con.close()
+    size = load_tables(stores, args.rows)
     for store in stores:
         measure(store, size, args.rows, args.repeat)
 
