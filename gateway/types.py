@@ -84,10 +84,14 @@ def serving_type(arrow: pa.DataType) -> pa.DataType:
     """The type a column is served as: views and large variants become their plain forms.
 
     Many clients (the Flight SQL JDBC driver, BI tools) do not read ``string_view`` or
-    ``large_string``; every stream leaves the gateway with plain ``utf8``/``binary``.
+    ``large_string``; every stream leaves the gateway with plain ``utf8``/``binary``, and every
+    instant in UTC.
     """
     if pa.types.is_string_view(arrow) or pa.types.is_large_string(arrow):
         return pa.string()
     if pa.types.is_binary_view(arrow) or pa.types.is_large_binary(arrow):
         return pa.binary()
+    if pa.types.is_timestamp(arrow) and arrow.tz is not None:
+        # instants are labelled UTC, the contract's zone, whatever zone an engine's session had
+        return pa.timestamp(arrow.unit, tz="UTC")
     return arrow

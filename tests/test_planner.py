@@ -339,3 +339,17 @@ def test_no_dynamic_filter_where_it_could_change_the_answer_or_guess(
     answer = gateway.execute(plan).read_all()
     expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_instants_are_served_in_utc_whatever_the_hosts_zone(context):
+    """The local engine labels timestamptz with its session's zone (the host's); clients get UTC."""
+    import pyarrow as pa
+
+    from gateway.types import serving_type
+
+    assert serving_type(pa.timestamp("us", tz="Europe/Berlin")) == pa.timestamp("us", tz="UTC")
+    plan = plan_query(
+        "SELECT TIMESTAMPTZ '2020-01-01 00:00:00+00' AS t, o_orderkey FROM sales.orders",
+        context=context,
+    )
+    assert plan.schema.field("t").type == pa.timestamp("us", tz="UTC")

@@ -26,8 +26,8 @@ _engine_lock = threading.Lock()
 LOCAL_ENGINE_CONFIG = {
     "enable_external_access": False,
     "lock_configuration": True,
-    # DuckDB 1.5.5 pushes a join's runtime filter below LIMIT/TOP_N (duckdb/duckdb#22924, fixed
-    # after 1.5.5 by #22963): a derived table's LIMIT then kept rows it should have dropped
+    # DuckDB 1.5.5 can push a join's runtime filter below LIMIT/TOP_N, and a derived table's
+    # LIMIT then keeps rows it should have dropped (tests/test_embedded_engine.py shows it)
     "disabled_optimizers": "join_filter_pushdown",
 }
 
