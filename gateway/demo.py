@@ -414,7 +414,7 @@ def build_demo_mesh(
         progress(f"reusing demo mesh in {directory} (TPC-H SF {scale_factor:g})")
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(directory.parent):
+    with exclusive(directory.parent):
         if _is_complete(directory, scale_factor):  # built by another process meanwhile
             progress(f"reusing demo mesh in {directory} (TPC-H SF {scale_factor:g})")
             return directory
@@ -673,8 +673,8 @@ def _replace(directory: Path, build: Path) -> None:
 
 
 @contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """Serialise builders in one folder (two `meshgate demo` started at once); no lock file."""
+def exclusive(folder: Path) -> Iterator[None]:
+    """Serialise builders in one folder (two builds started at once); no lock file is left."""
     import fcntl
 
     descriptor = os.open(folder, os.O_RDONLY)
