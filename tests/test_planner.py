@@ -353,3 +353,42 @@ def test_instants_are_served_in_utc_whatever_the_hosts_zone(context):
         context=context,
     )
     assert plan.schema.field("t").type == pa.timestamp("us", tz="UTC")
+
+
+GROUPED = {
+    "comma joins": (
+        "SELECT n.n_name, count(*) FROM sales.orders a, sales.orders b, reference.nation n "
+        "WHERE a.o_orderkey = b.o_orderkey + 1 AND a.o_custkey = n.n_nationkey "
+        "GROUP BY n.n_name ORDER BY 1"
+    ),
+    "inner joins with ON and a correlated subquery": (
+        "SELECT a.o_orderkey, n.n_name FROM sales.orders a JOIN sales.orders b "
+        "ON b.o_orderkey = a.o_orderkey - 1 JOIN reference.nation n ON n.n_nationkey = b.o_custkey "
+        "WHERE EXISTS (SELECT 1 FROM sales.orders c WHERE c.o_custkey = a.o_custkey "
+        "AND c.o_orderkey > a.o_orderkey) ORDER BY 1"
+    ),
+}
+
+
+@pytest.mark.parametrize("sql", GROUPED.values(), ids=GROUPED.keys())
+def test_same_store_joins_run_at_their_store(sql, gateway, context, reference):
+    plan = plan_query(sql, context=context)
+    joined = [f for f in plan.fragments if f.store == "sales_db" and "o_orderkey" in f.sql]
+    assert any(' AS "a"' in f.sql and ' AS "b"' in f.sql for f in joined), plan.explain()
+    answer = gateway.execute(plan).read_all()
+    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
+    assert expected
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_outer_joins_are_not_regrouped(gateway, context, reference):
+    sql = (
+        "SELECT a.o_orderkey, b.o_orderkey, n.n_name FROM sales.orders a "
+        "LEFT JOIN sales.orders b ON b.o_orderkey = a.o_orderkey + 40 "
+        "JOIN reference.nation n ON n.n_nationkey = a.o_custkey ORDER BY 1"
+    )
+    plan = plan_query(sql, context=context)
+    assert "__group_" not in (plan.local_sql or "")
+    answer = gateway.execute(plan).read_all()
+    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected

@@ -17,6 +17,7 @@ from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.govern import apply_governance
+from gateway.planner.group_joins import group_same_store_joins
 from gateway.planner.parse import parse_statement
 from gateway.planner.pin_decimals import pin_decimal_outputs
 from gateway.planner.pushdown_predicates import push_down_predicates
@@ -38,6 +39,7 @@ PUSHDOWN: tuple[Rule, ...] = (
     qualify_columns,
     push_down_predicates,
     push_down_projections,
+    group_same_store_joins,
 )
 """Where it runs cheapest: rewrites that keep the answer and move work towards the stores."""
 

@@ -1,0 +1,138 @@
+"""group_same_store_joins: relations of one store joined together become one derived table.
+
+In ``FROM customer c, orders o, lineitem l WHERE c.k = o.k AND o.ok = l.ok`` with customer and
+orders in PostgreSQL and lineitem in Parquet, customer and orders are joined by PostgreSQL rather
+than fetched separately and joined in the gateway::
+
+    FROM (SELECT c.k AS "c__k", ... FROM customer c, orders o WHERE c.k = o.k) AS "__group_1",
+         lineitem l
+    WHERE "__group_1"."o__ok" = l.ok
+
+Only inner joins are regrouped (their ON conditions are WHERE conditions), and only conditions
+that read nothing but the group's relations move into it, so the answer is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlglot import exp
+
+from gateway.planner.context import PlanContext
+from gateway.planner.qualify import is_qualified
+from gateway.planner.split import runs_entirely_at
+
+GROUP_PREFIX = "__group_"
+
+
+def _inner_only(select: exp.Select) -> bool:
+    return all(
+        not join.side and join.kind in ("", "INNER", "CROSS") and not join.args.get("using")
+        for join in select.args.get("joins") or []
+    )
+
+
+def _relations(select: exp.Select) -> list[exp.Expression]:
+    source = select.args.get("from_")
+    return [source.this, *(join.this for join in select.args.get("joins") or [])] if source else []
+
+
+def _conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
+    if condition is None:
+        return []
+    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+
+
+def group_same_store_joins(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
+    if not is_qualified(expression):
+        return expression
+    grouped = expression.copy()
+    counter = iter(range(1, 1_000_000))
+    for select in list(grouped.find_all(exp.Select)):
+        _group(select, context, counter)
+    grouped.meta.update(expression.meta)
+    return grouped
+
+
+def _group(select: exp.Select, context: PlanContext, counter) -> None:
+    relations = _relations(select)
+    if len(relations) < 3 or not _inner_only(select):
+        return
+    stores: dict[str, list[exp.Subquery]] = defaultdict(list)
+    for relation in relations:
+        if not isinstance(relation, exp.Subquery) or not relation.alias:
+            return
+        store = runs_entirely_at(relation.this, context=context)
+        if store is not None and context.connectors[store].capabilities.joins:
+            stores[store].append(relation)
+    groups = [members for members in stores.values() if len(members) >= 2]
+    if not groups or len(groups) == 1 and len(groups[0]) == len(relations):
+        return
+    # a nested scope naming a relation like one of ours would make the rewrite ambiguous
+    own = {r.alias for r in relations}
+    for inner in select.find_all(exp.Subquery, exp.Table):
+        if any(inner is r for r in relations) or _inside(inner, relations):
+            continue
+        if inner.alias_or_name in own:
+            return
+
+    where = select.args.get("where")
+    conditions = _conjuncts(where.this if where else None)
+    for join in select.args.get("joins") or []:
+        conditions += _conjuncts(join.args.get("on"))
+        join.set("on", None)
+    select.set("where", None)
+    for members in groups:
+        aliases = {m.alias for m in members}
+        inside = [c for c in conditions if _reads_only(c, aliases)]
+        conditions = [c for c in conditions if not any(c is i for i in inside)]
+        name = f"{GROUP_PREFIX}{next(counter)}"
+        # derived tables cannot see their siblings: columns inside any relation are not ours
+        outside = [c for c in select.find_all(exp.Column) if not _inside(c, relations)]
+        outside += [c for condition in conditions for c in condition.find_all(exp.Column)]
+        used = sorted({(c.table, c.name) for c in outside if c.table in aliases})
+        projections = [
+            exp.alias_(exp.column(n, table=t, quoted=True), f"{t}__{n}", quoted=True)
+            for t, n in used
+        ]
+        body = exp.select(*(projections or [exp.Literal.number(1)])).from_(members[0].copy())
+        for member in members[1:]:
+            body = body.join(member.copy())
+        if inside:
+            body = body.where(exp.and_(*inside))
+        for column in outside:
+            if column.table in aliases:
+                column.replace(
+                    exp.column(f"{column.table}__{column.name}", table=name, quoted=True)
+                )
+        group = body.subquery(name)
+        _replace_relations(select, members, group)
+        relations.append(group)
+    if conditions:
+        select.set("where", exp.Where(this=exp.and_(*conditions)))
+
+
+def _reads_only(condition: exp.Expression, aliases: set[str]) -> bool:
+    """Whether ``condition`` reads columns of ``aliases`` and nothing else (no subqueries)."""
+    tables = {column.table for column in condition.find_all(exp.Column)}
+    return bool(tables) and tables <= aliases and condition.find(exp.Subquery) is None
+
+
+def _inside(node: exp.Expression, roots: list[exp.Expression]) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if any(parent is root for root in roots):
+            return True
+        parent = parent.parent
+    return False
+
+
+def _replace_relations(
+    select: exp.Select, members: list[exp.Subquery], group: exp.Subquery
+) -> None:
+    """The group takes the place of its first member; the other members leave the FROM list."""
+    first, *rest = members
+    first.replace(group)
+    for join in list(select.args.get("joins") or []):
+        if any(join.this is member for member in rest):
+            join.pop()
