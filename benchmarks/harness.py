@@ -7,6 +7,7 @@ resident memory can be read from ``/proc`` and the benchmark's clients do not sh
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,50 @@ class RssSampler:
     @property
     def peak_kb(self) -> int:
         return max(kb for _, kb in self.samples)
+
+
+class GilSampler:
+    """How much of a window some thread of a process holds the GIL, sampled by py-spy.
+
+    py-spy is optional (``pip install py-spy`` into the venv); without it, or when the kernel
+    refuses to let it attach, ``fraction`` is None.
+    """
+
+    RATE = 100  # samples per second
+
+    def __init__(self, pid: int, seconds: float):
+        self.pid, self.seconds = pid, seconds
+        self.fraction: float | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._output = RESULTS / f".gil-{pid}.txt"
+
+    def __enter__(self) -> GilSampler:
+        found = shutil.which("py-spy") or shutil.which(
+            "py-spy", path=str(Path(sys.executable).parent)
+        )
+        if found:
+            self._output.parent.mkdir(parents=True, exist_ok=True)
+            self._process = subprocess.Popen(
+                [found, "record", "--pid", str(self.pid), "--gil", "--format", "raw",
+                 "--rate", str(self.RATE), "--duration", str(max(1, int(self.seconds))),
+                 "--output", str(self._output)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is None:
+            return
+        try:
+            self._process.wait(timeout=self.seconds + 30)
+            lines = self._output.read_text(encoding="utf-8").splitlines()
+        except (subprocess.TimeoutExpired, OSError):
+            self._process.kill()
+            return
+        finally:
+            self._output.unlink(missing_ok=True)
+        held = sum(int(line.rpartition(" ")[2]) for line in lines if line.strip())
+        self.fraction = held / (self.RATE * max(1, int(self.seconds)))
 
 
 # --- the gateway process ----------------------------------------------------------------------

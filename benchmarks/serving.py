@@ -43,6 +43,7 @@ from benchmarks.harness import (
     RESULTS,
     ROOT,
     GatewayProcess,
+    GilSampler,
     RssSampler,
     connect,
     cpu_seconds,
@@ -507,7 +508,9 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
                         f"concurrency round {round_ + 1}/{settings.concurrency_rounds}, "
                         f"{workload}, {level:>2} clients: "
                         f"{run['queries'] / settings.concurrency_seconds:6.1f} q/s, "
-                        f"gateway busy {run['server_cores']:.2f} cores, "
+                        f"gateway busy {run['server_cores']:.2f} cores"
+                        + ("" if run["gil_held"] is None else f", GIL held {run['gil_held']:.0%}")
+                        + ", "
                         f"{len(run['errors'])} errors"
                     )
     finally:
@@ -540,8 +543,9 @@ def _concurrent_run(
         pipe.send((start_at, end_at, space, workload == "repeated"))
     time.sleep(max(0.0, start_at - time.monotonic()))
     server_cpu = cpu_seconds(gateway.pid)
-    time.sleep(max(0.0, end_at - time.monotonic()))
-    server_cpu = cpu_seconds(gateway.pid) - server_cpu
+    with GilSampler(gateway.pid, settings.concurrency_seconds - 1) as gil:
+        time.sleep(max(0.0, end_at - time.monotonic()))
+        server_cpu = cpu_seconds(gateway.pid) - server_cpu
     answers = [pipe.recv() for _, pipe in clients]
     records = [r for a in answers for r in a["records"]]
     return {
@@ -549,6 +553,7 @@ def _concurrent_run(
         "records": records,
         "errors": [e for a in answers for e in a["errors"]],
         "server_cores": server_cpu / settings.concurrency_seconds,
+        "gil_held": gil.fraction,
     }
 
 
@@ -571,6 +576,11 @@ def _concurrency_summary(
             "p99_ms": _ms(percentile(latencies, 99)),
             "by_kind_p50_ms": {k: _ms(median(v)) for k, v in sorted(by_kind.items())},
             "server_cores_busy": round(median([r["server_cores"] for r in rounds]), 2),
+            "gil_held": (
+                round(median([r["gil_held"] for r in rounds]), 2)
+                if all(r["gil_held"] is not None for r in rounds)
+                else None
+            ),
             "errors": len(errors),
             "error_samples": sorted(set(errors))[:5],
         }
@@ -763,7 +773,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _concurrency_table(workload: dict[str, Any]) -> list[str]:
     header = ("clients", "queries/s", "p50 ms", "p99 ms", "p50 by kind, ms", "gateway CPU, cores",
-              "errors")  # fmt: skip
+              "GIL held", "errors")  # fmt: skip
     return _table(
         [
             header,
@@ -775,6 +785,7 @@ def _concurrency_table(workload: dict[str, Any]) -> list[str]:
                     f"{v['p99_ms']:.1f}",
                     ", ".join(f"{k} {t:.1f}" for k, t in v["by_kind_p50_ms"].items()),
                     f"{v['server_cores_busy']:.2f}",
+                    "n/a" if v["gil_held"] is None else f"{v['gil_held']:.0%}",
                     str(v["errors"]),
                 )
                 for n, v in sorted(workload["levels"].items())
