@@ -52,6 +52,11 @@ class Capabilities:
     joins: bool = True
     """Joins between products in this store can run in the store."""
 
+    large_joins: bool = True
+    """The store joins large relations well (hash or merge joins). When False, the planner does not
+    move joins of relations it can fetch separately into the store (a query the store can run
+    whole still goes down whole)."""
+
     window_functions: bool = True
     """Window functions can be pushed."""
 

@@ -63,7 +63,8 @@ def _group(select: exp.Select, context: PlanContext, counter) -> None:
         if not isinstance(relation, exp.Subquery) or not relation.alias:
             return
         store = runs_entirely_at(relation.this, context=context)
-        if store is not None and context.connectors[store].capabilities.joins:
+        capabilities = context.connectors[store].capabilities if store is not None else None
+        if capabilities is not None and capabilities.joins and capabilities.large_joins:
             stores[store].append(relation)
     groups = [members for members in stores.values() if len(members) >= 2]
     if not groups or len(groups) == 1 and len(groups[0]) == len(relations):
