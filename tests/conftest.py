@@ -17,3 +17,16 @@ def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     directory = tmp_path_factory.mktemp("demo") / "mesh"
     return build_demo_mesh(directory, scale_factor=0.01, progress=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def demo_reference(demo_mesh: Path):
+    """The demo's TPC-H data in one in-memory DuckDB: the answers the gateway must give."""
+    import duckdb
+
+    from gateway.demo import load_tpch_reference, tpch_dir
+
+    con = duckdb.connect()
+    load_tpch_reference(con, tpch_dir(demo_mesh))
+    yield con
+    con.close()

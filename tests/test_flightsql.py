@@ -6,12 +6,10 @@ import base64
 import decimal
 
 import adbc_driver_manager
-import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from gateway.demo import load_tpch_reference, tpch_dir
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql.server import _pack
 from gateway.mesh import load_mesh
@@ -34,11 +32,8 @@ def server(demo_mesh):
 
 
 @pytest.fixture(scope="module")
-def reference(demo_mesh):
-    con = duckdb.connect()
-    load_tpch_reference(con, tpch_dir(demo_mesh))
-    yield con
-    con.close()
+def reference(demo_reference):
+    return demo_reference
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from connectors.embedded import EmbeddedDuckDB
 from connectors.watchdog import Watchdog
 from gateway import service
-from gateway.demo import load_tpch_reference, tpch_dir
 from gateway.errors import PermissionDenied, QueryTimeout
 from gateway.flightsql.server import _placeholder_count
 from gateway.planner.schema import local_engine
@@ -47,11 +46,8 @@ def gateway(demo_mesh):
 
 
 @pytest.fixture(scope="module")
-def reference(demo_mesh):
-    con = duckdb.connect()
-    load_tpch_reference(con, tpch_dir(demo_mesh))
-    yield con
-    con.close()
+def reference(demo_reference):
+    return demo_reference
 
 
 def _rows(gateway: Gateway, sql: str, principal: Principal, parameters: list) -> list[dict]:
