@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -47,10 +49,71 @@ def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordB
         yield batch.slice(offset, rows)
 
 
+READ_AHEAD_BATCHES = 2
+"""Batches a stream's source may be ahead of the client: the store decodes the next batch
+while Flight sends this one, and memory stays bounded."""
+
+
+def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+    """``batches``, produced by a thread up to ``depth`` batches ahead of the consumer.
+
+    The first two batches are read in the caller's thread, so a one-batch answer (a point
+    query) starts no thread. Closing the result stops the producer, which closes ``batches``
+    once the batch it is reading has arrived.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        item: object = end
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            item = exc
+        finally:
+            batches.close()
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    producer = None
+    try:
+        for _ in range(2):
+            batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
+        producer = threading.Thread(target=produce, name="meshgate-read-ahead", daemon=True)
+        producer.start()
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if producer is None:
+            batches.close()
+        else:
+            stop.set()
+            producer.join()
+
+
 def serve_stream(
     reader: pa.RecordBatchReader, schema: pa.Schema, *, max_batch_bytes: int
 ) -> pa.RecordBatchReader:
-    """``reader``'s batches conformed to ``schema`` and capped at ``max_batch_bytes``."""
+    """``reader``'s batches conformed to ``schema``, capped at ``max_batch_bytes`` and read a
+    little ahead of the client."""
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -59,4 +122,4 @@ def serve_stream(
         finally:
             reader.close()
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return pa.RecordBatchReader.from_batches(schema, read_ahead(batches(), READ_AHEAD_BATCHES))

@@ -22,6 +22,7 @@ from gateway.flightsql.server import _placeholder_count
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
+from gateway.streaming import READ_AHEAD_BATCHES, read_ahead, serve_stream
 from tests.support.server import connect, running_server
 
 ANALYST = Principal("analyst", roles=("analyst",))
@@ -279,3 +280,72 @@ def test_every_embedded_cursor_reads_timestamptz_in_utc_whatever_the_machine_zon
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["UTC", "UTC"]
+
+
+# --- read-ahead -------------------------------------------------------------------------------
+
+
+def _source(count: int, log: dict, *, fail_at: int | None = None):
+    """``count`` one-row batches; ``log`` records how many were made and whether it closed."""
+    log.update(made=0, closed=False)
+    try:
+        for i in range(count):
+            if i == fail_at:
+                raise ValueError(f"the store failed at batch {i}")
+            log["made"] += 1
+            yield pa.record_batch({"i": [i]})
+    finally:
+        log["closed"] = True
+
+
+def _read_ahead_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "meshgate-read-ahead")
+
+
+def _served(source) -> pa.RecordBatchReader:
+    schema = pa.schema([("i", pa.int64())])
+    reader = pa.RecordBatchReader.from_batches(schema, source)
+    return serve_stream(reader, schema, max_batch_bytes=64 * 1024)
+
+
+def _wait_for(condition, seconds: float = 10) -> bool:
+    deadline = threading.Event()
+    for _ in range(int(seconds * 100)):
+        if condition():
+            return True
+        deadline.wait(0.01)
+    return condition()
+
+
+def test_served_streams_read_ahead_in_order_within_their_depth():
+    log: dict = {}
+    stream = _served(_source(50, log))
+    assert [stream.read_next_batch().column("i")[0].as_py() for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert _wait_for(lambda: log["made"] > 5)  # the next batches are read before they are asked
+    threading.Event().wait(0.2)
+    assert log["made"] <= 5 + READ_AHEAD_BATCHES + 1  # queued, and one in the producer's hand
+    assert [b.column("i")[0].as_py() for b in stream] == list(range(5, 50))
+    assert log["closed"]
+
+
+def test_a_one_batch_answer_starts_no_thread():
+    before = _read_ahead_threads()
+    stream = read_ahead(_source(1, {}), READ_AHEAD_BATCHES)
+    next(stream)
+    assert _read_ahead_threads() == before
+    assert list(stream) == []
+
+
+def test_read_ahead_raises_the_sources_error_and_closing_early_closes_the_source():
+    log: dict = {}
+    with pytest.raises(ValueError, match="failed at batch 7"):
+        _served(_source(20, log, fail_at=7)).read_all()
+    assert log["closed"]
+
+    before = _read_ahead_threads()
+    stream = _served(_source(1000, log))
+    for _ in range(4):
+        stream.read_next_batch()
+    del stream  # the client hung up: Flight drops the reader
+    assert log["closed"] and log["made"] < 1000
+    assert _read_ahead_threads() == before
