@@ -146,9 +146,11 @@ def _stream_in_process(lake_glob: str) -> dict[str, Any]:
     try:
         idle = status_kb("self", "VmRSS")
         peak_reset = reset_peak("self")
+        cpu = time.process_time()
         started = time.perf_counter()
         reader = con.execute(f"SELECT * FROM read_parquet({_sql_string(lake_glob)})")
         run = _consume(reader.to_arrow_reader(BASELINE_BATCH_ROWS), started)
+        run["cpu_seconds"] = time.process_time() - cpu
         if peak_reset:
             run["growth_kb"] = status_kb("self", "VmHWM") - idle
     finally:
@@ -167,11 +169,14 @@ def _stream_gateway(conn, gateway: GatewayProcess, idle_kb: int) -> dict[str, An
     before = gateway.rss_kb()
     peak_reset = reset_peak(gateway.pid)
     with RssSampler(gateway.pid) as sampler:
+        server_cpu, client_cpu = cpu_seconds(gateway.pid), time.process_time()
         cursor = conn.cursor()
         started = time.perf_counter()
         cursor.execute(STREAM_SQL)
         run = _consume(cursor.fetch_record_batch(), started)
         cursor.close()
+        run["cpu_seconds"] = cpu_seconds(gateway.pid) - server_cpu
+        run["client_cpu_seconds"] = time.process_time() - client_cpu
     peak = _peak_kb(gateway, sampler, peak_reset)
     run["peak_above_idle_kb"] = peak - idle_kb
     run["growth_kb"] = peak - before
@@ -238,6 +243,7 @@ def streaming(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[s
             "batches": median([r["batches"] for r in runs]),
             "mb_per_second": round(runs[0]["bytes"] / seconds / 1e6, 1),
             "runs_seconds": [round(r["seconds"], 3) for r in runs],
+            "cpu_seconds": round(median([r["cpu_seconds"] for r in runs]), 2),
         }
 
     result = {
@@ -246,6 +252,12 @@ def streaming(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[s
         "gateway": summary(served),
     }
     result["ratio"] = round(result["gateway"]["seconds"] / result["in_process"]["seconds"], 3)
+    result["gateway"]["client_cpu_seconds"] = round(
+        median([r["client_cpu_seconds"] for r in served]), 2
+    )
+    result["cpu_ratio"] = round(
+        result["gateway"]["cpu_seconds"] / result["in_process"]["cpu_seconds"], 2
+    )
     result["first_batch_ratio"] = round(
         result["gateway"]["first_batch_ms"] / result["in_process"]["first_batch_ms"], 2
     )
@@ -641,6 +653,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"{s['ratio']:.2f}x",
             f"<= {GOALS['stream_ratio']}x",
             _met(s["ratio"] <= GOALS["stream_ratio"]),
+        ),
+        (
+            "CPU seconds per stream: gateway process (+ ADBC client)",
+            f"{s['gateway']['cpu_seconds']:.2f} (+ {s['gateway']['client_cpu_seconds']:.2f})",
+            f"{s['in_process']['cpu_seconds']:.2f}",
+            f"{s['cpu_ratio']:.2f}x",
+            "reported",
+            "",
         ),
         (
             "first batch, ms",
