@@ -35,8 +35,3 @@ class PlanContext:
     policy: Policy
     connectors: Mapping[str, Connector]
     dialect: str = "duckdb"
-
-    def product_of(self, node: exp.Expression, key: str = "product") -> Product | None:
-        """The product a node was annotated with by resolve (key "product") or govern ("source")."""
-        address = node.meta.get(key) if node._meta else None
-        return self.mesh.products[address] if address else None
