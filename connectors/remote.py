@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 from sqlglot import exp
 
+from connectors.watchdog import watchdog
 from gateway.errors import GatewayError, InvalidQuery, QueryTimeout, SourceUnavailable
 from gateway.types import serving_type
 
@@ -136,11 +137,12 @@ def stream(
 
     def on_deadline() -> None:
         timed_out.set()
-        _quietly(cancel)
+        # cancelling talks to the store: off the shared watchdog thread, so others keep time
+        threading.Thread(
+            target=_quietly, args=(cancel,), name="meshgate-cancel", daemon=True
+        ).start()
 
-    timer = threading.Timer(timeout_seconds, on_deadline)
-    timer.daemon = True
-    timer.start()
+    cancel_deadline = watchdog.schedule(timeout_seconds, on_deadline)
     needs_cast = not reader.schema.equals(schema)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -160,7 +162,7 @@ def stream(
                 ) from exc
             raise map_error(exc, False) from exc
         finally:
-            timer.cancel()
+            cancel_deadline()
             if not finished:
                 _quietly(cancel)
             _quietly(close)
