@@ -332,6 +332,7 @@ def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
     DoPut and GetFlightInfo plan with them bound, DoGet runs the query.
     """
     import gateway.planner as planner
+    from gateway.planner.parameters import bind_parameters
     from gateway.planner.parse import parse_statement
     from gateway.planner.schema import infer_schema
     from gateway.planner.split import split_by_store
@@ -354,7 +355,7 @@ def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
 
             expression = parse_statement(POINT_SQL, dialect=context.dialect)
             lap("parse")
-            expression = planner.bind_parameters(expression, [key])
+            expression = bind_parameters(expression, [key])
             lap("bind parameters")
             for rule in planner.RULES:
                 expression = rule(expression, context=context)

@@ -2,8 +2,9 @@
 
 An ADBC or JDBC client sends one query as up to four calls (prepare, bind, GetFlightInfo, DoGet),
 and each needs the plan; planning (parse, govern, schema inference, pushdown, split) costs
-milliseconds. A plan depends only on the statement, the bound values, the principal (name,
-roles, attributes) and the policy in force, so those make the key; the gateway bumps its policy
+milliseconds. A plan depends only on the statement, the classes of the bound values (a plan is
+a template other values of the same classes are bound into), the principal (name, roles,
+attributes) and the policy in force, so those make the key; the gateway bumps its policy
 generation when the policy files change, which retires every plan made under the old policy.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 
 from gateway.planner import Plan
 from gateway.principals import Principal
@@ -20,18 +21,16 @@ PLAN_CACHE_SIZE = 1024
 
 
 def plan_key(
-    sql: str, principal: Principal, parameters: Sequence[object] | None, policy_generation: int
+    sql: str, principal: Principal, parameters: Hashable, policy_generation: int
 ) -> Hashable:
-    """Everything a plan depends on besides the (fixed) mesh and stores.
-
-    Values are keyed with their type, so ``1``, ``1.0`` and ``True`` plan separately.
-    """
+    """Everything a plan depends on besides the (fixed) mesh and stores; ``parameters`` is what
+    of the bound values it depends on (planner.parameters)."""
     return (
         sql,
         principal.name,
         tuple(principal.roles),
         repr(sorted(principal.attributes.items())),
-        tuple((type(value), repr(value)) for value in parameters or ()),
+        parameters,
         policy_generation,
     )
 
@@ -46,15 +45,17 @@ class PlanCache:
         self._plans: OrderedDict[Hashable, Plan] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Plan | None:
+    def get(self, *keys: Hashable) -> Plan | None:
+        """The plan under the first of ``keys`` that has one."""
         with self._lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                self.misses += 1
-                return None
-            self._plans.move_to_end(key)
-            self.hits += 1
-            return plan
+            for key in keys:
+                plan = self._plans.get(key)
+                if plan is not None:
+                    self._plans.move_to_end(key)
+                    self.hits += 1
+                    return plan
+            self.misses += 1
+            return None
 
     def put(self, key: Hashable, plan: Plan) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ from gateway.mesh import Mesh, Product, load_mesh
 from gateway.plan_cache import PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
+from gateway.planner.parameters import exact_key, shape_key
 from gateway.principals import Principal, PrincipalDirectory
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,18 @@ class Gateway:
         )
 
     def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
-        """The plan of ``sql`` for ``principal``, made once and reused while the policy holds."""
+        """The plan of ``sql`` for ``principal``, made once per shape of the bound values
+        (planner.parameters) and reused while the policy holds."""
         context = self.context(principal)
-        key = plan_key(sql, principal, parameters, self._policy_generation)
-        plan = self.plans.get(key)
+        values = list(parameters or ())
+        generation = self._policy_generation
+        shape = plan_key(sql, principal, shape_key(sql, context.dialect, values), generation)
+        exact = plan_key(sql, principal, exact_key(values), generation)
+        plan = self.plans.get(shape, exact)
         if plan is None:
-            plan = plan_query(sql, context=context, parameters=parameters)
-            self.plans.put(key, plan)
-        return plan
+            plan = plan_query(sql, context=context, parameters=values)
+            self.plans.put(shape if plan.reusable else exact, plan)
+        return plan.bind(values)
 
     def explain(self, plan: Plan) -> str:
         """The plan as text for the principal who asked; secrets such as the hash key hidden."""

@@ -15,6 +15,7 @@ from sqlglot import exp
 from gateway.errors import InvalidQuery, NotFound
 from gateway.planner import plan_query
 from gateway.planner.govern import apply_governance
+from gateway.planner.parameters import shape_key
 from gateway.planner.parse import parse_statement
 from gateway.planner.resolve import resolve_products
 from gateway.service import Gateway
@@ -200,6 +201,97 @@ def test_parameters_bind_as_literals_in_order(context):
             context=context,
             parameters=[1],
         )
+
+
+TEMPLATES = {
+    "a point query": ("SELECT * FROM sales.orders WHERE o_orderkey = ?", [3], [17]),
+    "values on both sides of a cross-store join": (
+        "SELECT o.o_orderkey, n.n_name FROM sales.orders o JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey WHERE o.o_total > ? AND n.n_name <> ? ORDER BY 1",
+        [10, "EGYPT"],
+        [30, "BRAZIL"],
+    ),
+    "equal values in two fragments, then different ones": (
+        "WITH a AS (SELECT o_orderkey FROM sales.orders WHERE o_orderkey = ?), "
+        "b AS (SELECT o_orderkey FROM sales.orders WHERE o_orderkey = ?) "
+        "SELECT a.o_orderkey AS x, b.o_orderkey AS y, n.n_name FROM a, b, reference.nation n "
+        "WHERE n.n_nationkey = 0",
+        [1, 1],
+        [1, 2],
+    ),
+    "a value the local engine computes with": (
+        "SELECT n.n_name || ? AS tagged, count(*) AS n FROM sales.orders o "
+        "JOIN reference.nation n ON n.n_nationkey = o.o_custkey GROUP BY 1 HAVING count(*) > ? "
+        "ORDER BY 1",
+        ["!", 1],
+        ["?", 9],
+    ),
+    "a value in a subquery and in LIMIT": (
+        "SELECT o_orderkey FROM sales.orders WHERE o_custkey IN "
+        "(SELECT n_nationkey FROM reference.nation WHERE n_name LIKE ?) ORDER BY 1 LIMIT ?",
+        ["A%", 3],
+        ["B%", 3],
+    ),
+    "decimals of one shape": (
+        "SELECT o_orderkey, o_total * ? AS scaled FROM sales.orders WHERE o_total < ? ORDER BY 1",
+        [1.5, 9.25],
+        [2.5, 7.75],
+    ),
+}
+
+
+@pytest.mark.parametrize(("sql", "first", "then"), TEMPLATES.values(), ids=TEMPLATES.keys())
+def test_a_plan_made_for_some_values_serves_others_of_their_shape(
+    sql, first, then, gateway, context, reference
+):
+    """The plan cache binds new values into a plan made for others; that must be the very plan
+    planning the new values would make, and give DuckDB's answer."""
+    principal = gateway.principals.get("tester")
+    fresh = plan_query(sql, context=context, parameters=then)
+    assert shape_key(sql, "duckdb", first) == shape_key(sql, "duckdb", then)
+    gateway.plan(sql, principal, first)  # made and cached for the first values
+    misses = gateway.plans.misses
+    rebound = gateway.plan(sql, principal, then)
+    assert gateway.plans.misses == misses, "values of the same shape were planned again"
+    assert rebound.reusable
+    assert [(f.store, f.sql) for f in rebound.fragments] == [
+        (f.store, f.sql) for f in fresh.fragments
+    ]
+    assert rebound.local_sql == fresh.local_sql
+    assert rebound.schema == fresh.schema
+    answer = gateway.execute(rebound).read_all()
+    local = sql.replace("sales.", "").replace("reference.", "")
+    expected = reference.execute(local, then).fetchall()
+    assert expected, "a fixture that returns nothing proves nothing"
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (5, 5_000_000_000),  # INTEGER, then BIGINT
+        (1.5, 12.25),  # DECIMAL(2,1), then DECIMAL(4,2)
+        (1, 1.0),
+        (1, True),
+        (1, "1"),
+        (1, None),
+    ],
+)
+def test_values_whose_literals_type_differently_are_planned_apart(first, then, gateway):
+    sql = "SELECT ? AS v, o_orderkey FROM sales.orders WHERE o_orderkey = 1"
+    assert shape_key(sql, "duckdb", [first]) != shape_key(sql, "duckdb", [then])
+    principal = gateway.principals.get("tester")
+    answer = gateway.execute(gateway.plan(sql, principal, [then])).read_all()
+    assert answer.column("v").to_pylist() == [then]
+
+
+def test_a_value_in_limit_is_part_of_the_plan(gateway):
+    sql = "SELECT o_orderkey FROM sales.orders ORDER BY 1 LIMIT ?"
+    assert shape_key(sql, "duckdb", [2]) != shape_key(sql, "duckdb", [3])
+    principal = gateway.principals.get("tester")
+    for limit in (2, 3):
+        rows = gateway.execute(gateway.plan(sql, principal, [limit])).read_all().num_rows
+        assert rows == limit
 
 
 SEMANTICS = {

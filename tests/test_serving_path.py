@@ -201,8 +201,9 @@ def test_a_changed_policy_retires_cached_plans(demo_mesh, tmp_path, monkeypatch)
         gateway.close()
 
 
-def test_an_adbc_query_is_planned_once_per_set_of_values(demo_mesh):
-    """Prepare, bind, GetFlightInfo and DoGet each need the plan; only new values make one."""
+def test_an_adbc_query_is_planned_once_per_shape_of_values(demo_mesh):
+    """Prepare, bind, GetFlightInfo and DoGet each need the plan; new values of the same shape
+    are bound into the plan made for the first ones, and only another shape makes a new plan."""
     sql = "SELECT o_orderkey, o_totalprice FROM sales.orders WHERE o_orderkey = ?"
     parsed = _placeholder_count.cache_info()
     with running_server(demo_mesh) as (uri, gateway), connect(uri, "analyst") as conn:
@@ -210,11 +211,16 @@ def test_an_adbc_query_is_planned_once_per_set_of_values(demo_mesh):
             cursor.execute(sql, parameters=(1,))
             assert cursor.fetch_arrow_table().column("o_orderkey").to_pylist() == [1]
         assert gateway.plans.misses == 2  # the statement unbound (prepare), then with 1
+        for key in (2, 3, 4):
+            with conn.cursor() as cursor:
+                cursor.execute(sql, parameters=(key,))
+                assert cursor.fetch_arrow_table().column("o_orderkey").to_pylist() == [key]
+        assert gateway.plans.misses == 2
+        assert gateway.plans.hits >= 12
         with conn.cursor() as cursor:
-            cursor.execute(sql, parameters=(2,))
-            assert cursor.fetch_arrow_table().column("o_orderkey").to_pylist() == [2]
+            cursor.execute(sql, parameters=(5_000_000_000,))  # a BIGINT literal: another shape
+            assert cursor.fetch_arrow_table().num_rows == 0
         assert gateway.plans.misses == 3
-        assert gateway.plans.hits >= 5
     assert _placeholder_count.cache_info().misses - parsed.misses == 1  # prepared twice
 
 

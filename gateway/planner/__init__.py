@@ -7,17 +7,17 @@ touches a store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 from sqlglot import exp
 
-from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.govern import apply_governance
 from gateway.planner.group_joins import group_same_store_joins
+from gateway.planner.parameters import bind_parameters, in_limits, rebind, slots_of
 from gateway.planner.parse import parse_statement
 from gateway.planner.pin_decimals import pin_decimal_outputs
 from gateway.planner.pushdown_predicates import push_down_predicates
@@ -52,6 +52,29 @@ class Plan:
     local_sql: str | None
     schema: pa.Schema
     dynamic_filters: tuple[DynamicFilter, ...] = ()
+    parameters: tuple[object, ...] = ()
+    """The values bound in the fragments' and the local query's SQL."""
+    reusable: bool = True
+    """Whether other values of the same classes may be bound into this plan (see ``bind``)."""
+    local_template: exp.Expression | None = field(default=None, compare=False, repr=False)
+
+    def bind(self, parameters: Sequence[object]) -> Plan:
+        """This plan with ``parameters`` bound instead of the values it was planned with: values
+        of the same classes (planner.parameters.shape_key), in a reusable plan."""
+        if _same_values(parameters, self.parameters):
+            return self
+        if not self.reusable:
+            raise ValueError("this plan holds its values in places other values cannot go")
+        local = self.local_template
+        if local is not None:
+            local = rebind(local, parameters)
+        return replace(
+            self,
+            fragments=tuple(f.bind(parameters) for f in self.fragments),
+            local_sql=self.local_sql if local is None else local.sql(dialect="duckdb"),
+            local_template=local,
+            parameters=tuple(parameters),
+        )
 
     def explain(self) -> str:
         lines = []
@@ -66,25 +89,10 @@ class Plan:
         return "\n".join(lines)
 
 
-def bind_parameters(expression: exp.Expression, parameters: list[object]) -> exp.Expression:
-    """Replace ``?`` placeholders, in order, with SQL literals of the bound values."""
-    placeholders = list(expression.find_all(exp.Placeholder))
-    if len(placeholders) != len(parameters):
-        raise InvalidQuery(
-            f"the statement has {len(placeholders)} parameter(s) but {len(parameters)} value(s) "
-            "were bound; bind one value per ?"
-        )
-    if not placeholders:
-        return expression
-    expression = expression.copy()
-    for placeholder, value in zip(expression.find_all(exp.Placeholder), parameters, strict=True):
-        placeholder.replace(exp.convert(value))
-    return expression
-
-
 def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | None = None) -> Plan:
+    parameters = tuple(parameters or ())
     expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
-    expression = bind_parameters(expression, parameters or [])
+    expression = bind_parameters(expression, parameters)
     for rule in RULES:
         expression = rule(expression, context=context)
     schema = infer_schema(expression, context=context)
@@ -95,6 +103,10 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
     split = split_by_store(expression, context=context)
     local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
     dynamic = find_dynamic_filters(split.local, split.fragments) if split.local else ()
+    local_slots = slots_of(split.local) if split.local is not None else frozenset()
+    placed = local_slots.union(*(f.slots for f in split.fragments))
+    # a value some rule folded into something else cannot be swapped for another one later
+    movable = {i for i, in_limit in enumerate(in_limits(sql, context.dialect)) if not in_limit}
     return Plan(
         statement=sql,
         products=products,
@@ -102,6 +114,15 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         local_sql=local_sql,
         schema=schema,
         dynamic_filters=dynamic,
+        parameters=parameters,
+        reusable=movable <= placed,
+        local_template=split.local if local_slots else None,
+    )
+
+
+def _same_values(left: Sequence[object], right: Sequence[object]) -> bool:
+    return len(left) == len(right) and all(
+        type(a) is type(b) and a == b for a, b in zip(left, right, strict=True)
     )
 
 

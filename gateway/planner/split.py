@@ -15,20 +15,9 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from gateway.planner.context import PlanContext
 from gateway.planner.sources import contract_schema, source_address, sources_of, store_of
-from gateway.planner.transpile import transpile_fragment
+from gateway.planner.transpile import Fragment, transpile_fragment
 
 FRAGMENT_PREFIX = "__fragment_"
-
-
-@dataclass(frozen=True)
-class Fragment:
-    """One query sent to one store; its result is a relation of the local query (or the answer)."""
-
-    name: str
-    store: str
-    sql: str
-    materialize: bool = False
-    """The local engine may read this fragment more than once, so it is read into memory first."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +107,8 @@ def _attached(node: exp.Expression, root: exp.Expression) -> bool:
 def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split:
     store = runs_entirely_at(expression, context=context)
     if store is not None:
-        sql = transpile_fragment(expression, context=context, store=store)
-        return Split(fragments=(Fragment(name="result", store=store, sql=sql),), local=None)
+        answer = transpile_fragment(expression, context=context, store=store, name="result")
+        return Split(fragments=(answer,), local=None)
 
     local = expression.copy()
     candidates = [
@@ -133,7 +122,8 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
         for node in local.find_all(exp.Subquery)
     )
     fragments: list[Fragment] = []
-    seen: dict[tuple[str, str], int] = {}  # (store, sql) -> index: identical pieces fetched once
+    # (store, sql, parameters) -> index: identical pieces are fetched once
+    seen: dict[tuple[str, str, frozenset[int]], int] = {}
     for node in candidates:
         if not _attached(node, local):
             continue  # inside a fragment already carved out
@@ -141,26 +131,27 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
         store = runs_entirely_at(body, context=context)
         if store is None:
             continue
-        sql = transpile_fragment(body, context=context, store=store)
-        if (store, sql) in seen:
-            index = seen[store, sql]
+        inside_reused_cte = any(
+            isinstance(a, exp.CTE) and a.alias_or_name.lower() in reused_ctes
+            for a in _ancestors(node, include_self=True)
+        )
+        fragment = transpile_fragment(
+            body,
+            context=context,
+            store=store,
+            name=f"{FRAGMENT_PREFIX}{len(fragments) + 1}",
+            materialize=inside_reused_cte or has_subquery_expressions,
+        )
+        # the same SQL with other parameters in it is another query once other values are bound
+        key = (store, fragment.sql, fragment.slots)
+        if key in seen:
+            index = seen[key]
             fragments[index] = replace(fragments[index], materialize=True)
             name = fragments[index].name
         else:
-            name = f"{FRAGMENT_PREFIX}{len(fragments) + 1}"
-            inside_reused_cte = any(
-                isinstance(a, exp.CTE) and a.alias_or_name.lower() in reused_ctes
-                for a in _ancestors(node, include_self=True)
-            )
-            seen[store, sql] = len(fragments)
-            fragments.append(
-                Fragment(
-                    name=name,
-                    store=store,
-                    sql=sql,
-                    materialize=inside_reused_cte or has_subquery_expressions,
-                )
-            )
+            seen[key] = len(fragments)
+            fragments.append(fragment)
+            name = fragment.name
         node.set("this", exp.select("*").from_(exp.to_table(name)))
         body.parent = None  # detached: what was inside it is now the fragment's, not local
     for source in sources_of(local):
@@ -181,10 +172,8 @@ def _scan(source: exp.Table, number: int, local: exp.Expression, context: PlanCo
     ]
     query = exp.select(*(exp.column(c, quoted=True) for c in columns)).from_(source.copy())
     store = store_of(source, context)
-    return Fragment(
-        name=f"{FRAGMENT_PREFIX}{number}",
-        store=store,
-        sql=transpile_fragment(query, context=context, store=store),
+    return transpile_fragment(
+        query, context=context, store=store, name=f"{FRAGMENT_PREFIX}{number}"
     )
 
 

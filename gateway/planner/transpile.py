@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
+from gateway.planner.parameters import rebind, slots_of
 from gateway.planner.sources import PREFIX, source_address
 
 
-def transpile_fragment(expression: exp.Expression, *, context: PlanContext, store: str) -> str:
-    """SQL text for ``store``: placeholders become physical relations, then sqlglot transpiles."""
+@dataclass(frozen=True)
+class Fragment:
+    """One query sent to one store; its result is a relation of the local query (or the answer)."""
+
+    name: str
+    store: str
+    sql: str
+    materialize: bool = False
+    """The local engine may read this fragment more than once, so it is read into memory first."""
+    template: exp.Expression | None = field(default=None, compare=False, repr=False)
+    """The physical query when it holds bound parameters, to write it again with other values."""
+    dialect: str = "duckdb"
+
+    @property
+    def slots(self) -> frozenset[int]:
+        return slots_of(self.template) if self.template is not None else frozenset()
+
+    def bind(self, parameters: Sequence[object]) -> Fragment:
+        """This fragment with ``parameters`` in place of the values it was planned with."""
+        if self.template is None:
+            return self
+        bound = rebind(self.template, parameters)
+        return replace(self, sql=bound.sql(dialect=self.dialect), template=bound)
+
+
+def transpile_fragment(
+    expression: exp.Expression,
+    *,
+    context: PlanContext,
+    store: str,
+    name: str,
+    materialize: bool = False,
+) -> Fragment:
+    """``expression`` as ``store``'s SQL: placeholders become physical relations, then sqlglot
+    transpiles."""
+    query = _physical(expression, context=context, store=store)
+    dialect = context.connectors[store].capabilities.dialect
+    return Fragment(
+        name=name,
+        store=store,
+        sql=query.sql(dialect=dialect),
+        materialize=materialize,
+        template=query if slots_of(query) else None,
+        dialect=dialect,
+    )
+
+
+def _physical(expression: exp.Expression, *, context: PlanContext, store: str) -> exp.Expression:
     connector = context.connectors[store]
 
     def physical(node: exp.Expression) -> exp.Expression:
@@ -27,9 +77,7 @@ def transpile_fragment(expression: exp.Expression, *, context: PlanContext, stor
             relation.set("alias", alias.copy())
         return relation
 
-    return _neutral_aliases(expression.transform(physical, copy=True)).sql(
-        dialect=connector.capabilities.dialect
-    )
+    return _neutral_aliases(expression.transform(physical, copy=True))
 
 
 def _neutral_aliases(expression: exp.Expression) -> exp.Expression:
