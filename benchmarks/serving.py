@@ -371,9 +371,9 @@ def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
             lap("Gateway.plan (all of the above, as served)")
             service.execute(plan).read_all()
             lap("store: execute and read the answer")
-            service.describe(POINT_SQL, principal, [None])
-            service.describe(POINT_SQL, principal, [key + 1])
-            service.describe(POINT_SQL, principal, [key + 1])
+            service.schema(POINT_SQL, principal, [None])
+            service.schema(POINT_SQL, principal, [key + 1])
+            service.schema(POINT_SQL, principal, [key + 1])
             service.run(POINT_SQL, principal, [key + 1]).read_all()
             lap("server work per ADBC query (prepare, bind, info, get; in-process)")
     finally:

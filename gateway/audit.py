@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -70,7 +70,8 @@ class AuditEvent:
 
     def to_json(self) -> str:
         """The event as one line of JSON (no newline inside, non-ASCII kept readable)."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        fields = {**vars(self), "fragments": [vars(fragment) for fragment in self.fragments]}
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 class AuditLog:

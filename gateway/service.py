@@ -19,7 +19,7 @@ from gateway.contracts import ContractReport, check_contracts
 from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
-from gateway.plan_cache import PlanCache, plan_key
+from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.planner.parameters import exact_key, shape_key
@@ -62,6 +62,7 @@ class Gateway:
         self._policy_checked_at = time.monotonic()
         self._policy_generation = 0
         self.plans = PlanCache()
+        self._governance_notes: dict[tuple, tuple[list[str], dict[str, str], dict[str, str]]] = {}
         self._audit_log = None
         if self.settings.audit_log is not None:
             from gateway.audit import AuditLog
@@ -99,6 +100,7 @@ class Gateway:
             if reload is not None and reload():
                 self._policy_generation += 1  # plans made under the old policy are never reused
                 self.plans.clear()
+                self._governance_notes.clear()
                 self._reload_principals()
                 log.info("policy files changed: the new policy is in force")
 
@@ -124,8 +126,12 @@ class Gateway:
         )
 
     def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
-        """The plan of ``sql`` for ``principal``, made once per shape of the bound values
-        (planner.parameters) and reused while the policy holds."""
+        """The plan of ``sql`` for ``principal`` with ``parameters`` bound."""
+        return self._template(sql, principal, parameters).bind(parameters or ())
+
+    def _template(self, sql: str, principal: Principal, parameters: list[object] | None) -> Plan:
+        """A plan of ``sql`` for values of the shape of ``parameters`` (planner.parameters),
+        made once and reused while the policy holds."""
         context = self.context(principal)
         values = list(parameters or ())
         generation = self._policy_generation
@@ -135,7 +141,7 @@ class Gateway:
         if plan is None:
             plan = plan_query(sql, context=context, parameters=values)
             self.plans.put(shape if plan.reusable else exact, plan)
-        return plan.bind(values)
+        return plan
 
     def explain(self, plan: Plan) -> str:
         """The plan as text for the principal who asked; secrets such as the hash key hidden."""
@@ -153,10 +159,22 @@ class Gateway:
     def describe(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
     ) -> Plan:
-        """Plan without running (prepare, GetFlightInfo); refusals are audited."""
+        """Plan without running (EXPLAIN, and the first step of ``run``); refusals are audited."""
+        return self._audited(self.plan, sql, principal, parameters)
+
+    def schema(
+        self, sql: str, principal: Principal, parameters: list[object] | None = None
+    ) -> pa.Schema:
+        """The answer's schema without running (prepare, bind, GetFlightInfo); refusals are
+        audited. The schema depends on the values' shape only, so they are not bound for it."""
+        return self._audited(self._template, sql, principal, parameters).schema
+
+    def _audited(
+        self, make, sql: str, principal: Principal, parameters: list[object] | None
+    ) -> Plan:
         started = time.perf_counter()
         try:
-            return self.plan(sql, principal, parameters)
+            return make(sql, principal, parameters)
         except GatewayError as exc:
             self._audit(principal, sql, None, started, outcome=_outcome(exc), error=str(exc))
             raise
@@ -246,22 +264,43 @@ class Gateway:
         )
         if plan is not None:
             event.products = list(plan.products)
-            for address in plan.products:
-                product = self.mesh.products[address]
-                decision = self.policy.decide(principal, product)
-                event.columns.extend(f"{address}.{c.name}" for c in product.columns)
-                for column in product.columns:
-                    if column.name in decision.masks:
-                        masked = decision.column(column.name, column.type, exp.column(column.name))
-                        event.masks[f"{address}.{column.name}"] = hide(masked.sql("duckdb"))
-                if decision.row_filter is not None:
-                    event.filters[address] = decision.row_filter.sql("duckdb")
+            columns, masks, filters = self._governance_applied(principal, plan)
+            event.columns, event.masks, event.filters = list(columns), dict(masks), dict(filters)
             sent = sent or [(f.store, f.sql) for f in plan.fragments]
             event.fragments = [Fragment(store, hide(sql)) for store, sql in sent]
         try:
             self._audit_log.record(event)
         except OSError:
             log.exception("could not append to the audit log %s", self._audit_log.path)
+
+    def _governance_applied(
+        self, principal: Principal, plan: Plan
+    ) -> tuple[list[str], dict[str, str], dict[str, str]]:
+        """The columns, masks and row filters ``plan`` read for ``principal``, as the audit log
+        names them; worked out once per principal and products while the policy holds."""
+        key = (principal.name, principal.roles, repr(sorted(principal.attributes.items())))
+        key += (plan.products, self._policy_generation)
+        applied = self._governance_notes.get(key)
+        if applied is not None:
+            return applied
+        hide = getattr(self.policy, "hide_mask_key", lambda text: text)
+        columns: list[str] = []
+        masks: dict[str, str] = {}
+        filters: dict[str, str] = {}
+        for address in plan.products:
+            product = self.mesh.products[address]
+            decision = self.policy.decide(principal, product)
+            columns.extend(f"{address}.{c.name}" for c in product.columns)
+            for column in product.columns:
+                if column.name in decision.masks:
+                    masked = decision.column(column.name, column.type, exp.column(column.name))
+                    masks[f"{address}.{column.name}"] = hide(masked.sql("duckdb"))
+            if decision.row_filter is not None:
+                filters[address] = decision.row_filter.sql("duckdb")
+        if len(self._governance_notes) >= PLAN_CACHE_SIZE:
+            self._governance_notes.clear()
+        self._governance_notes[key] = (columns, masks, filters)
+        return columns, masks, filters
 
     def visible_products(self, principal: Principal) -> dict[str, Product]:
         """Every address the principal may read, versioned and latest; nothing else exists."""

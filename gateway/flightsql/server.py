@@ -138,9 +138,9 @@ class MeshFlightServer(flight.FlightServerBase):
     ) -> pa.Schema:
         explain, statement = split_explain(sql)
         if explain:
-            self.gateway.describe(statement, principal, parameters)  # validates and governs
+            self.gateway.schema(statement, principal, parameters)  # validates and governs
             return EXPLAIN_SCHEMA
-        return self.gateway.describe(sql, principal, parameters).schema
+        return self.gateway.schema(sql, principal, parameters)
 
     def _query_ticket(self, principal: Principal, sql: str, parameters_ipc: str | None) -> bytes:
         handle = self.signer.sign("ticket", {"p": principal.name, "q": sql, "b": parameters_ipc})
