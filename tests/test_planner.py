@@ -209,7 +209,7 @@ TEMPLATES = {
         "SELECT o.o_orderkey, n.n_name FROM sales.orders o JOIN reference.nation n "
         "ON n.n_nationkey = o.o_custkey WHERE o.o_total > ? AND n.n_name <> ? ORDER BY 1",
         [10, "EGYPT"],
-        [30, "BRAZIL"],
+        [30, "it's"],
     ),
     "equal values in two fragments, then different ones": (
         "WITH a AS (SELECT o_orderkey FROM sales.orders WHERE o_orderkey = ?), "
@@ -264,6 +264,27 @@ def test_a_plan_made_for_some_values_serves_others_of_their_shape(
     expected = reference.execute(local, then).fetchall()
     assert expected, "a fixture that returns nothing proves nothing"
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_values_in_plain_places_are_written_into_kept_text(context):
+    """Binding rewrites only the values, not the whole SQL, where no dialect rewrites around
+    them; a LIKE pattern or a function's argument has the whole tree written again."""
+    plain = plan_query(
+        "SELECT o_orderkey FROM sales.orders WHERE o_orderkey = ? OR o_total > ?",
+        context=context,
+        parameters=[3, 2.5],
+    )
+    (fragment,) = plain.fragments
+    assert fragment.template.writes_text
+    assert "= 4 OR" in fragment.bind([4, 2.5]).sql and "> 7.5" in fragment.bind([3, 7.5]).sql
+    pattern = plan_query(
+        "SELECT n_name FROM reference.nation WHERE n_name LIKE ? OR substr(n_name, ?, 1) = 'A'",
+        context=context,
+        parameters=["A%", 1],
+    )
+    (fragment,) = pattern.fragments
+    assert not fragment.template.writes_text
+    assert "LIKE 'E%'" in fragment.bind(["E%", 1]).sql
 
 
 @pytest.mark.parametrize(

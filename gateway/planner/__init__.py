@@ -17,7 +17,7 @@ from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.govern import apply_governance
 from gateway.planner.group_joins import group_same_store_joins
-from gateway.planner.parameters import bind_parameters, in_limits, rebind, slots_of
+from gateway.planner.parameters import Template, bind_parameters, in_limits, slots_of
 from gateway.planner.parse import parse_statement
 from gateway.planner.pin_decimals import pin_decimal_outputs
 from gateway.planner.pushdown_predicates import push_down_predicates
@@ -56,7 +56,7 @@ class Plan:
     """The values bound in the fragments' and the local query's SQL."""
     reusable: bool = True
     """Whether other values of the same classes may be bound into this plan (see ``bind``)."""
-    local_template: exp.Expression | None = field(default=None, compare=False, repr=False)
+    local_template: Template | None = field(default=None, compare=False, repr=False)
 
     def bind(self, parameters: Sequence[object]) -> Plan:
         """This plan with ``parameters`` bound instead of the values it was planned with: values
@@ -66,13 +66,10 @@ class Plan:
         if not self.reusable:
             raise ValueError("this plan holds its values in places other values cannot go")
         local = self.local_template
-        if local is not None:
-            local = rebind(local, parameters)
         return replace(
             self,
             fragments=tuple(f.bind(parameters) for f in self.fragments),
-            local_sql=self.local_sql if local is None else local.sql(dialect="duckdb"),
-            local_template=local,
+            local_sql=self.local_sql if local is None else local.render(parameters),
             parameters=tuple(parameters),
         )
 
@@ -116,7 +113,7 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         dynamic_filters=dynamic,
         parameters=parameters,
         reusable=movable <= placed,
-        local_template=split.local if local_slots else None,
+        local_template=Template.of(split.local, "duckdb", local_sql) if local_sql else None,
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.parameters import rebind, slots_of
+from gateway.planner.parameters import Template
 from gateway.planner.sources import PREFIX, source_address
 
 
@@ -21,20 +21,18 @@ class Fragment:
     sql: str
     materialize: bool = False
     """The local engine may read this fragment more than once, so it is read into memory first."""
-    template: exp.Expression | None = field(default=None, compare=False, repr=False)
-    """The physical query when it holds bound parameters, to write it again with other values."""
-    dialect: str = "duckdb"
+    template: Template | None = field(default=None, compare=False, repr=False)
+    """The query when it holds bound parameters, to write it again with other values."""
 
     @property
     def slots(self) -> frozenset[int]:
-        return slots_of(self.template) if self.template is not None else frozenset()
+        return self.template.slots if self.template is not None else frozenset()
 
     def bind(self, parameters: Sequence[object]) -> Fragment:
         """This fragment with ``parameters`` in place of the values it was planned with."""
         if self.template is None:
             return self
-        bound = rebind(self.template, parameters)
-        return replace(self, sql=bound.sql(dialect=self.dialect), template=bound)
+        return replace(self, sql=self.template.render(parameters))
 
 
 def transpile_fragment(
@@ -49,13 +47,13 @@ def transpile_fragment(
     transpiles."""
     query = _physical(expression, context=context, store=store)
     dialect = context.connectors[store].capabilities.dialect
+    sql = query.sql(dialect=dialect)
     return Fragment(
         name=name,
         store=store,
-        sql=query.sql(dialect=dialect),
+        sql=sql,
         materialize=materialize,
-        template=query if slots_of(query) else None,
-        dialect=dialect,
+        template=Template.of(query, dialect, sql),
     )
 
 
