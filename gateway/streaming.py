@@ -36,9 +36,11 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    """Zero-copy slices of ``batch`` of at most about ``max_bytes`` each.
+    """Zero-copy slices of ``batch`` of at most ``max_bytes`` each (a single row may be more).
 
     Flight clients refuse gRPC messages over 16 MiB by default (the ADBC Go driver among them).
+    Slices of equal rows can differ in bytes (long strings bunched together), so a slice still
+    over the cap is cut again.
     """
     size = batch.nbytes
     if size <= max_bytes or batch.num_rows <= 1:
@@ -46,7 +48,7 @@ def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordB
         return
     rows = max(1, int(batch.num_rows * max_bytes / size))
     for offset in range(0, batch.num_rows, rows):
-        yield batch.slice(offset, rows)
+        yield from split_by_bytes(batch.slice(offset, rows), max_bytes)
 
 
 READ_AHEAD_BATCHES = 2

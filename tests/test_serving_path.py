@@ -22,7 +22,7 @@ from gateway.flightsql.server import _placeholder_count
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
-from gateway.streaming import READ_AHEAD_BATCHES, read_ahead, serve_stream
+from gateway.streaming import READ_AHEAD_BATCHES, read_ahead, serve_stream, split_by_bytes
 from tests.support.server import connect, running_server
 
 ANALYST = Principal("analyst", roles=("analyst",))
@@ -332,6 +332,15 @@ def test_served_streams_read_ahead_in_order_within_their_depth():
     assert log["made"] <= 5 + READ_AHEAD_BATCHES + 1  # queued, and one in the producer's hand
     assert [b.column("i")[0].as_py() for b in stream] == list(range(5, 50))
     assert log["closed"]
+
+
+def test_batches_are_cut_below_the_cap_even_when_long_values_bunch_together():
+    values = ["x" * 1000] * 1000 + ["y"] * 9000  # the first tenth of the rows holds the bytes
+    batch = pa.record_batch({"s": values})
+    slices = list(split_by_bytes(batch, 64 * 1024))
+    assert pa.Table.from_batches(slices).column("s").to_pylist() == values
+    assert max(s.nbytes for s in slices) <= 64 * 1024
+    assert len(slices) < 40  # the thin rows still travel in few slices
 
 
 def test_a_one_batch_answer_starts_no_thread():
