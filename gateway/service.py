@@ -24,6 +24,7 @@ from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.planner.parameters import exact_key, shape_key
 from gateway.principals import Principal, PrincipalDirectory
+from gateway.streaming import arrow_bytes
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class Gateway:
             try:
                 for batch in reader:
                     counted["rows"] += batch.num_rows
-                    counted["bytes"] += batch.nbytes
+                    counted["bytes"] += arrow_bytes(batch)
                     yield batch
             except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
                 error = self._public_error(exc)

@@ -35,6 +35,17 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def arrow_bytes(batch: pa.RecordBatch) -> int:
+    """About the bytes of ``batch``'s values, cheaply: the size of its buffers (a few µs less
+    than ``nbytes``, which costs 20 µs even for one row), exactly ``nbytes`` when the buffers
+    are large enough to be shared with other slices."""
+    size = batch.get_total_buffer_size()
+    return batch.nbytes if size > SHARED_BUFFER_BYTES else size
+
+
+SHARED_BUFFER_BYTES = 1024 * 1024
+
+
 def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
     """Zero-copy slices of ``batch`` of at most ``max_bytes`` each (a single row may be more).
 
@@ -42,10 +53,10 @@ def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordB
     Slices of equal rows can differ in bytes (long strings bunched together), so a slice still
     over the cap is cut again.
     """
-    size = batch.nbytes
-    if size <= max_bytes or batch.num_rows <= 1:
+    if batch.num_rows <= 1 or arrow_bytes(batch) <= max_bytes:
         yield batch
         return
+    size = batch.nbytes
     rows = max(1, int(batch.num_rows * max_bytes / size))
     for offset in range(0, batch.num_rows, rows):
         yield from split_by_bytes(batch.slice(offset, rows), max_bytes)

@@ -19,6 +19,8 @@ from typing import Any
 
 from gateway.errors import NotFound, Unauthenticated
 
+REMEMBERED_BEARERS = 4096
+
 
 def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
@@ -32,6 +34,7 @@ class Signer:
     def __init__(self, secret: bytes | None = None):
         configured = os.environ.get("MESHGATE_SECRET")
         self._key = secret or (configured.encode() if configured else secrets.token_bytes(32))
+        self._bearers: dict[str, tuple[str, float]] = {}  # verified token -> (principal, expiry)
 
     def sign(self, kind: str, payload: dict[str, Any]) -> bytes:
         body = _b64(json.dumps({"k": kind, **payload}, separators=(",", ":")).encode())
@@ -54,10 +57,22 @@ class Signer:
         return token.decode()
 
     def principal_of_bearer(self, token: str) -> str:
-        try:
-            payload = self.verify("bearer", token.encode())
-        except (NotFound, ValueError):
-            raise Unauthenticated("invalid bearer token; authenticate again") from None
-        if payload["exp"] < time.time():
+        """The principal a valid, unexpired bearer token names; Unauthenticated otherwise.
+
+        A client sends its token with every call (five per query), so tokens already verified
+        are remembered with their expiry rather than checked again.
+        """
+        known = self._bearers.get(token)
+        if known is None:
+            try:
+                payload = self.verify("bearer", token.encode())
+            except (NotFound, ValueError):
+                raise Unauthenticated("invalid bearer token; authenticate again") from None
+            known = (payload["p"], payload["exp"])
+            if len(self._bearers) >= REMEMBERED_BEARERS:
+                self._bearers.clear()
+            self._bearers[token] = known
+        name, expires = known
+        if expires < time.time():
             raise Unauthenticated("the bearer token has expired; authenticate again")
-        return payload["p"]
+        return name
