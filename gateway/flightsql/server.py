@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 EXPLAIN_SCHEMA = pa.schema([pa.field("plan", pa.string(), nullable=False)])
 PREPARED_TTL_SECONDS = 3600
+PRUNE_SECONDS = 60
 
 
 def _pack(message) -> bytes:
@@ -66,6 +67,22 @@ def _placeholder_count(statement: str, dialect: str) -> int:
     """How many ``?`` a statement has; clients prepare the same statements again and again."""
     parsed = parse_statement(statement, dialect=dialect)
     return sum(1 for _ in parsed.find_all(exp.Placeholder))
+
+
+def _values(batch: pa.RecordBatch) -> tuple:
+    """The one set of parameter values a bound batch holds (none if it has no rows)."""
+    return tuple(batch.to_pylist()[0].values()) if batch.num_rows else ()
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded_parameters(schema_ipc: str, batch_ipc: str) -> tuple:
+    """The values of a parameter batch carried in a handle or ticket; DoPut, GetFlightInfo and
+    DoGet each read the same one."""
+    batch = pa.ipc.read_record_batch(
+        pa.py_buffer(base64.b64decode(batch_ipc)),
+        pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_ipc))),
+    )
+    return _values(batch)
 
 
 def _edge(method):
@@ -126,6 +143,7 @@ class MeshFlightServer(flight.FlightServerBase):
         )
         self._bound: dict[str, tuple[float, bytes]] = {}  # prepared id -> (time, parameters IPC)
         self._bound_lock = threading.Lock()
+        self._pruned_at = time.monotonic()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -162,14 +180,10 @@ class MeshFlightServer(flight.FlightServerBase):
         return payload
 
     @staticmethod
-    def _decode_parameters(parameters_ipc: str | None) -> list | None:
+    def _decode_parameters(parameters_ipc: list[str] | None) -> list | None:
         if parameters_ipc is None:
             return None
-        batch = pa.ipc.read_record_batch(
-            pa.py_buffer(base64.b64decode(parameters_ipc[1])),
-            pa.ipc.read_schema(pa.py_buffer(base64.b64decode(parameters_ipc[0]))),
-        )
-        return list(batch.to_pylist()[0].values()) if batch.num_rows else []
+        return list(_decoded_parameters(*parameters_ipc))
 
     # --- Flight RPCs -----------------------------------------------------------------------
 
@@ -322,12 +336,14 @@ class MeshFlightServer(flight.FlightServerBase):
             base64.b64encode(batch.schema.serialize().to_pybytes()).decode(),
             base64.b64encode(batch.serialize().to_pybytes()).decode(),
         )
-        self._statement_schema(prepared["q"], principal, self._decode_parameters(encoded))
+        self._statement_schema(prepared["q"], principal, list(_values(batch)))
         with self._bound_lock:
             now = time.monotonic()
-            self._bound = {
-                k: v for k, v in self._bound.items() if now - v[0] < PREPARED_TTL_SECONDS
-            }
+            if now - self._pruned_at >= PRUNE_SECONDS:  # statements their clients never closed
+                self._pruned_at = now
+                self._bound = {
+                    k: v for k, v in self._bound.items() if now - v[0] < PREPARED_TTL_SECONDS
+                }
             self._bound[prepared["id"]] = (now, encoded)
         handle = self.signer.sign(
             "prepared statement",
