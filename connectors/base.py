@@ -77,6 +77,11 @@ class Capabilities:
     concurrent_queries: bool = True
     """Several queries may run at once on this store."""
 
+    key_tables: bool = False
+    """The store can read Arrow tables the gateway sends along with a query
+    (:meth:`Connector.execute_with_tables`): a dynamic filter of any size is a semi-join at the
+    store instead of an IN list."""
+
 
 class ConnectorSettings(BaseModel):
     """Settings every store kind accepts; each connector extends this model."""
@@ -149,6 +154,13 @@ class Connector(abc.ABC):
         connection. Raises SourceUnavailable when the store cannot be reached, QueryTimeout after
         ``query_timeout_seconds`` and InvalidQuery when the store rejects the SQL.
         """
+
+    def execute_with_tables(
+        self, sql: str, *, tables: Mapping[str, pa.Table]
+    ) -> pa.RecordBatchReader:
+        """Run ``sql``, which may read each of ``tables`` by its name, in a store whose
+        capabilities declare ``key_tables``."""
+        raise NotImplementedError(f"store {self.name!r} cannot read tables sent with a query")
 
     def describe(self, relation: exp.Expression) -> pa.Schema:
         """The columns and Arrow types the store reports for a relation (for contract checks)."""

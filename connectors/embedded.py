@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,11 +67,19 @@ class EmbeddedDuckDB:
             return self._connection
 
     def execute(
-        self, sql: str, *, parameters: pa.RecordBatch | None = None
+        self,
+        sql: str,
+        *,
+        parameters: pa.RecordBatch | None = None,
+        tables: Mapping[str, pa.Table] | None = None,
     ) -> pa.RecordBatchReader:
+        """``sql`` on a cursor of its own; ``tables`` are registered on that cursor only, so
+        no other query sees them."""
         import duckdb
 
         cursor = self._connect().cursor()
+        for name, table in (tables or {}).items():
+            cursor.register(name, table)
         values = list(parameters.to_pylist()[0].values()) if parameters is not None else None
         cancel_deadline = watchdog.schedule(self.query_timeout_seconds, cursor.interrupt)
         try:
@@ -101,7 +110,7 @@ class EmbeddedDuckDB:
 class EmbeddedConnector(Connector):
     """A store whose queries run in an in-process DuckDB (DuckDB files, Parquet and CSV files)."""
 
-    capabilities = Capabilities(dialect="duckdb")
+    capabilities = Capabilities(dialect="duckdb", key_tables=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -116,6 +125,11 @@ class EmbeddedConnector(Connector):
         self, sql: str, *, parameters: pa.RecordBatch | None = None
     ) -> pa.RecordBatchReader:
         return self._engine.execute(sql, parameters=parameters)
+
+    def execute_with_tables(
+        self, sql: str, *, tables: Mapping[str, pa.Table]
+    ) -> pa.RecordBatchReader:
+        return self._engine.execute(sql, tables=tables)
 
     def close(self) -> None:
         self._engine.close()
