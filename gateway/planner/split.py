@@ -172,8 +172,67 @@ def _scan(source: exp.Table, number: int, local: exp.Expression, context: PlanCo
     ]
     query = exp.select(*(exp.column(c, quoted=True) for c in columns)).from_(source.copy())
     store = store_of(source, context)
+    prefilters = _prefilters(source, context)
+    if prefilters:
+        query = query.where(exp.and_(*prefilters))
     return transpile_fragment(
         query, context=context, store=store, name=f"{FRAGMENT_PREFIX}{number}"
+    )
+
+
+_TEXT = {"varchar", "char", "text", "string", "bpchar"}
+
+
+def _prefilters(source: exp.Table, context: PlanContext) -> list[exp.Expression]:
+    """The conjuncts of the WHERE right over ``source`` that its store can narrow the scan with.
+
+    The local engine still applies the whole WHERE, so a store may return more rows than the
+    conjunct keeps, never fewer: a predicate it runs exactly, or, on a store that compares text
+    ignoring case and trailing spaces, text equal to string literals (rows equal to a literal
+    byte for byte are equal under any collation). Only for a plain scan: a FROM without joins.
+    """
+    select = source.parent.parent if isinstance(source.parent, exp.From) else None
+    if not isinstance(select, exp.Select) or select.args.get("joins"):
+        return []
+    where = select.args.get("where")
+    if where is None:
+        return []
+    store = store_of(source, context)
+    alias = source.alias_or_name
+    product = context.mesh.products[source_address(source)]
+    text = {c.name for c in product.columns if c.type.lower().split("(")[0] in _TEXT}
+    ignores_case = context.connectors[store].capabilities.case_insensitive_text
+    kept = []
+    conjuncts = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    for condition in conjuncts:
+        columns = list(condition.find_all(exp.Column))
+        if not columns or any(c.table != alias for c in columns):
+            continue
+        if condition.find(exp.Subquery, exp.Select, exp.AggFunc, exp.Window):
+            continue
+        alone = exp.select(exp.Literal.number(1)).from_(source.copy()).where(condition.copy())
+        exact = runs_entirely_at(alone, context=context) == store
+        if exact or (ignores_case and _text_equals_literals(condition, text)):
+            kept.append(condition.copy())
+    return kept
+
+
+def _text_equals_literals(condition: exp.Expression, text: set[str]) -> bool:
+    """``text_column = 'literal'`` or ``text_column IN ('literal', ...)``."""
+    if isinstance(condition, exp.EQ):
+        column, value = condition.this, condition.expression
+        if isinstance(value, exp.Column):
+            column, value = value, column
+        values = [value]
+    elif isinstance(condition, exp.In) and not condition.args.get("query"):
+        column, values = condition.this, condition.expressions
+    else:
+        return False
+    return (
+        isinstance(column, exp.Column)
+        and column.name in text
+        and bool(values)
+        and all(isinstance(v, exp.Literal) and v.is_string for v in values)
     )
 
 

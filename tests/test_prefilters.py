@@ -1,0 +1,115 @@
+"""A scan the store cannot filter exactly is still narrowed by what it can filter.
+
+MariaDB compares text ignoring case and trailing spaces, so ``name = 'alice'`` runs locally. Its
+answer is a superset of the exact one (text equal byte for byte is equal under any collation),
+so the scan at MariaDB carries the predicate and the local engine applies it again, exactly.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gateway.planner import plan_query
+from gateway.service import Gateway
+from tests.support.mesh import grant_everything
+from tests.support.stores import MARIADB, mysql_admin, require
+
+NAMES = [(1, "alice"), (2, "ALICE"), (3, "alice "), (4, "bob"), (5, "Bob"), (6, None)]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    require(MARIADB)
+    admin = mysql_admin()
+    with admin.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS meshgate_prefilter_people")
+        cur.execute("CREATE TABLE meshgate_prefilter_people (k INT, name VARCHAR(20))")
+        cur.executemany("INSERT INTO meshgate_prefilter_people VALUES (%s, %s)", NAMES)
+    root = tmp_path_factory.mktemp("prefilter-mesh")
+    (root / "crm").mkdir()
+    (root / "mesh.yaml").write_text(
+        f"name: t\nstores:\n  crm_db: {{kind: mysql, host: {MARIADB.host}, port: {MARIADB.port}, "
+        f"user: {MARIADB.user}, database: {MARIADB.database}}}\n"
+    )
+    (root / "crm" / "people.yaml").write_text(
+        textwrap.dedent(
+            """
+            product: people
+            version: 1
+            owner: crm@example.com
+            description: people
+            store: crm_db
+            table: meshgate_prefilter_people
+            columns:
+              - {name: k, type: integer}
+              - {name: name, type: varchar}
+            """
+        )
+    )
+    grant_everything(root)
+    gateway = Gateway.open(root)
+    yield gateway
+    gateway.close()
+    with admin.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS meshgate_prefilter_people")
+    admin.close()
+
+
+@pytest.fixture
+def context(gateway):
+    return gateway.context(gateway.principals.get("tester"))
+
+
+NARROWED = {
+    "equality": ("SELECT k FROM crm.people WHERE name = 'alice' ORDER BY k", [(1,)], "= 'alice'"),
+    "in a list": (
+        "SELECT k FROM crm.people WHERE name IN ('Bob', 'ALICE') ORDER BY k",
+        [(2,), (5,)],
+        "IN ('Bob', 'ALICE')",
+    ),
+    "beside an exact predicate": (
+        "SELECT k FROM crm.people WHERE name = 'bob' AND k > 1 ORDER BY k",
+        [(4,)],
+        "> 1",
+    ),
+}
+
+
+@pytest.mark.parametrize(("sql", "expected", "sent"), NARROWED.values(), ids=NARROWED.keys())
+def test_text_equality_narrows_the_scan_and_is_applied_again_exactly(
+    sql, expected, sent, gateway, context
+):
+    plan = plan_query(sql, context=context)
+    assert plan.local_sql is not None, "MariaDB would compare this text ignoring case"
+    (fragment,) = plan.fragments
+    assert "WHERE" in fragment.sql and sent in fragment.sql
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+NOT_NARROWED = {
+    # a collation's inequality is no superset: 'ALICE' <> 'alice' is false at MariaDB
+    "inequality": (
+        "SELECT k FROM crm.people WHERE name <> 'alice' ORDER BY k",
+        [(2,), (3,), (4,), (5,)],
+    ),
+    "like": ("SELECT k FROM crm.people WHERE name LIKE 'B%' ORDER BY k", [(5,)]),
+    "range": ("SELECT k FROM crm.people WHERE name > 'a' ORDER BY k", [(1,), (3,), (4,)]),
+    "not in": (
+        "SELECT k FROM crm.people WHERE name NOT IN ('alice') ORDER BY k",
+        [(2,), (3,), (4,), (5,)],
+    ),
+    # under OR, the other branch keeps rows the equality does not
+    "or": ("SELECT k FROM crm.people WHERE name = 'bob' OR k = 1 ORDER BY k", [(1,), (4,)]),
+}
+
+
+@pytest.mark.parametrize(("sql", "expected"), NOT_NARROWED.values(), ids=NOT_NARROWED.keys())
+def test_other_text_predicates_stay_local(sql, expected, gateway, context):
+    plan = plan_query(sql, context=context)
+    (fragment,) = plan.fragments
+    assert "WHERE" not in fragment.sql
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
