@@ -17,11 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlglot import exp
 
 from connectors.base import Connector
 from gateway.errors import GatewayError, InvalidQuery
 from gateway.planner import Plan
-from gateway.planner.dynamic_filters import narrowed_sql
+from gateway.planner.dynamic_filters import (
+    DynamicFilter,
+    keys_between,
+    keys_in,
+    keys_in_table,
+    narrowed_sql,
+)
 from gateway.planner.schema import local_engine
 from gateway.planner.split import Fragment
 from gateway.streaming import serve_stream
@@ -29,10 +36,12 @@ from gateway.streaming import serve_stream
 log = logging.getLogger(__name__)
 
 LOCAL_ROWS_PER_BATCH = 65_536
-MAX_BUILD_ROWS = 100_000
-"""A dynamic filter's build side is read whole only up to this many rows."""
+MAX_BUILD_ROWS = 1_000_000
+"""A dynamic filter's build side is read whole only up to this many rows (the local engine reads
+it whole anyway; past this, its probes would wait too long for it)."""
 MAX_KEYS = 10_000
 """At most this many distinct keys are sent to the probe's store in an IN list."""
+KEY_TABLE_PREFIX = "__meshgate_keys_"
 _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshgate-fragment")
 
 
@@ -66,14 +75,22 @@ def _close_all(readers: list[pa.RecordBatchReader]) -> None:
 
 
 def _start_all(
-    fragments: list[tuple[Fragment, str]],
+    fragments: list[tuple[Fragment, str, dict[str, pa.Table]]],
     connectors: Mapping[str, Connector],
     sent: list[tuple[str, str]],
     readers: dict[str, pa.RecordBatchReader],
 ) -> None:
-    """Start each (fragment, sql) at its store concurrently; raise the first failure."""
-    futures = {f.name: _starter.submit(connectors[f.store].execute, sql) for f, sql in fragments}
-    sent.extend((f.store, sql) for f, sql in fragments)
+    """Start each (fragment, sql, key tables) at its store concurrently; raise the first
+    failure."""
+
+    def start(fragment: Fragment, sql: str, tables: dict[str, pa.Table]):
+        connector = connectors[fragment.store]
+        if tables:
+            return connector.execute_with_tables(sql, tables=tables)
+        return connector.execute(sql)
+
+    futures = {f.name: _starter.submit(start, f, sql, tables) for f, sql, tables in fragments}
+    sent.extend((f.store, sql) for f, sql, _ in fragments)
     failure: BaseException | None = None
     for name, future in futures.items():
         try:
@@ -99,10 +116,88 @@ def _read_small(reader: pa.RecordBatchReader) -> tuple[pa.Table | None, pa.Recor
     return pa.Table.from_batches(batches, schema=reader.schema), reader
 
 
-def _keys(table: pa.Table, column: str) -> list[object] | None:
-    """The distinct non-null values of ``column``, or None when there are too many to send."""
-    values = pc.unique(table.column(column).drop_null())
-    return values.to_pylist() if len(values) <= MAX_KEYS else None
+def _orderable(kind: pa.DataType) -> bool:
+    """Types whose order is the same at every store: a range of them means the same thing."""
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_timestamp(kind)
+    )
+
+
+def _narrowing(
+    filters: list[DynamicFilter], built: Mapping[str, pa.Table | None], connector: Connector
+) -> tuple[list[exp.Expression], dict[str, pa.Table]]:
+    """The predicates that narrow a probe to its builds' keys, and the key tables they read.
+
+    Up to MAX_KEYS keys go as an IN list; more go as a table of keys to a store that reads
+    them, else as the keys' range (a store skips what lies outside it: Parquet row groups,
+    index ranges). A build that was too large to read narrows nothing.
+    """
+    predicates: list[exp.Expression] = []
+    tables: dict[str, pa.Table] = {}
+    for dynamic in filters:
+        table = built.get(dynamic.build)
+        if table is None:
+            continue
+        values = pc.unique(table.column(dynamic.build_column).drop_null())
+        column = dynamic.probe_column
+        if len(values) <= MAX_KEYS:
+            predicates.append(keys_in(column, values.to_pylist()))
+            continue
+        if _orderable(values.type):
+            low, high = pc.min_max(values).values()
+            predicates.append(keys_between(column, low.as_py(), high.as_py()))
+        if connector.capabilities.key_tables:
+            name = f"{KEY_TABLE_PREFIX}{len(tables) + 1}"
+            tables[name] = pa.table({"key": values})
+            predicates.append(keys_in_table(column, name, "key"))
+    return predicates, tables
+
+
+def _start_fragments(
+    plan: Plan,
+    connectors: Mapping[str, Connector],
+    sent: list[tuple[str, str]],
+    readers: dict[str, pa.RecordBatchReader],
+    relations: dict[str, pa.RecordBatchReader | pa.Table],
+) -> None:
+    """Start every fragment, each probe once the builds that narrow it have been read.
+
+    Builds are read concurrently, a wave at a time: the fragments no filter waits on first, then
+    those whose builds are all read (a probe that is the build of another is read in its wave).
+    """
+    filters_of: defaultdict[str, list[DynamicFilter]] = defaultdict(list)
+    for dynamic in plan.dynamic_filters:
+        filters_of[dynamic.probe].append(dynamic)
+    builds = {f.build for f in plan.dynamic_filters}
+    built: dict[str, pa.Table | None] = {}
+    pending = list(plan.fragments)
+    while pending:
+        ready = [f for f in pending if all(d.build in built for d in filters_of[f.name])]
+        if not ready:
+            raise InvalidQuery("the plan's dynamic filters wait on each other; report this bug")
+        wave = []
+        for fragment in ready:
+            sql, tables = fragment.sql, {}
+            if filters_of[fragment.name]:
+                connector = connectors[fragment.store]
+                predicates, tables = _narrowing(filters_of[fragment.name], built, connector)
+                if predicates:
+                    dialect = connector.capabilities.dialect
+                    sql = narrowed_sql(sql, dialect=dialect, predicates=predicates)
+            wave.append((fragment, sql, tables))
+        _start_all(wave, connectors, sent, readers)
+        reading = {
+            f.name: _starter.submit(_read_small, readers[f.name]) for f in ready if f.name in builds
+        }
+        for name, future in reading.items():
+            table, readers[name] = future.result()
+            built[name] = table
+            if table is not None:
+                relations[name] = table
+        pending = [f for f in pending if not any(f is r for r in ready)]
 
 
 def execute_plan(
@@ -123,28 +218,11 @@ def execute_plan(
         reader = connectors[fragment.store].execute(fragment.sql)
         return serve_stream(reader, plan.schema, max_batch_bytes=max_batch_bytes)
 
-    narrowed_by = {f.probe: f for f in plan.dynamic_filters}
     readers: dict[str, pa.RecordBatchReader] = {}
     relations: dict[str, pa.RecordBatchReader | pa.Table] = {}
     try:
         with _starting(f.store for f in plan.fragments):
-            first = [(f, f.sql) for f in plan.fragments if f.name not in narrowed_by]
-            _start_all(first, connectors, sent, readers)
-            for build in {f.build for f in plan.dynamic_filters}:
-                relations[build], readers[build] = _read_small(readers[build])
-            probes = []
-            for fragment in plan.fragments:
-                dynamic = narrowed_by.get(fragment.name)
-                if dynamic is None:
-                    continue
-                built = relations.get(dynamic.build)
-                keys = _keys(built, dynamic.build_column) if built is not None else None
-                sql = fragment.sql
-                if keys is not None:
-                    dialect = connectors[fragment.store].capabilities.dialect
-                    sql = narrowed_sql(sql, dialect=dialect, column=dynamic.probe_column, keys=keys)
-                probes.append((fragment, sql))
-            _start_all(probes, connectors, sent, readers)
+            _start_fragments(plan, connectors, sent, readers, relations)
     except BaseException:
         _close_all(list(readers.values()))
         raise

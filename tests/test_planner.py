@@ -23,6 +23,7 @@ from tests.support.mesh import grant_everything
 
 ORDERS = [(k, k % 3, f"{k * 1.5:.2f}") for k in range(1, 31)] + [(31, None, "9.99"), (32, 7, None)]
 NATIONS = [(0, "ALGERIA"), (1, "ARGENTINA"), (2, "BRAZIL"), (5, "EGYPT"), (6, None)]
+ITEMS = [(k, q) for k in range(1, 33) for q in (k % 4, 10 + k % 4)] + [(None, 3)]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,18 @@ def gateway(tmp_path_factory):
     lite.executemany("INSERT INTO nation VALUES (?, ?)", NATIONS)
     lite.commit()
     lite.close()
+    (root / "fulfillment").mkdir()
+    (root / "lake" / "items").mkdir(parents=True)
+    items = duckdb.connect()
+    items.execute("CREATE TABLE items (i_orderkey BIGINT, i_qty INTEGER)")
+    items.executemany("INSERT INTO items VALUES (?, ?)", ITEMS)
+    # small row groups in key order, as lineitem is: a range of keys skips most of them
+    target = root / "lake" / "items" / "i.parquet"
+    items.execute(
+        f"COPY (SELECT * FROM items ORDER BY i_orderkey) TO '{target}' "
+        "(FORMAT parquet, ROW_GROUP_SIZE 8)"
+    )
+    items.close()
     (root / "mesh.yaml").write_text(
         textwrap.dedent(
             """
@@ -47,6 +60,7 @@ def gateway(tmp_path_factory):
             stores:
               sales_db: {kind: duckdb, path: sales.duckdb}
               ref: {kind: sqlite, path: ref.sqlite}
+              lake: {kind: files, root: lake}
             """
         )
     )
@@ -75,6 +89,14 @@ def gateway(tmp_path_factory):
             store="ref",
             table="nation",
             columns="  - {name: n_nationkey, type: bigint}\n  - {name: n_name, type: varchar}",
+        )
+    )
+    (root / "fulfillment" / "items.yaml").write_text(
+        textwrap.dedent(descriptor).format(
+            name="items",
+            store="lake",
+            table="items/*.parquet",
+            columns="  - {name: i_orderkey, type: bigint}\n  - {name: i_qty, type: integer}",
         )
     )
     grant_everything(root)
@@ -167,6 +189,8 @@ def reference():
     con.executemany("INSERT INTO orders VALUES (?, ?, ?)", ORDERS)
     con.execute("CREATE TABLE nation (n_nationkey BIGINT, n_name VARCHAR)")
     con.executemany("INSERT INTO nation VALUES (?, ?)", NATIONS)
+    con.execute("CREATE TABLE items (i_orderkey BIGINT, i_qty INTEGER)")
+    con.executemany("INSERT INTO items VALUES (?, ?)", ITEMS)
     yield con
     con.close()
 
@@ -403,6 +427,25 @@ def test_exists_fetches_only_the_columns_its_subquery_reads(sql, gateway, contex
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
 
 
+def _local(sql: str) -> str:
+    """``sql`` over the reference DuckDB's tables."""
+    for domain in ("sales.", "reference.", "fulfillment."):
+        sql = sql.replace(domain, "")
+    return sql
+
+
+def _answers_as_reference(gateway, plan, sql, reference, *, sent=None) -> None:
+    answer = gateway.execute(plan, sent=sent).read_all()
+    expected = reference.execute(_local(sql)).fetchall()
+    assert expected, "a fixture that returns nothing proves nothing"
+    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def _probe_sql(sent: list[tuple[str, str]], store: str) -> str:
+    (sql,) = [q for s, q in sent if s == store]
+    return sql
+
+
 DYNAMIC = {
     "inner join": (
         "SELECT o.o_orderkey FROM sales.orders o JOIN reference.nation n "
@@ -411,6 +454,21 @@ DYNAMIC = {
     "right side of a left join": (
         "SELECT n.n_name, o.o_orderkey FROM reference.nation n LEFT JOIN sales.orders o "
         "ON o.o_custkey = n.n_nationkey WHERE n.n_name IN ('BRAZIL', 'EGYPT') ORDER BY 1, 2"
+    ),
+    # a point filter is taken to select fewer rows than a range
+    "both filtered, the point filter builds": (
+        "SELECT o.o_orderkey FROM sales.orders o JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey WHERE n.n_name = 'BRAZIL' AND o.o_total > 10 ORDER BY 1"
+    ),
+    "an EXISTS subquery correlated with the filtered side": (
+        "SELECT n.n_name FROM reference.nation n WHERE n.n_name IN ('BRAZIL', 'EGYPT') AND EXISTS "
+        "(SELECT 1 FROM sales.orders o WHERE o.o_custkey = n.n_nationkey AND o.o_total > 4) "
+        "ORDER BY 1"
+    ),
+    "a NOT EXISTS subquery correlated with the filtered side": (
+        "SELECT n.n_name FROM reference.nation n WHERE n.n_name IN ('BRAZIL', 'EGYPT') "
+        "AND NOT EXISTS (SELECT 1 FROM sales.orders o WHERE o.o_custkey = n.n_nationkey "
+        "AND o.o_total > 40) ORDER BY 1"
     ),
 }
 
@@ -423,35 +481,131 @@ def test_a_filtered_side_narrows_its_partner_at_the_store(sql, gateway, context,
     assert probe.store == "sales_db" and dynamic.probe_column == "o_custkey"
     assert "dynamic filter" in plan.explain()
     sent: list[tuple[str, str]] = []
-    answer = gateway.execute(plan, sent=sent).read_all()
-    (narrowed,) = [q for store, q in sent if store == "sales_db"]
-    assert "IN (2" in narrowed
-    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
-    assert expected
-    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    assert "IN (2" in _probe_sql(sent, "sales_db")
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        # the preserved side of a LEFT JOIN keeps its unmatched rows: it may not be narrowed
-        "SELECT o.o_orderkey, n.n_name FROM sales.orders o LEFT JOIN reference.nation n "
-        "ON n.n_nationkey = o.o_custkey AND n.n_name = 'BRAZIL' ORDER BY 1",
-        # both sides filtered: no side is known to be the small one
-        "SELECT o.o_orderkey FROM sales.orders o JOIN reference.nation n "
-        "ON n.n_nationkey = o.o_custkey WHERE n.n_name = 'BRAZIL' AND o.o_total > 10 ORDER BY 1",
-    ],
+def test_a_scalar_subquery_over_the_probe_is_narrowed_too(gateway, context, reference):
+    """TPC-H Q17's shape: the outer read of a table and the correlated aggregate over it."""
+    sql = (
+        "SELECT count(o.o_orderkey) AS c, sum(o.o_total) AS t FROM sales.orders o "
+        "JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey WHERE n.n_name IN ('BRAZIL', 'ARGENTINA') AND o.o_total "
+        "< (SELECT avg(o2.o_total) FROM sales.orders o2 WHERE o2.o_custkey = n.n_nationkey)"
+    )
+    plan = plan_query(sql, context=context)
+    assert {f.probe_column for f in plan.dynamic_filters} == {"o_custkey"}
+    assert len(plan.dynamic_filters) == 2
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    narrowed = [q for s, q in sent if s == "sales_db"]
+    assert len(narrowed) == 2 and all("IN (1, 2)" in q for q in narrowed)
+
+
+CHAIN = (
+    "SELECT n.n_name, o.o_orderkey, sum(i.i_qty) AS q FROM reference.nation n "
+    "JOIN sales.orders o ON o.o_custkey = n.n_nationkey "
+    "JOIN fulfillment.items i ON i.i_orderkey = o.o_orderkey "
+    "WHERE n.n_name = 'BRAZIL' GROUP BY 1, 2 ORDER BY 1, 2"
 )
-def test_no_dynamic_filter_where_it_could_change_the_answer_or_guess(
-    sql, gateway, context, reference
-):
+
+
+def test_filters_chain_through_the_join_order(gateway, context, reference):
+    """nation narrows orders, whose keys then narrow items: each probe waits for its build."""
+    plan = plan_query(CHAIN, context=context)
+    stores = {f.name: f.store for f in plan.fragments}
+    edges = [(stores[f.build], stores[f.probe]) for f in plan.dynamic_filters]
+    assert edges == [("ref", "sales_db"), ("sales_db", "lake")]
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, CHAIN, reference, sent=sent)
+    assert [s for s, _ in sent] == ["ref", "sales_db", "lake"]
+    assert "IN (2, 5, 8, 11, 14, 17, 20, 23, 26, 29)" in _probe_sql(sent, "lake")
+
+
+def test_many_keys_go_as_a_table_or_a_range(gateway, context, reference, monkeypatch):
+    """Past MAX_KEYS, a store that reads tables gets a semi-join with the keys (and their range,
+    for its Parquet row groups); another store gets the range alone."""
+    from gateway import executor
+
+    monkeypatch.setattr(executor, "MAX_KEYS", 2)
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan_query(CHAIN, context=context), CHAIN, reference, sent=sent)
+    lake = _probe_sql(sent, "lake")
+    assert "BETWEEN 2 AND 29" in lake and 'IN (SELECT "key" FROM __meshgate_keys_1)' in lake
+    sql = (
+        "SELECT o.o_orderkey, n.n_name FROM sales.orders o JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey WHERE o.o_orderkey BETWEEN 4 AND 20 ORDER BY 1"
+    )
+    sent = []
+    _answers_as_reference(gateway, plan_query(sql, context=context), sql, reference, sent=sent)
+    assert _probe_sql(sent, "ref").endswith('WHERE "n_nationkey" BETWEEN 0 AND 2')
+
+
+NOT_NARROWED = {
+    # the preserved side of a LEFT JOIN keeps its unmatched rows: it may not be narrowed
+    "preserved side of a left join": (
+        "SELECT o.o_orderkey, n.n_name FROM sales.orders o LEFT JOIN reference.nation n "
+        "ON n.n_nationkey = o.o_custkey AND n.n_name = 'BRAZIL' ORDER BY 1"
+    ),
+    # the probe's rows are read again elsewhere, where the join does not narrow them
+    "probe read twice": (
+        "WITH o AS (SELECT * FROM sales.orders) SELECT o.o_orderkey FROM o "
+        "JOIN reference.nation n ON n.n_nationkey = o.o_custkey WHERE n.n_name = 'BRAZIL' "
+        "UNION ALL SELECT o_orderkey FROM o ORDER BY 1"
+    ),
+    # the correlation is one branch of an OR: other rows of the subquery count too
+    "correlation under OR": (
+        "SELECT n.n_name FROM reference.nation n WHERE n.n_name IN ('BRAZIL', 'EGYPT') AND EXISTS "
+        "(SELECT 1 FROM sales.orders o WHERE o.o_custkey = n.n_nationkey OR o.o_total > 40) "
+        "ORDER BY 1"
+    ),
+    # NULL keys join nothing with =, but do with IS NOT DISTINCT FROM
+    "null-safe equality": (
+        "SELECT o.o_orderkey FROM sales.orders o JOIN (SELECT * FROM reference.nation "
+        "WHERE n_name IS NULL OR n_name = 'BRAZIL') n ON n.n_nationkey IS NOT DISTINCT FROM "
+        "o.o_custkey ORDER BY 1"
+    ),
+}
+
+
+@pytest.mark.parametrize("sql", NOT_NARROWED.values(), ids=NOT_NARROWED.keys())
+def test_no_dynamic_filter_where_it_could_change_the_answer(sql, gateway, context, reference):
     plan = plan_query(sql, context=context)
     narrowed = {f.probe for f in plan.dynamic_filters}
     orders = [f.name for f in plan.fragments if f.store == "sales_db"]
-    assert not narrowed & set(orders)
-    answer = gateway.execute(plan).read_all()
-    expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
-    assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+    assert orders and not narrowed & set(orders)
+    _answers_as_reference(gateway, plan, sql, reference)
+
+
+def test_a_limit_inside_the_probe_picks_its_rows_before_the_keys_narrow_them(
+    gateway, context, reference
+):
+    """The keys filter the fragment's answer, after its LIMIT: below it they would pick others."""
+    sql = (
+        "SELECT t.o_orderkey FROM (SELECT o_orderkey, o_custkey FROM sales.orders "
+        "ORDER BY o_orderkey LIMIT 12 OFFSET 3) t JOIN reference.nation n "
+        "ON n.n_nationkey = t.o_custkey WHERE n.n_name = 'BRAZIL' ORDER BY 1"
+    )
+    plan = plan_query(sql, context=context)
+    assert len(plan.dynamic_filters) == 1
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    probe = _probe_sql(sent, "sales_db")
+    assert probe.index("LIMIT 12") < probe.index(") AS narrowed WHERE") < probe.index("IN (2)")
+
+
+def test_null_keys_of_a_build_narrow_to_the_keys_that_can_join(gateway, context, reference):
+    """Order 31 has no customer: its NULL is no key, and no nation joins it."""
+    sql = (
+        "SELECT n.n_name, o.o_orderkey FROM reference.nation n JOIN sales.orders o "
+        "ON o.o_custkey = n.n_nationkey WHERE o.o_orderkey > 28 ORDER BY 1, 2"
+    )
+    plan = plan_query(sql, context=context)
+    (dynamic,) = plan.dynamic_filters
+    assert dynamic.probe_column == "n_nationkey"
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    assert _probe_sql(sent, "ref").endswith('WHERE "n_nationkey" IN (2, 0, 7)')
 
 
 def test_instants_are_served_in_utc_whatever_the_hosts_zone(context):

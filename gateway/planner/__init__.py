@@ -99,7 +99,9 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         expression = rule(expression, context=context)
     split = split_by_store(expression, context=context)
     local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
-    dynamic = find_dynamic_filters(split.local, split.fragments) if split.local else ()
+    dynamic = (
+        find_dynamic_filters(split.local, split.fragments, context=context) if split.local else ()
+    )
     local_slots = slots_of(split.local) if split.local is not None else frozenset()
     placed = local_slots.union(*(f.slots for f in split.fragments))
     # a value some rule folded into something else cannot be swapped for another one later

@@ -1,19 +1,31 @@
-"""Dynamic filters: the join keys of a small fragment narrow its partner's query at its store.
+"""Dynamic filters: the join keys of a selective fragment narrow its partners at their stores.
 
-When the local engine joins two fragments from different stores on ``a.x = b.y``, and ``a`` is the
-side the query filtered, the executor reads ``a`` first; if it is small, ``b``'s query is sent
-with ``y IN (<a's keys>)`` so its store returns only rows that can join (as Trino's dynamic
-filtering does). :func:`find_dynamic_filters` finds the candidates at plan time; the executor
-decides at run time whether the build side turned out small enough.
+When the local engine joins two fragments from different stores on ``a.x = b.y``, and ``a`` is
+the side the query filtered, the executor reads ``a`` first and sends ``b``'s query with
+``y IN (<a's keys>)`` (a semi-join with a table of the keys, where the store can read one), so
+its store returns only rows that can join, as Trino's dynamic filtering does.
+:func:`find_dynamic_filters` finds the candidates at plan time; the executor decides at run time
+how to send the keys it read, or not to send them.
+
+The probe side ``b`` must be read as it is (``(SELECT * FROM __fragment_N)``) and only there, so
+its rows matter only through the join. The build side ``a`` may filter its fragment locally
+(``(SELECT x FROM __fragment_N WHERE ...)``): the fragment's keys are then a superset of the
+relation's, which narrows less but never drops a row that joins.
+
+Filters chain: a probe narrowed by a selective build is selective in turn and may narrow another
+fragment (``region -> supplier -> lineitem``). A correlated subquery's fragment is narrowed by
+the outer relation its correlation compares with: the subquery only ever runs for outer rows.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlglot import exp
 
+from gateway.planner.context import PlanContext
 from gateway.planner.split import FRAGMENT_PREFIX, Fragment
 
 
@@ -33,69 +45,201 @@ class DynamicFilter:
         )
 
 
-def _fragment_of(derived: exp.Expression) -> str | None:
-    """The fragment a derived table reads as it is (``(SELECT * FROM __fragment_N) AS t``)."""
-    if not isinstance(derived, exp.Subquery) or not isinstance(derived.this, exp.Select):
-        return None
-    select = derived.this
-    if len(select.expressions) != 1 or not isinstance(select.expressions[0], exp.Star):
-        return None
-    if any(select.args.get(k) for k in ("where", "group", "having", "order", "limit", "joins")):
-        return None
-    source = select.args["from_"].this if select.args.get("from_") else None
-    if isinstance(source, exp.Table) and source.name.startswith(FRAGMENT_PREFIX):
-        return source.name
-    return None
+@dataclass(frozen=True)
+class _Relation:
+    """A derived table of the local query that reads one fragment."""
 
+    fragment: str
+    columns: dict[str, str] | None
+    """The relation's column -> the fragment's column; None when it reads the fragment as it is."""
 
-def _is_filtered(fragment: Fragment) -> bool:
-    return " WHERE " in fragment.sql.upper()
+    @property
+    def plain(self) -> bool:
+        return self.columns is None
+
+    def fragment_column(self, column: str) -> str | None:
+        return column if self.columns is None else self.columns.get(column)
 
 
 def find_dynamic_filters(
-    local: exp.Expression, fragments: tuple[Fragment, ...]
+    local: exp.Expression, fragments: tuple[Fragment, ...], *, context: PlanContext
 ) -> tuple[DynamicFilter, ...]:
-    """Equi-joins between fragments of two stores where only one side was filtered by the query.
+    """The dynamic filters of a plan.
 
-    The probe must be read nowhere else (its rows matter only through this join), and the join
-    must drop the probe's unmatched rows: inner joins, the right side of a LEFT JOIN, the left
-    side of a RIGHT JOIN, and equalities in WHERE.
+    Without statistics, how selective a fragment is gets guessed from its SQL (see
+    :func:`_selectivity`): a build narrows a probe its store filters less, and the probe is as
+    selective as its build from then on, so filters chain. A probe then also takes every other
+    selective build it joins with, unless that would make two fragments wait on each other. When
+    both sides are filtered alike, the side whose store reads a table of keys is the probe (a
+    large build still narrows it).
     """
     by_name = {f.name: f for f in fragments}
     reads = Counter(t.name for t in local.find_all(exp.Table) if t.name in by_name)
-    found: dict[str, DynamicFilter] = {}
+    edges = [
+        e
+        for e in dict.fromkeys(_edges(local))
+        if by_name[e.build].store != by_name[e.probe].store and reads[e.probe] == 1
+    ]
+    level = {f.name: _selectivity(f, context) for f in fragments}
+    filtered = {name for name, selective in level.items() if selective}
+    chosen: list[DynamicFilter] = []
+    probes: set[str] = set()
+    while True:
+        found = [e for e in edges if e.probe not in probes and level[e.build] > level[e.probe]]
+        if not found:
+            break
+        strongest = max(level[e.build] for e in found)
+        found = [e for e in found if level[e.build] == strongest]
+        chosen += found
+        for e in found:
+            probes.add(e.probe)
+            level[e.probe] = strongest
+    key_tables = {f.name for f in fragments if context.connectors[f.store].capabilities.key_tables}
+    # a store that reads tables of keys is the better probe: try those edges first
+    for e in sorted(edges, key=lambda e: (e.probe not in key_tables, e.build in key_tables)):
+        if e in chosen or not level[e.build] or e.build in _descendants(e.probe, chosen):
+            continue
+        alike = e.build in filtered and e.probe in filtered and e.probe not in probes
+        if e.probe in probes or (alike and e.probe in key_tables and e.build not in key_tables):
+            chosen.append(e)
+    return tuple(chosen)
+
+
+def _descendants(name: str, filters: list[DynamicFilter]) -> set[str]:
+    """The fragments that wait, directly or through a chain, for ``name``."""
+    out: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        for f in filters:
+            if f.build == current and f.probe not in out:
+                out.add(f.probe)
+                todo.append(f.probe)
+    return out
+
+
+STRONG, WEAK, NONE = 2, 1, 0
+
+
+def _selectivity(fragment: Fragment, context: PlanContext) -> int:
+    """How much the store filters the fragment, guessed from its SQL: STRONG for a LIMIT or a
+    predicate that compares a column with values for equality, WEAK for any other predicate
+    (ranges, comparisons of columns), NONE for none but join equalities (a join of two whole
+    tables is as large as its tables)."""
+    dialect = context.connectors[fragment.store].capabilities.dialect
+    try:
+        query = exp.maybe_parse(fragment.sql, dialect=dialect)
+    except Exception:  # noqa: BLE001 - a guess about size; unparsable means "don't know"
+        return NONE
+    if query.find(exp.Limit) is not None:
+        return STRONG
+    level = NONE
+    for where in query.find_all(exp.Where):
+        for condition in _conjuncts(where.this):
+            if _is_join_equality(condition):
+                continue
+            level = max(level, STRONG if _is_point(condition) else WEAK)
+    return level
+
+
+def _is_point(condition: exp.Expression) -> bool:
+    """``column = value``, ``column IN (values)``, and ORs and ANDs of them."""
+    if isinstance(condition, exp.Paren):
+        return _is_point(condition.this)
+    if isinstance(condition, exp.Or):
+        return _is_point(condition.this) and _is_point(condition.expression)
+    if isinstance(condition, exp.And):
+        return _is_point(condition.this) or _is_point(condition.expression)
+    if isinstance(condition, exp.EQ):
+        sides = (condition.this, condition.expression)
+        return any(isinstance(s, exp.Column) for s in sides) and any(
+            not s.find(exp.Column) for s in sides
+        )
+    if isinstance(condition, exp.In) and not condition.args.get("query"):
+        return isinstance(condition.this, exp.Column) and not any(
+            e.find(exp.Column) for e in condition.expressions
+        )
+    return False
+
+
+def _is_join_equality(condition: exp.Expression) -> bool:
+    return (
+        isinstance(condition, exp.EQ)
+        and isinstance(condition.this, exp.Column)
+        and isinstance(condition.expression, exp.Column)
+        and condition.this.table != condition.expression.table
+    )
+
+
+def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
+    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+
+
+# --- the equi-joins between fragments ----------------------------------------------------------
+
+
+def _edges(local: exp.Expression) -> Iterator[DynamicFilter]:
     for select in local.find_all(exp.Select):
-        relations = _fragment_relations(select, reads)
-        if len(relations) < 2:
+        relations = _fragment_relations(select)
+        if not relations:
             continue
         for condition, narrowable in _conditions(select, relations):
             for build, build_column, probe, probe_column in _equalities(condition, relations):
-                if probe not in narrowable:
-                    continue
-                a, b = by_name[relations[build]], by_name[relations[probe]]
-                if a.store != b.store and _is_filtered(a) and not _is_filtered(b):
-                    found.setdefault(
-                        b.name, DynamicFilter(a.name, build_column, b.name, probe_column)
-                    )
-    builds = {f.build for f in found.values()}
-    # a fragment is either read first or narrowed, never both: no chains to wait on
-    return tuple(f for f in found.values() if f.probe not in builds)
+                if probe in narrowable and relations[probe].plain:
+                    built = relations[build].fragment_column(build_column)
+                    if built is not None:
+                        yield DynamicFilter(
+                            relations[build].fragment, built, relations[probe].fragment,
+                            probe_column,
+                        )  # fmt: skip
+        yield from _correlated(select, relations)
 
 
-def _fragment_relations(select: exp.Select, reads: Counter) -> dict[str, str]:
-    """alias -> fragment, for the derived tables of ``select`` that read a fragment as it is."""
+def _relation_of(derived: exp.Expression) -> _Relation | None:
+    """The fragment a derived table reads, and how its columns map onto the fragment's.
+
+    ``(SELECT * FROM __fragment_N)`` reads it as it is; ``(SELECT c AS x FROM __fragment_N AS s
+    WHERE ...)`` reads some of its rows, each output a plain column of the fragment.
+    """
+    if not isinstance(derived, exp.Subquery) or not isinstance(derived.this, exp.Select):
+        return None
+    select = derived.this
+    if any(select.args.get(k) for k in ("group", "having", "joins", "laterals", "qualify")):
+        return None
+    source = select.args["from_"].this if select.args.get("from_") else None
+    if not (isinstance(source, exp.Table) and source.name.startswith(FRAGMENT_PREFIX)):
+        return None
+    if source.db or not isinstance(source.this, exp.Identifier):
+        return None
+    shaping = ("where", "order", "limit", "offset", "distinct")
+    if (
+        len(select.expressions) == 1
+        and isinstance(select.expressions[0], exp.Star)
+        and not any(select.args.get(k) for k in shaping)
+    ):
+        return _Relation(source.name, None)
+    columns = {}
+    for projection in select.expressions:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Column) and inner.table in ("", source.alias_or_name):
+            columns[projection.alias_or_name] = inner.name
+    return _Relation(source.name, columns) if columns else None
+
+
+def _fragment_relations(select: exp.Select) -> dict[str, _Relation]:
+    """alias -> the fragment it reads, for the derived tables of ``select``."""
     source = select.args.get("from_")
     derived = [source.this] if source else []
     derived += [join.this for join in select.args.get("joins") or []]
     relations = {}
     for table in derived:
-        fragment = _fragment_of(table)
-        if fragment is not None and reads[fragment] == 1:
-            relations[table.alias_or_name] = fragment
+        relation = _relation_of(table)
+        if relation is not None and table.alias:
+            relations[table.alias] = relation
     return relations
 
 
-def _conditions(select: exp.Select, relations: dict[str, str]):
+def _conditions(select: exp.Select, relations: dict[str, _Relation]):
     """(condition, the aliases it may narrow) for each join's ON and for WHERE."""
     everyone = set(relations)
     for join in select.args.get("joins") or []:
@@ -113,10 +257,9 @@ def _conditions(select: exp.Select, relations: dict[str, str]):
         yield where.this, everyone
 
 
-def _equalities(condition: exp.Expression, relations: dict[str, str]):
+def _equalities(condition: exp.Expression, relations: dict[str, _Relation]):
     """(build alias, build column, probe alias, probe column) for each column = column conjunct."""
-    conjuncts = condition.flatten() if isinstance(condition, exp.And) else [condition]
-    for eq in conjuncts:
+    for eq in _conjuncts(condition):
         if not isinstance(eq, exp.EQ):
             continue
         left, right = eq.this, eq.expression
@@ -127,12 +270,82 @@ def _equalities(condition: exp.Expression, relations: dict[str, str]):
             yield right.table, right.name, left.table, left.name
 
 
-def narrowed_sql(sql: str, *, dialect: str, column: str, keys: list[object]) -> str:
-    """``sql`` returning only the rows whose ``column`` is one of ``keys``."""
+def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[DynamicFilter]:
+    """Filters into the fragments of ``select``'s correlated subqueries.
+
+    A subquery ``(SELECT ... FROM (SELECT * FROM __fragment_N) AS i WHERE i.y = o.x AND ...)``
+    runs for rows of ``select``, whose ``o.x`` is one of the outer fragment's values (or NULL,
+    which matches nothing): rows of the inner fragment with any other ``y`` fail its WHERE
+    whatever the outer row, before any aggregate or LIMIT of the subquery sees them.
+    """
+    for inner in select.find_all(exp.Select):
+        if inner is select or not _directly_under(inner, select):
+            continue
+        relations = _fragment_relations(inner)
+        source = inner.args.get("from_")
+        if inner.args.get("joins") or source is None or len(relations) != 1:
+            continue
+        ((alias, relation),) = relations.items()
+        where = inner.args.get("where")
+        if not relation.plain or where is None:
+            continue
+        for eq in _conjuncts(where.this):
+            if not isinstance(eq, exp.EQ):
+                continue
+            for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
+                if not (isinstance(mine, exp.Column) and isinstance(theirs, exp.Column)):
+                    continue
+                if mine.table != alias or theirs.table == alias or theirs.table not in outer:
+                    continue
+                built = outer[theirs.table].fragment_column(theirs.name)
+                if built is not None:
+                    yield DynamicFilter(
+                        outer[theirs.table].fragment, built, relation.fragment, mine.name
+                    )
+
+
+def _directly_under(inner: exp.Select, select: exp.Select) -> bool:
+    """Whether ``inner`` is a subquery expression of ``select`` itself: not a derived table,
+    not inside another subquery, not a branch of a set operation."""
+    child, node = inner, inner.parent
+    while node is not None and node is not select:
+        if isinstance(node, (exp.From, exp.Select, exp.SetOperation, exp.Lateral)):
+            return False
+        if isinstance(node, exp.Join) and child is not node.args.get("on"):
+            return False  # the joined relation itself, not its ON condition
+        child, node = node, node.parent
+    return node is select
+
+
+# --- what the executor sends -------------------------------------------------------------------
+
+
+def narrowed_sql(sql: str, *, dialect: str, predicates: list[exp.Expression]) -> str:
+    """``sql`` returning only the rows that meet every one of ``predicates``."""
     query = exp.maybe_parse(sql, dialect=dialect)
-    predicate = (
-        exp.column(column, quoted=True).isin(*(exp.convert(k) for k in keys))
-        if keys
-        else exp.false()
+    return (
+        exp.select("*")
+        .from_(query.subquery("narrowed"))
+        .where(exp.and_(*predicates))
+        .sql(dialect=dialect)
     )
-    return exp.select("*").from_(query.subquery("narrowed")).where(predicate).sql(dialect=dialect)
+
+
+def keys_in(column: str, keys: list[object]) -> exp.Expression:
+    """``column IN (keys)``; FALSE for no keys (no row can join)."""
+    if not keys:
+        return exp.false()
+    return exp.column(column, quoted=True).isin(*(exp.convert(k) for k in keys))
+
+
+def keys_in_table(column: str, table: str, key: str) -> exp.Expression:
+    """``column IN (SELECT key FROM table)``: a semi-join with a table sent along."""
+    keys = exp.select(exp.column(key, quoted=True)).from_(exp.to_table(table, quoted=True))
+    return exp.In(this=exp.column(column, quoted=True), query=keys.subquery())
+
+
+def keys_between(column: str, low: object, high: object) -> exp.Expression:
+    """``column BETWEEN low AND high``: lets the store skip what lies outside the keys' range."""
+    return exp.Between(
+        this=exp.column(column, quoted=True), low=exp.convert(low), high=exp.convert(high)
+    )
