@@ -9,8 +9,10 @@ to a baseline taken in the same run, medians of several runs:
 - streaming: ``SELECT * FROM fulfillment.lineitem`` through the ADBC Flight SQL client vs DuckDB
   streaming the same Parquet files in this process; total and first-batch time;
 - latency: a point query (prepare, bind, execute, fetch, close) through ADBC, a new key each
-  time, vs the same lookup in the store's own DuckDB in this process; p50/p99, and where the
-  time goes, measured by running the planner's steps and the Flight handlers' sequence in-process;
+  time, vs the same lookup in the store's own DuckDB in this process and vs the same client calls
+  against a Flight SQL server that does nothing (benchmarks/null_server.py: the floor ADBC, gRPC
+  and pyarrow.flight set); p50/p99, and where the time goes, measured by running the planner's
+  steps and the Flight handlers' sequence in-process;
 - concurrency: 1, 8 and 32 clients running a mix of point, scan and join queries for a fixed time;
   each client is its own process with its own connection, so the client side has no shared GIL
   and what is measured is the gateway (on 2 cores the clients still take CPU from it);
@@ -324,6 +326,38 @@ def _point_gateway(conn, keys: list[int]) -> list[float]:
     return times
 
 
+def _point_null_server(keys: list[int], warmup: int) -> list[float]:
+    """The same client calls against a Flight SQL server that does nothing (null_server.py)."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    from benchmarks import null_server
+
+    context = multiprocessing.get_context("spawn")  # the parent runs Go (ADBC): never fork it
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=null_server.serve, args=(sender,), daemon=True)
+    process.start()
+    try:
+        if not receiver.poll(60):
+            raise RuntimeError("the no-op Flight SQL server did not start within 60 s")
+        conn = flightsql.connect(receiver.recv(), autocommit=True)
+        try:
+            times = []
+            for key in keys:
+                started = time.perf_counter()
+                cursor = conn.cursor()
+                cursor.execute("SELECT ?", parameters=(key,))
+                table = cursor.fetch_arrow_table()
+                cursor.close()
+                times.append(time.perf_counter() - started)
+                assert table.num_rows == 1
+        finally:
+            conn.close()
+    finally:
+        process.terminate()
+        process.join(15)
+    return times[warmup:]
+
+
 def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
     """Where a point query's server time goes: the planner's steps one by one (no caches), the
     store, and the whole sequence the Flight handlers run for one ADBC query (with caches).
@@ -399,15 +433,19 @@ def latency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str
         repeated_cpu = cpu_seconds(gateway.pid) - repeated_cpu
     finally:
         conn.close()
+    progress("latency: the same calls against a Flight SQL server that does nothing…")
+    floor = _point_null_server(keys[: warmup + runs], warmup)
     progress("latency: breaking the server's time down in-process…")
     breakdown = _breakdown(mesh, keys[warmup + runs :])
     p50 = median(served)
     server = breakdown["server work per ADBC query (prepare, bind, info, get; in-process)"]
     breakdown["Flight and client (gateway p50 minus server work)"] = round(_ms(p50) - server, 3)
+    breakdown["ADBC client, gRPC and pyarrow.flight alone (no-op server p50)"] = _ms(median(floor))
     return {
         "sql": POINT_SQL,
         "runs": runs,
         "direct": {"p50_ms": _ms(median(direct)), "p99_ms": _ms(percentile(direct, 99))},
+        "null_server": {"p50_ms": _ms(median(floor)), "p99_ms": _ms(percentile(floor, 99))},
         "gateway": {
             "p50_ms": _ms(p50),
             "p99_ms": _ms(percentile(served, 99)),
@@ -678,6 +716,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"{lat['ratio']:.1f}x",
             f"<= {GOALS['point_p50_ms']:g} ms",
             _met(lat["gateway"]["p50_ms"] <= GOALS["point_p50_ms"]),
+        ),
+        (
+            "point query p50 against a Flight SQL server that does nothing, ms",
+            f"{lat['null_server']['p50_ms']:.2f}",
+            "",
+            "",
+            "the floor",
+            "",
         ),
         (
             "point query p50, same key every time (plan cached), ms",
