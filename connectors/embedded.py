@@ -20,6 +20,12 @@ STORE_ENGINE_CONFIG = {
 }
 
 
+def _sql_value(value: bool | int | str) -> str:
+    if isinstance(value, bool | int):
+        return str(value).lower()
+    return "'" + value.replace("'", "''") + "'"
+
+
 class EmbeddedDuckDB:
     """One DuckDB database (a file opened read-only, or in memory) and a cursor per query.
 
@@ -34,11 +40,13 @@ class EmbeddedDuckDB:
         database: str = ":memory:",
         must_exist: bool = False,
         query_timeout_seconds: float = 300,
+        settings: Mapping[str, bool | int | str] | None = None,
     ):
         self.store = store
         self.database = database
         self.must_exist = must_exist
         self.query_timeout_seconds = query_timeout_seconds
+        self.settings = {"TimeZone": "UTC", **(settings or {})}
         self._connection = None
         self._lock = threading.Lock()
 
@@ -57,9 +65,10 @@ class EmbeddedDuckDB:
                     self._connection = duckdb.connect(
                         self.database, read_only=read_only, config=STORE_ENGINE_CONFIG
                     )
-                    # timestamptz leaves as timestamp[us, tz=UTC], the contract type, whatever
-                    # the machine's zone; GLOBAL, so every cursor starts with it
-                    self._connection.execute("SET GLOBAL TimeZone = 'UTC'")
+                    # GLOBAL, so every cursor starts with them; the time zone: timestamptz
+                    # leaves as timestamp[us, tz=UTC], the contract type, whatever the machine's
+                    for name, value in self.settings.items():
+                        self._connection.execute(f"SET GLOBAL {name} = {_sql_value(value)}")
                 except duckdb.Error as exc:
                     raise SourceUnavailable(
                         f"store {self.store!r} cannot be opened: {exc}"

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from sqlglot import exp
 
 from connectors.embedded import EmbeddedDuckDB
 from connectors.watchdog import Watchdog
@@ -256,6 +257,28 @@ def test_the_watchdog_forgets_cancelled_deadlines():
         watchdog.schedule(300, lambda: None)()
     assert watchdog.pending() == 0
     assert len(watchdog._heap) < 1024  # not 5000 entries kept for five minutes
+
+
+def test_cached_parquet_footers_follow_a_file_rewritten_in_place(tmp_path):
+    """The files store keeps Parquet footers between queries; a rewritten file is read anew."""
+    import pyarrow.parquet as pq
+
+    import connectors
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"k": list(range(10))}), path)
+    store = connectors.open_connector("lake", {"kind": "files", "root": "."}, base_dir=tmp_path)
+    try:
+        setting = "SELECT current_setting('parquet_metadata_cache') AS on"
+        assert store.execute(setting).read_all().to_pylist() == [{"on": True}]
+        sql = exp.select("sum(k) AS s").from_(store.relation("t.parquet", None)).sql("duckdb")
+        assert store.execute(sql).read_all().to_pylist() == [{"s": 45}]
+        pq.write_table(pa.table({"k": list(range(100, 120))}), path)
+        later = path.stat().st_mtime_ns + 2_000_000_000
+        os.utime(path, ns=(later, later))
+        assert store.execute(sql).read_all().to_pylist() == [{"s": sum(range(100, 120))}]
+    finally:
+        store.close()
 
 
 def test_an_embedded_query_past_its_deadline_is_interrupted():
