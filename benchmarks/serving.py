@@ -49,6 +49,7 @@ from benchmarks.harness import (
     RssSampler,
     connect,
     cpu_seconds,
+    machine_busy_seconds,
     median,
     percentile,
     progress,
@@ -559,7 +560,8 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
                         f"concurrency round {round_ + 1}/{settings.concurrency_rounds}, "
                         f"{workload}, {level:>2} clients: "
                         f"{run['queries'] / settings.concurrency_seconds:6.1f} q/s, "
-                        f"gateway busy {run['server_cores']:.2f} cores"
+                        f"cores busy: gateway {run['server_cores']:.2f}, clients "
+                        f"{run['client_cores']:.2f}, machine {run['machine_cores']:.2f}"
                         + ("" if run["gil_held"] is None else f", GIL held {run['gil_held']:.0%}")
                         + ", "
                         f"{len(run['errors'])} errors"
@@ -593,10 +595,13 @@ def _concurrent_run(
     for _, pipe in clients:
         pipe.send((start_at, end_at, space, workload == "repeated"))
     time.sleep(max(0.0, start_at - time.monotonic()))
-    server_cpu = cpu_seconds(gateway.pid)
+    server_cpu, machine = cpu_seconds(gateway.pid), machine_busy_seconds()
+    client_cpu = sum(cpu_seconds(process.pid) for process, _ in clients)
     with GilSampler(gateway.pid, settings.concurrency_seconds - 1) as gil:
         time.sleep(max(0.0, end_at - time.monotonic()))
         server_cpu = cpu_seconds(gateway.pid) - server_cpu
+        client_cpu = sum(cpu_seconds(process.pid) for process, _ in clients) - client_cpu
+        machine = machine_busy_seconds() - machine
     answers = [pipe.recv() for _, pipe in clients]
     records = [r for a in answers for r in a["records"]]
     return {
@@ -604,6 +609,8 @@ def _concurrent_run(
         "records": records,
         "errors": [e for a in answers for e in a["errors"]],
         "server_cores": server_cpu / settings.concurrency_seconds,
+        "client_cores": client_cpu / settings.concurrency_seconds,
+        "machine_cores": machine / settings.concurrency_seconds,
         "gil_held": gil.fraction,
     }
 
@@ -627,6 +634,8 @@ def _concurrency_summary(
             "p99_ms": _ms(percentile(latencies, 99)),
             "by_kind_p50_ms": {k: _ms(median(v)) for k, v in sorted(by_kind.items())},
             "server_cores_busy": round(median([r["server_cores"] for r in rounds]), 2),
+            "client_cores_busy": round(median([r["client_cores"] for r in rounds]), 2),
+            "machine_cores_busy": round(median([r["machine_cores"] for r in rounds]), 2),
             "gil_held": (
                 round(median([r["gil_held"] for r in rounds]), 2)
                 if all(r["gil_held"] is not None for r in rounds)
@@ -839,8 +848,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _concurrency_table(workload: dict[str, Any]) -> list[str]:
-    header = ("clients", "queries/s", "p50 ms", "p99 ms", "p50 by kind, ms", "gateway CPU, cores",
-              "GIL held", "errors")  # fmt: skip
+    header = ("clients", "queries/s", "p50 ms", "p99 ms", "p50 by kind, ms",
+              "cores busy: gateway / clients / machine", "GIL held", "errors")  # fmt: skip
     return _table(
         [
             header,
@@ -851,7 +860,8 @@ def _concurrency_table(workload: dict[str, Any]) -> list[str]:
                     f"{v['p50_ms']:.1f}",
                     f"{v['p99_ms']:.1f}",
                     ", ".join(f"{k} {t:.1f}" for k, t in v["by_kind_p50_ms"].items()),
-                    f"{v['server_cores_busy']:.2f}",
+                    f"{v['server_cores_busy']:.2f} / {v['client_cores_busy']:.2f} / "
+                    f"{v['machine_cores_busy']:.2f}",
                     "n/a" if v["gil_held"] is None else f"{v['gil_held']:.0%}",
                     str(v["errors"]),
                 )
