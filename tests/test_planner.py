@@ -608,6 +608,48 @@ def test_null_keys_of_a_build_narrow_to_the_keys_that_can_join(gateway, context,
     assert _probe_sql(sent, "ref").endswith('WHERE "n_nationkey" IN (2, 0, 7)')
 
 
+FACTORED = {
+    # TPC-H Q19's shape: each branch filters both relations and repeats the join
+    "each branch filters both sides": (
+        "SELECT n.n_name, o.o_orderkey FROM sales.orders o, reference.nation n "
+        "WHERE (o.o_custkey = n.n_nationkey AND n.n_name = 'BRAZIL' AND o.o_total > 10) "
+        "OR (o.o_custkey = n.n_nationkey AND n.n_name IN ('EGYPT', 'ALGERIA') AND o.o_total < 5) "
+        "ORDER BY 1, 2",
+        {"sales_db": ('"o_total" > 10', " OR "), "ref": ("n_name", " OR ")},
+    ),
+    # the second branch says nothing of nation: any nation row may meet it
+    "a branch silent on one side": (
+        "SELECT n.n_name, o.o_orderkey FROM sales.orders o JOIN reference.nation n "
+        "ON o.o_custkey = n.n_nationkey WHERE (n.n_name = 'BRAZIL' AND o.o_total > 40) "
+        "OR o.o_total < 3 ORDER BY 1, 2",
+        {"sales_db": ('"o_total" < 3', " OR "), "ref": None},
+    ),
+    # NULL-extended rows of the outer join meet the second branch: nothing goes below the join
+    "outer join, a branch on the null-extended side": (
+        "SELECT o.o_orderkey, n.n_name FROM sales.orders o LEFT JOIN reference.nation n "
+        "ON o.o_custkey = n.n_nationkey AND n.n_nationkey > 0 "
+        "WHERE (n.n_name = 'BRAZIL' AND o.o_total > 40) OR (n.n_name IS NULL AND o.o_total < 6) "
+        "ORDER BY 1",
+        {"ref": None},
+    ),
+}
+
+
+@pytest.mark.parametrize(("sql", "filtered"), FACTORED.values(), ids=FACTORED.keys())
+def test_an_or_across_relations_also_filters_each_at_its_store(
+    sql, filtered, gateway, context, reference
+):
+    plan = plan_query(sql, context=context)
+    for store, says in filtered.items():
+        (fragment,) = [f for f in plan.fragments if f.store == store]
+        where = fragment.sql.partition(" WHERE ")[2]
+        if says is None:
+            assert " OR " not in where, fragment.sql
+        else:
+            assert all(word in where for word in says), fragment.sql
+    _answers_as_reference(gateway, plan, sql, reference)
+
+
 def test_instants_are_served_in_utc_whatever_the_hosts_zone(context):
     """The local engine labels timestamptz with its session's zone (the host's); clients get UTC."""
     import pyarrow as pa

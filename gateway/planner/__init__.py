@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
+from gateway.planner.factor_disjunctions import factor_disjunctions
 from gateway.planner.govern import apply_governance
 from gateway.planner.group_joins import group_same_store_joins
 from gateway.planner.parameters import Template, bind_parameters, in_limits, slots_of
@@ -37,6 +38,7 @@ RULES: tuple[Rule, ...] = (
 
 PUSHDOWN: tuple[Rule, ...] = (
     qualify_columns,
+    factor_disjunctions,
     push_down_predicates,
     push_down_projections,
     group_same_store_joins,

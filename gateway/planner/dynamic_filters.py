@@ -69,7 +69,7 @@ def find_dynamic_filters(
     Without statistics, how selective a fragment is gets guessed from its SQL (see
     :func:`_selectivity`): a build narrows a probe its store filters less, and the probe is as
     selective as its build from then on, so filters chain. A probe then also takes every other
-    selective build it joins with, unless that would make two fragments wait on each other. When
+    build at least as selective as itself, unless two fragments would wait on each other. When
     both sides are filtered alike, the side whose store reads a table of keys is the probe (a
     large build still narrows it).
     """
@@ -100,7 +100,8 @@ def find_dynamic_filters(
         if e in chosen or not level[e.build] or e.build in _descendants(e.probe, chosen):
             continue
         alike = e.build in filtered and e.probe in filtered and e.probe not in probes
-        if e.probe in probes or (alike and e.probe in key_tables and e.build not in key_tables):
+        another = e.probe in probes and level[e.build] >= level[e.probe]
+        if another or (alike and e.probe in key_tables and e.build not in key_tables):
             chosen.append(e)
     return tuple(chosen)
 

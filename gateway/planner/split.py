@@ -210,11 +210,35 @@ def _prefilters(source: exp.Table, context: PlanContext) -> list[exp.Expression]
             continue
         if condition.find(exp.Subquery, exp.Select, exp.AggFunc, exp.Window):
             continue
-        alone = exp.select(exp.Literal.number(1)).from_(source.copy()).where(condition.copy())
-        exact = runs_entirely_at(alone, context=context) == store
-        if exact or (ignores_case and _text_equals_literals(condition, text)):
+        if _narrows(condition, source, store, text, ignores_case, context):
             kept.append(condition.copy())
     return kept
+
+
+def _narrows(
+    condition: exp.Expression,
+    source: exp.Table,
+    store: str,
+    text: set[str],
+    ignores_case: bool,
+    context: PlanContext,
+) -> bool:
+    """Whether the store's answer to ``condition`` keeps every row the exact answer keeps: it
+    runs it exactly, or it is an AND or OR of such parts and text equalities (AND and OR keep
+    a superset a superset; NOT would not)."""
+    alone = exp.select(exp.Literal.number(1)).from_(source.copy()).where(condition.copy())
+    if runs_entirely_at(alone, context=context) == store:
+        return True
+    if not ignores_case:
+        return False
+    if isinstance(condition, exp.Paren):
+        return _narrows(condition.this, source, store, text, ignores_case, context)
+    if isinstance(condition, (exp.And, exp.Or)):
+        return all(
+            _narrows(part, source, store, text, ignores_case, context)
+            for part in (condition.this, condition.expression)
+        )
+    return _text_equals_literals(condition, text)
 
 
 def _text_equals_literals(condition: exp.Expression, text: set[str]) -> bool:
