@@ -541,6 +541,43 @@ def test_many_keys_go_as_a_table_or_a_range(gateway, context, reference, monkeyp
     assert _probe_sql(sent, "ref").endswith('WHERE "n_nationkey" BETWEEN 0 AND 2')
 
 
+def test_a_fragment_read_twice_is_fetched_per_read_where_each_can_be_narrowed(
+    gateway, context, reference
+):
+    """TPC-H Q21's shape: one read of items joins the filtered orders, the other is correlated
+    with the first. Fetched once, neither read could be narrowed."""
+    sql = (
+        "SELECT i1.i_orderkey, i1.i_qty FROM fulfillment.items i1 JOIN sales.orders o "
+        "ON o.o_orderkey = i1.i_orderkey WHERE o.o_custkey = 1 AND EXISTS (SELECT 1 FROM "
+        "fulfillment.items i2 WHERE i2.i_orderkey = i1.i_orderkey AND i2.i_qty <> i1.i_qty) "
+        "ORDER BY 1, 2"
+    )
+    plan = plan_query(sql, context=context)
+    first, second = [f for f in plan.fragments if f.store == "lake"]
+    assert first.sql == second.sql and first.name != second.name
+    stores = {f.name: f.store for f in plan.fragments}
+    assert [(stores[f.build], f.probe) for f in plan.dynamic_filters] == [
+        ("sales_db", first.name),
+        ("lake", second.name),
+    ]
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    narrowed = [q for s, q in sent if s == "lake"]
+    assert all("IN (1, 4, 7, 10, 13, 16, 19, 22, 25, 28)" in q for q in narrowed)
+
+
+def test_a_fragment_read_twice_at_a_remote_store_is_fetched_once(gateway, context, reference):
+    sql = (
+        "SELECT o.o_orderkey, n1.n_name FROM sales.orders o JOIN reference.nation n1 "
+        "ON n1.n_nationkey = o.o_custkey WHERE EXISTS (SELECT 1 FROM reference.nation n2 "
+        "WHERE n2.n_nationkey = n1.n_nationkey + 1 AND n2.n_name <> n1.n_name) ORDER BY 1"
+    )
+    plan = plan_query(sql, context=context)
+    (nation,) = [f for f in plan.fragments if f.store == "ref"]
+    assert plan.local_sql.count(nation.name) == 2
+    _answers_as_reference(gateway, plan, sql, reference)
+
+
 NOT_NARROWED = {
     # the preserved side of a LEFT JOIN keeps its unmatched rows: it may not be narrowed
     "preserved side of a left join": (

@@ -27,6 +27,7 @@ from gateway.planner.qualify import qualify_columns
 from gateway.planner.resolve import resolve_products
 from gateway.planner.schema import infer_schema
 from gateway.planner.split import Fragment, split_by_store
+from gateway.planner.unshare import unshare_fragments
 
 Rule = Callable[..., exp.Expression]
 
@@ -99,7 +100,7 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
     expression = pin_decimal_outputs(expression, schema=schema)
     for rule in PUSHDOWN:
         expression = rule(expression, context=context)
-    split = split_by_store(expression, context=context)
+    split = unshare_fragments(split_by_store(expression, context=context), context=context)
     local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
     dynamic = (
         find_dynamic_filters(split.local, split.fragments, context=context) if split.local else ()

@@ -69,40 +69,51 @@ def find_dynamic_filters(
     Without statistics, how selective a fragment is gets guessed from its SQL (see
     :func:`_selectivity`): a build narrows a probe its store filters less, and the probe is as
     selective as its build from then on, so filters chain. A probe then also takes every other
-    build at least as selective as itself, unless two fragments would wait on each other. When
-    both sides are filtered alike, the side whose store reads a table of keys is the probe (a
-    large build still narrows it).
+    build at least as selective as itself. When both sides are filtered, the side whose store
+    reads a table of keys is the probe (a large build still narrows it). No two fragments ever
+    wait on each other.
     """
     by_name = {f.name: f for f in fragments}
     reads = Counter(t.name for t in local.find_all(exp.Table) if t.name in by_name)
-    edges = [
-        e
-        for e in dict.fromkeys(_edges(local))
-        if by_name[e.build].store != by_name[e.probe].store and reads[e.probe] == 1
-    ]
-    level = {f.name: _selectivity(f, context) for f in fragments}
-    filtered = {name for name, selective in level.items() if selective}
+    edges = [e for e in dict.fromkeys(_edges(local)) if reads[e.probe] == 1]
+    own = {f.name: _selectivity(f, context) for f in fragments}
+    level = dict(own)
+    filtered = {name for name, selective in own.items() if selective}
+    key_tables = {f.name for f in fragments if context.connectors[f.store].capabilities.key_tables}
     chosen: list[DynamicFilter] = []
     probes: set[str] = set()
+
+    def choose(edge: DynamicFilter) -> None:
+        chosen.append(edge)
+        probes.add(edge.probe)
+        level[edge.probe] = max(level[edge.probe], level[edge.build])
+
+    def waits_for(edge: DynamicFilter) -> bool:
+        return edge in chosen or edge.build in _descendants(edge.probe, chosen)
+
+    # both filtered: a store that reads tables of keys takes any number of them from one that
+    # cannot (a date range on orders narrows lineitem, whatever lineitem's own filter)
+    for e in edges:
+        crossing = e.probe in key_tables and e.build not in key_tables
+        if crossing and e.build in filtered and e.probe in filtered and not waits_for(e):
+            choose(e)
     while True:
-        found = [e for e in edges if e.probe not in probes and level[e.build] > level[e.probe]]
+        found = [
+            e
+            for e in edges
+            if e.probe not in probes and level[e.build] > level[e.probe] and not waits_for(e)
+        ]
         if not found:
             break
-        strongest = max(level[e.build] for e in found)
-        found = [e for e in found if level[e.build] == strongest]
-        chosen += found
+        # the builds filtered most, and of those, the ones filtered by their own store first
+        strongest = max((level[e.build], own[e.build]) for e in found)
         for e in found:
-            probes.add(e.probe)
-            level[e.probe] = strongest
-    key_tables = {f.name for f in fragments if context.connectors[f.store].capabilities.key_tables}
-    # a store that reads tables of keys is the better probe: try those edges first
+            if (level[e.build], own[e.build]) == strongest and not waits_for(e):
+                choose(e)
+    # a probe also takes the other builds at least as selective as itself
     for e in sorted(edges, key=lambda e: (e.probe not in key_tables, e.build in key_tables)):
-        if e in chosen or not level[e.build] or e.build in _descendants(e.probe, chosen):
-            continue
-        alike = e.build in filtered and e.probe in filtered and e.probe not in probes
-        another = e.probe in probes and level[e.build] >= level[e.probe]
-        if another or (alike and e.probe in key_tables and e.build not in key_tables):
-            chosen.append(e)
+        if e.probe in probes and level[e.build] >= level[e.probe] > 0 and not waits_for(e):
+            choose(e)
     return tuple(chosen)
 
 
