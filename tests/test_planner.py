@@ -578,6 +578,28 @@ def test_a_fragment_read_twice_at_a_remote_store_is_fetched_once(gateway, contex
     _answers_as_reference(gateway, plan, sql, reference)
 
 
+def test_an_uncorrelated_in_subquery_runs_at_its_store_and_narrows_the_outer_side(
+    gateway, context, reference
+):
+    """TPC-H Q18's shape: the grouped IN subquery goes down whole, its few keys narrow orders."""
+    sql = (
+        "SELECT o.o_orderkey, o.o_total FROM sales.orders o WHERE o.o_orderkey IN "
+        "(SELECT i_orderkey FROM fulfillment.items GROUP BY i_orderkey HAVING sum(i_qty) > 14) "
+        "ORDER BY 1"
+    )
+    plan = plan_query(sql, context=context)
+    (items,) = [f for f in plan.fragments if f.store == "lake"]
+    assert "HAVING" in items.sql
+    (dynamic,) = plan.dynamic_filters
+    assert (dynamic.build, dynamic.probe_column) == (items.name, "o_orderkey")
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    narrowed = _probe_sql(sent, "sales_db").partition("AS narrowed WHERE")[2]
+    assert sorted(int(k) for k in narrowed.split("IN (")[1].rstrip(")").split(", ")) == list(
+        range(3, 32, 4)
+    )
+
+
 NOT_NARROWED = {
     # the preserved side of a LEFT JOIN keeps its unmatched rows: it may not be narrowed
     "preserved side of a left join": (
@@ -589,6 +611,17 @@ NOT_NARROWED = {
         "WITH o AS (SELECT * FROM sales.orders) SELECT o.o_orderkey FROM o "
         "JOIN reference.nation n ON n.n_nationkey = o.o_custkey WHERE n.n_name = 'BRAZIL' "
         "UNION ALL SELECT o_orderkey FROM o ORDER BY 1"
+    ),
+    # NOT IN keeps the rows whose key the subquery does not return
+    "not in": (
+        "SELECT o.o_orderkey FROM sales.orders o WHERE o.o_orderkey NOT IN "
+        "(SELECT n_nationkey FROM reference.nation WHERE n_name IS NOT NULL) ORDER BY 1"
+    ),
+    # a correlated IN subquery is no list of keys
+    "correlated in": (
+        "SELECT o.o_orderkey FROM sales.orders o WHERE o.o_custkey IN "
+        "(SELECT n.n_nationkey FROM reference.nation n WHERE n.n_nationkey < o.o_orderkey) "
+        "ORDER BY 1"
     ),
     # the correlation is one branch of an OR: other rows of the subquery count too
     "correlation under OR": (

@@ -75,8 +75,14 @@ def find_dynamic_filters(
     """
     by_name = {f.name: f for f in fragments}
     reads = Counter(t.name for t in local.find_all(exp.Table) if t.name in by_name)
-    edges = [e for e in dict.fromkeys(_edges(local)) if reads[e.probe] == 1]
-    own = {f.name: _selectivity(f, context) for f in fragments}
+    parsed = {f.name: _parse(f, context) for f in fragments}
+    outputs = {
+        name: [p.alias_or_name for p in query.expressions]
+        for name, query in parsed.items()
+        if isinstance(query, exp.Select)
+    }
+    edges = [e for e in dict.fromkeys(_edges(local, outputs)) if reads[e.probe] == 1]
+    own = {name: _selectivity(query) for name, query in parsed.items()}
     level = dict(own)
     filtered = {name for name, selective in own.items() if selective}
     key_tables = {f.name for f in fragments if context.connectors[f.store].capabilities.key_tables}
@@ -133,19 +139,24 @@ def _descendants(name: str, filters: list[DynamicFilter]) -> set[str]:
 STRONG, WEAK, NONE = 2, 1, 0
 
 
-def _selectivity(fragment: Fragment, context: PlanContext) -> int:
-    """How much the store filters the fragment, guessed from its SQL: STRONG for a LIMIT or a
-    predicate that compares a column with values for equality, WEAK for any other predicate
-    (ranges, comparisons of columns), NONE for none but join equalities (a join of two whole
-    tables is as large as its tables)."""
+def _parse(fragment: Fragment, context: PlanContext) -> exp.Expression | None:
     dialect = context.connectors[fragment.store].capabilities.dialect
     try:
-        query = exp.maybe_parse(fragment.sql, dialect=dialect)
+        return exp.maybe_parse(fragment.sql, dialect=dialect)
     except Exception:  # noqa: BLE001 - a guess about size; unparsable means "don't know"
+        return None
+
+
+def _selectivity(query: exp.Expression | None) -> int:
+    """How much the store filters a fragment, guessed from its SQL: STRONG for a LIMIT or a
+    predicate that compares a column with values for equality, WEAK for any other predicate
+    (ranges, comparisons of columns, HAVING), NONE for none but join equalities (a join of two
+    whole tables is as large as its tables)."""
+    if query is None:
         return NONE
     if query.find(exp.Limit) is not None:
         return STRONG
-    level = NONE
+    level = WEAK if query.find(exp.Having) is not None else NONE
     for where in query.find_all(exp.Where):
         for condition in _conjuncts(where.this):
             if _is_join_equality(condition):
@@ -190,12 +201,13 @@ def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
 # --- the equi-joins between fragments ----------------------------------------------------------
 
 
-def _edges(local: exp.Expression) -> Iterator[DynamicFilter]:
+def _edges(local: exp.Expression, outputs: dict[str, list[str]]) -> Iterator[DynamicFilter]:
     for select in local.find_all(exp.Select):
         relations = _fragment_relations(select)
         if not relations:
             continue
         for condition, narrowable in _conditions(select, relations):
+            yield from _in_fragments(condition, relations, narrowable, outputs)
             for build, build_column, probe, probe_column in _equalities(condition, relations):
                 if probe in narrowable and relations[probe].plain:
                     built = relations[build].fragment_column(build_column)
@@ -280,6 +292,28 @@ def _equalities(condition: exp.Expression, relations: dict[str, _Relation]):
         if left.table in relations and right.table in relations and left.table != right.table:
             yield left.table, left.name, right.table, right.name
             yield right.table, right.name, left.table, left.name
+
+
+def _in_fragments(
+    condition: exp.Expression,
+    relations: dict[str, _Relation],
+    narrowable: set[str],
+    outputs: dict[str, list[str]],
+) -> Iterator[DynamicFilter]:
+    """``r.x IN (SELECT * FROM __fragment_N)``, a conjunct: a row of ``r`` whose ``x`` is not one
+    of the fragment's values fails it (an absent or NULL ``x`` is never IN)."""
+    for conjunct in _conjuncts(condition):
+        if not isinstance(conjunct, exp.In) or not isinstance(conjunct.this, exp.Column):
+            continue
+        probe = conjunct.this.table
+        query = conjunct.args.get("query")
+        if probe not in narrowable or probe not in relations or not relations[probe].plain:
+            continue
+        built = _relation_of(query) if isinstance(query, exp.Subquery) else None
+        if built is None or not built.plain or len(outputs.get(built.fragment, ())) != 1:
+            continue
+        (column,) = outputs[built.fragment]
+        yield DynamicFilter(built.fragment, column, relations[probe].fragment, conjunct.this.name)
 
 
 def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[DynamicFilter]:

@@ -98,6 +98,17 @@ def _is_derived_table(node: exp.Expression) -> bool:
     return isinstance(node, exp.Subquery) and isinstance(node.parent, (exp.From, exp.Join))
 
 
+def _is_uncorrelated_in(node: exp.Expression) -> bool:
+    """``x IN (SELECT ...)`` whose query reads nothing of the query around it: one store may run
+    it whole (TPC-H Q18's ``GROUP BY l_orderkey HAVING sum(l_quantity) > 300`` at the lake)."""
+    if not (isinstance(node, exp.Subquery) and isinstance(node.parent, exp.In)):
+        return False
+    if node.arg_key != "query" or not isinstance(node.this, exp.Select):
+        return False
+    defined = {n.alias_or_name for n in node.this.find_all(exp.Table, exp.Subquery, exp.CTE)}
+    return all(c.table in defined for c in node.this.find_all(exp.Column) if c.table)
+
+
 def _attached(node: exp.Expression, root: exp.Expression) -> bool:
     while node.parent is not None:
         node = node.parent
@@ -112,7 +123,9 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
 
     local = expression.copy()
     candidates = [
-        node for node in local.bfs() if _is_derived_table(node) or isinstance(node, exp.CTE)
+        node
+        for node in local.bfs()
+        if _is_derived_table(node) or isinstance(node, exp.CTE) or _is_uncorrelated_in(node)
     ]
     reused_ctes = _ctes_read_more_than_once(local)
     has_subquery_expressions = any(
