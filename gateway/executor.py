@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlglot import exp
 
 from connectors.base import Connector
 from gateway.errors import GatewayError, InvalidQuery
@@ -39,8 +38,12 @@ LOCAL_ROWS_PER_BATCH = 65_536
 MAX_BUILD_ROWS = 1_000_000
 """A dynamic filter's build side is read whole only up to this many rows (the local engine reads
 it whole anyway; past this, its probes would wait too long for it)."""
-MAX_KEYS = 10_000
-"""At most this many distinct keys are sent to the probe's store in an IN list."""
+MAX_KEYS = 50_000
+"""At most this many distinct keys are sent to the probe's store in an IN list (PostgreSQL took
+0.15 s for 30,000 keys against 0.34 s for the whole 1.5M-row orders; 0.57 s for 100,000)."""
+KEY_TABLE_FROM = 1_000
+"""A store that reads key tables gets more keys than this as a table: no long SQL text to write
+and parse, and a hash semi-join at the store."""
 KEY_TABLE_PREFIX = "__meshgate_keys_"
 _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshgate-fragment")
 
@@ -128,14 +131,15 @@ def _orderable(kind: pa.DataType) -> bool:
 
 def _narrowing(
     filters: list[DynamicFilter], built: Mapping[str, pa.Table | None], connector: Connector
-) -> tuple[list[exp.Expression], dict[str, pa.Table]]:
+) -> tuple[list[str], dict[str, pa.Table]]:
     """The predicates that narrow a probe to its builds' keys, and the key tables they read.
 
-    Up to MAX_KEYS keys go as an IN list; more go as a table of keys to a store that reads
-    them, else as the keys' range (a store skips what lies outside it: Parquet row groups,
-    index ranges). A build that was too large to read narrows nothing.
+    A store that reads key tables gets more than KEY_TABLE_FROM keys as a table; others get up
+    to MAX_KEYS keys as an IN list, and more as the keys' range (a store skips what lies outside
+    it: Parquet row groups, index ranges). A build too large to read narrows nothing.
     """
-    predicates: list[exp.Expression] = []
+    dialect = connector.capabilities.dialect
+    predicates: list[str] = []
     tables: dict[str, pa.Table] = {}
     for dynamic in filters:
         table = built.get(dynamic.build)
@@ -143,16 +147,17 @@ def _narrowing(
             continue
         values = pc.unique(table.column(dynamic.build_column).drop_null())
         column = dynamic.probe_column
-        if len(values) <= MAX_KEYS:
-            predicates.append(keys_in(column, values.to_pylist()))
+        as_table = connector.capabilities.key_tables and len(values) > KEY_TABLE_FROM
+        if len(values) <= MAX_KEYS and not as_table:
+            predicates.append(keys_in(column, values.to_pylist(), dialect=dialect))
             continue
         if _orderable(values.type):
             low, high = pc.min_max(values).values()
-            predicates.append(keys_between(column, low.as_py(), high.as_py()))
-        if connector.capabilities.key_tables:
+            predicates.append(keys_between(column, low.as_py(), high.as_py(), dialect=dialect))
+        if as_table:
             name = f"{KEY_TABLE_PREFIX}{len(tables) + 1}"
             tables[name] = pa.table({"key": values})
-            predicates.append(keys_in_table(column, name, "key"))
+            predicates.append(keys_in_table(column, name, "key", dialect=dialect))
     return predicates, tables
 
 
@@ -185,8 +190,7 @@ def _start_fragments(
                 connector = connectors[fragment.store]
                 predicates, tables = _narrowing(filters_of[fragment.name], built, connector)
                 if predicates:
-                    dialect = connector.capabilities.dialect
-                    sql = narrowed_sql(sql, dialect=dialect, predicates=predicates)
+                    sql = narrowed_sql(sql, predicates=predicates)
             wave.append((fragment, sql, tables))
         _start_all(wave, connectors, sent, readers)
         reading = {

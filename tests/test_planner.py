@@ -528,6 +528,7 @@ def test_many_keys_go_as_a_table_or_a_range(gateway, context, reference, monkeyp
     from gateway import executor
 
     monkeypatch.setattr(executor, "MAX_KEYS", 2)
+    monkeypatch.setattr(executor, "KEY_TABLE_FROM", 2)
     sent: list[tuple[str, str]] = []
     _answers_as_reference(gateway, plan_query(CHAIN, context=context), CHAIN, reference, sent=sent)
     lake = _probe_sql(sent, "lake")

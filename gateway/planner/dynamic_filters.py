@@ -366,32 +366,32 @@ def _directly_under(inner: exp.Select, select: exp.Select) -> bool:
 # --- what the executor sends -------------------------------------------------------------------
 
 
-def narrowed_sql(sql: str, *, dialect: str, predicates: list[exp.Expression]) -> str:
-    """``sql`` returning only the rows that meet every one of ``predicates``."""
-    query = exp.maybe_parse(sql, dialect=dialect)
-    return (
-        exp.select("*")
-        .from_(query.subquery("narrowed"))
-        .where(exp.and_(*predicates))
-        .sql(dialect=dialect)
-    )
+def narrowed_sql(sql: str, *, predicates: list[str]) -> str:
+    """``sql`` returning only the rows that meet every one of ``predicates`` (each in the
+    store's dialect). The store's query is kept as it was planned, around its own LIMIT."""
+    return f"SELECT * FROM ({sql}) AS narrowed WHERE {' AND '.join(predicates)}"
 
 
-def keys_in(column: str, keys: list[object]) -> exp.Expression:
-    """``column IN (keys)``; FALSE for no keys (no row can join)."""
+def keys_in(column: str, keys: list[object], *, dialect: str) -> str:
+    """``column IN (keys)``; FALSE for no keys (no row can join). Written as text: sqlglot takes
+    ~10 µs a key, 0.1 s for the 10,000 suppliers of TPC-H Q8."""
     if not keys:
-        return exp.false()
-    return exp.column(column, quoted=True).isin(*(exp.convert(k) for k in keys))
+        return exp.false().sql(dialect=dialect)
+    values = ", ".join(
+        str(k) if type(k) is int else exp.convert(k).sql(dialect=dialect) for k in keys
+    )
+    return f"{exp.column(column, quoted=True).sql(dialect=dialect)} IN ({values})"
 
 
-def keys_in_table(column: str, table: str, key: str) -> exp.Expression:
+def keys_in_table(column: str, table: str, key: str, *, dialect: str) -> str:
     """``column IN (SELECT key FROM table)``: a semi-join with a table sent along."""
-    keys = exp.select(exp.column(key, quoted=True)).from_(exp.to_table(table, quoted=True))
-    return exp.In(this=exp.column(column, quoted=True), query=keys.subquery())
+    keys = exp.select(exp.column(key, quoted=True)).from_(exp.to_table(table))
+    return exp.In(this=exp.column(column, quoted=True), query=keys.subquery()).sql(dialect=dialect)
 
 
-def keys_between(column: str, low: object, high: object) -> exp.Expression:
+def keys_between(column: str, low: object, high: object, *, dialect: str) -> str:
     """``column BETWEEN low AND high``: lets the store skip what lies outside the keys' range."""
-    return exp.Between(
+    between = exp.Between(
         this=exp.column(column, quoted=True), low=exp.convert(low), high=exp.convert(high)
     )
+    return between.sql(dialect=dialect)
