@@ -13,7 +13,8 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +30,6 @@ from gateway.planner.dynamic_filters import (
     narrowed_sql,
 )
 from gateway.planner.schema import local_engine
-from gateway.planner.split import Fragment
 from gateway.streaming import serve_stream
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ KEY_TABLE_FROM = 1_000
 """A store that reads key tables gets more keys than this as a table: no long SQL text to write
 and parse, and a hash semi-join at the store."""
 KEY_TABLE_PREFIX = "__meshgate_keys_"
+ENOUGH_KEYS = 1_000
+"""A probe with a build of at most this many keys starts without waiting for its other builds."""
 _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshgate-fragment")
 
 
@@ -75,33 +77,6 @@ def _close_all(readers: list[pa.RecordBatchReader]) -> None:
             reader.close()
         except Exception:  # noqa: BLE001 - closing must not hide the error being reported
             log.debug("closing a fragment reader failed", exc_info=True)
-
-
-def _start_all(
-    fragments: list[tuple[Fragment, str, dict[str, pa.Table]]],
-    connectors: Mapping[str, Connector],
-    sent: list[tuple[str, str]],
-    readers: dict[str, pa.RecordBatchReader],
-) -> None:
-    """Start each (fragment, sql, key tables) at its store concurrently; raise the first
-    failure."""
-
-    def start(fragment: Fragment, sql: str, tables: dict[str, pa.Table]):
-        connector = connectors[fragment.store]
-        if tables:
-            return connector.execute_with_tables(sql, tables=tables)
-        return connector.execute(sql)
-
-    futures = {f.name: _starter.submit(start, f, sql, tables) for f, sql, tables in fragments}
-    sent.extend((f.store, sql) for f, sql, _ in fragments)
-    failure: BaseException | None = None
-    for name, future in futures.items():
-        try:
-            readers[name] = future.result()
-        except BaseException as exc:  # noqa: BLE001 - collected, the first is re-raised below
-            failure = failure or exc
-    if failure is not None:
-        raise failure
 
 
 def _read_small(reader: pa.RecordBatchReader) -> tuple[pa.Table | None, pa.RecordBatchReader]:
@@ -161,6 +136,17 @@ def _narrowing(
     return predicates, tables
 
 
+def _open(
+    connector: Connector, sql: str, tables: dict[str, pa.Table], *, build: bool
+) -> tuple[pa.Table | None, pa.RecordBatchReader]:
+    """Start ``sql`` at its store; a build is read too, when it is small (see _read_small)."""
+    execute = (
+        connector.execute if not tables else partial(connector.execute_with_tables, tables=tables)
+    )
+    reader = execute(sql)
+    return _read_small(reader) if build else (None, reader)
+
+
 def _start_fragments(
     plan: Plan,
     connectors: Mapping[str, Connector],
@@ -168,40 +154,69 @@ def _start_fragments(
     readers: dict[str, pa.RecordBatchReader],
     relations: dict[str, pa.RecordBatchReader | pa.Table],
 ) -> None:
-    """Start every fragment, each probe once the builds that narrow it have been read.
+    """Start every fragment, each probe as soon as the builds that narrow it have been read.
 
-    Builds are read concurrently, a wave at a time: the fragments no filter waits on first, then
-    those whose builds are all read (a probe that is the build of another is read in its wave).
+    Fragments start and builds are read concurrently. A probe starts once all its builds are
+    read, or once one of them turned out to have at most ENOUGH_KEYS keys: those narrow it well,
+    and its other builds run on at their stores meanwhile. Every fragment started has its reader
+    in ``readers`` when this returns or raises, so the caller can close them all.
     """
     filters_of: defaultdict[str, list[DynamicFilter]] = defaultdict(list)
     for dynamic in plan.dynamic_filters:
         filters_of[dynamic.probe].append(dynamic)
     builds = {f.build for f in plan.dynamic_filters}
     built: dict[str, pa.Table | None] = {}
-    pending = list(plan.fragments)
-    while pending:
-        ready = [f for f in pending if all(d.build in built for d in filters_of[f.name])]
-        if not ready:
-            raise InvalidQuery("the plan's dynamic filters wait on each other; report this bug")
-        wave = []
-        for fragment in ready:
-            sql, tables = fragment.sql, {}
-            if filters_of[fragment.name]:
-                connector = connectors[fragment.store]
-                predicates, tables = _narrowing(filters_of[fragment.name], built, connector)
-                if predicates:
-                    sql = narrowed_sql(sql, predicates=predicates)
-            wave.append((fragment, sql, tables))
-        _start_all(wave, connectors, sent, readers)
-        reading = {
-            f.name: _starter.submit(_read_small, readers[f.name]) for f in ready if f.name in builds
-        }
-        for name, future in reading.items():
-            table, readers[name] = future.result()
+    running: dict[Future, str] = {}
+
+    def collect(future: Future, name: str) -> None:
+        table, readers[name] = future.result()
+        if name in builds:
             built[name] = table
             if table is not None:
                 relations[name] = table
-        pending = [f for f in pending if not any(f is r for r in ready)]
+
+    pending = list(plan.fragments)
+    try:
+        while pending:
+            ready = [f for f in pending if _may_start(filters_of[f.name], built)]
+            for fragment in ready:
+                connector = connectors[fragment.store]
+                sql, tables = fragment.sql, {}
+                if filters_of[fragment.name]:
+                    predicates, tables = _narrowing(filters_of[fragment.name], built, connector)
+                    if predicates:
+                        sql = narrowed_sql(sql, predicates=predicates)
+                sent.append((fragment.store, sql))
+                build = fragment.name in builds
+                running[_starter.submit(_open, connector, sql, tables, build=build)] = fragment.name
+            if ready:
+                pending = [f for f in pending if not any(f is r for r in ready)]
+                continue
+            reading = [future for future, name in running.items() if name in builds]
+            if not reading:
+                raise InvalidQuery("the plan's dynamic filters wait on each other; report this bug")
+            done, _ = wait(reading, return_when=FIRST_COMPLETED)
+            for future in done:
+                collect(future, running.pop(future))
+    finally:
+        failure: BaseException | None = None
+        for future, name in running.items():
+            try:
+                collect(future, name)
+            except BaseException as exc:  # noqa: BLE001 - the first is raised below
+                failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _may_start(filters: list[DynamicFilter], built: Mapping[str, pa.Table | None]) -> bool:
+    if all(f.build in built for f in filters):
+        return True
+    return any(
+        built.get(f.build) is not None
+        and pc.count_distinct(built[f.build].column(f.build_column)).as_py() <= ENOUGH_KEYS
+        for f in filters
+    )
 
 
 def execute_plan(

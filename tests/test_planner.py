@@ -772,3 +772,22 @@ def test_outer_joins_are_not_regrouped(gateway, context, reference):
     answer = gateway.execute(plan).read_all()
     expected = reference.execute(sql.replace("sales.", "").replace("reference.", "")).fetchall()
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_a_probe_starts_once_one_build_has_few_keys(monkeypatch):
+    """The other builds keep running at their stores; their keys would narrow little more."""
+    import pyarrow as pa
+
+    from gateway import executor
+    from gateway.planner.dynamic_filters import DynamicFilter
+
+    filters = [DynamicFilter("a", "k", "p", "x"), DynamicFilter("b", "k", "p", "y")]
+    few = pa.table({"k": [1, 2, 2, None]})
+    assert not executor._may_start(filters, {})
+    assert executor._may_start(filters, {"a": few})
+    assert not executor._may_start(filters, {"a": None}), (
+        "a build too large to read narrows nothing"
+    )
+    monkeypatch.setattr(executor, "ENOUGH_KEYS", 1)
+    assert not executor._may_start(filters, {"a": few})
+    assert executor._may_start(filters, {"a": few, "b": None})
