@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -57,9 +58,14 @@ def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordB
         yield batch
         return
     size = batch.nbytes
-    rows = max(1, int(batch.num_rows * max_bytes / size))
+    # equal slices aimed a little under the cap, so ordinary unevenness needs no second cut
+    pieces = math.ceil(size / (max_bytes * SLICE_FILL))
+    rows = max(1, math.ceil(batch.num_rows / pieces))
     for offset in range(0, batch.num_rows, rows):
         yield from split_by_bytes(batch.slice(offset, rows), max_bytes)
+
+
+SLICE_FILL = 0.9
 
 
 READ_AHEAD_BATCHES = 2

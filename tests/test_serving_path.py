@@ -363,7 +363,7 @@ def test_batches_are_cut_below_the_cap_even_when_long_values_bunch_together():
     slices = list(split_by_bytes(batch, 64 * 1024))
     assert pa.Table.from_batches(slices).column("s").to_pylist() == values
     assert max(s.nbytes for s in slices) <= 64 * 1024
-    assert len(slices) < 40  # the thin rows still travel in few slices
+    assert len(slices) < 50  # not a slice per row: the thin rows travel together
 
 
 def test_a_one_batch_answer_starts_no_thread():
