@@ -256,6 +256,13 @@ TEMPLATES = {
         ["A%", 3],
         ["B%", 3],
     ),
+    "values in an OR across relations, factored into each": (
+        "SELECT n.n_name, o.o_orderkey FROM sales.orders o, reference.nation n "
+        "WHERE (o.o_custkey = n.n_nationkey AND n.n_name = ? AND o.o_total > ?) "
+        "OR (o.o_custkey = n.n_nationkey AND n.n_name = ? AND o.o_total < ?) ORDER BY 1, 2",
+        ["BRAZIL", 10, "EGYPT", 5],
+        ["ALGERIA", 20, "ARGENTINA", 9],
+    ),
     "decimals of one shape": (
         "SELECT o_orderkey, o_total * ? AS scaled FROM sales.orders WHERE o_total < ? ORDER BY 1",
         [1.5, 9.25],
