@@ -122,3 +122,14 @@ def test_other_text_predicates_stay_local(sql, expected, gateway, context):
     assert "name" not in fragment.sql.partition("WHERE")[2]
     answer = gateway.execute(plan).read_all()
     assert [tuple(row.values()) for row in answer.to_pylist()] == expected
+
+
+def test_a_volatile_predicate_stays_local(gateway, context):
+    """Evaluated at MariaDB and again locally, random() would have to pass twice."""
+    sql = "SELECT k FROM crm.people WHERE name = 'bob' AND random() < 2 ORDER BY k"
+    plan = plan_query(sql, context=context)
+    (fragment,) = plan.fragments
+    where = fragment.sql.partition("WHERE")[2]
+    assert "'bob'" in where and "RAND" not in where.upper()
+    answer = gateway.execute(plan).read_all()
+    assert [tuple(row.values()) for row in answer.to_pylist()] == [(4,)]

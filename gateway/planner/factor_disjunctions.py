@@ -57,9 +57,15 @@ def _tables(node: exp.Expression) -> set[str]:
     return {column.table for column in node.find_all(exp.Column)}
 
 
+_VOLATILE = (exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
+"""Functions whose value may differ per call (unknown ones included): a copy evaluated apart
+from its original could keep a row the original drops."""
+
+
 def _plain(node: exp.Expression) -> bool:
-    """Reads columns of its own scope only: no subquery, aggregate or window."""
-    return node.find(exp.Subquery, exp.Select, exp.AggFunc, exp.Window) is None
+    """Reads columns of its own scope only, the same value each time: no subquery, aggregate,
+    window or volatile function."""
+    return node.find(exp.Subquery, exp.Select, exp.AggFunc, exp.Window, *_VOLATILE) is None
 
 
 def _factor(select: exp.Select) -> None:

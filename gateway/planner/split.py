@@ -194,6 +194,7 @@ def _scan(source: exp.Table, number: int, local: exp.Expression, context: PlanCo
 
 
 _TEXT = {"varchar", "char", "text", "string", "bpchar"}
+_VOLATILE = (exp.Rand, exp.Randn, exp.Uuid, exp.Anonymous)
 
 
 def _prefilters(source: exp.Table, context: PlanContext) -> list[exp.Expression]:
@@ -221,8 +222,8 @@ def _prefilters(source: exp.Table, context: PlanContext) -> list[exp.Expression]
         columns = list(condition.find_all(exp.Column))
         if not columns or any(c.table != alias for c in columns):
             continue
-        if condition.find(exp.Subquery, exp.Select, exp.AggFunc, exp.Window):
-            continue
+        if condition.find(exp.Subquery, exp.Select, exp.AggFunc, exp.Window, *_VOLATILE):
+            continue  # volatile: the store's draw and the local one would both have to pass
         if _narrows(condition, source, store, text, ignores_case, context):
             kept.append(condition.copy())
     return kept
