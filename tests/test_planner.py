@@ -805,3 +805,22 @@ def test_a_probe_starts_once_one_build_has_few_keys(monkeypatch):
     monkeypatch.setattr(executor, "ENOUGH_KEYS", 1)
     assert not executor._may_start(filters, {"a": few})
     assert executor._may_start(filters, {"a": few, "b": None})
+
+
+def test_a_build_past_its_limits_streams_on_whole(monkeypatch):
+    """What was read to find out is put back in front of the rest, in order."""
+    import pyarrow as pa
+
+    from gateway import executor
+
+    batches = [pa.record_batch({"k": list(range(i, i + 10))}) for i in range(0, 50, 10)]
+    schema = batches[0].schema
+    table, reader = executor._read_small(pa.RecordBatchReader.from_batches(schema, iter(batches)))
+    assert table is not None and table.num_rows == 50
+    for limit, value in (("MAX_BUILD_ROWS", 25), ("MAX_BUILD_BYTES", 200)):
+        monkeypatch.setattr(executor, limit, value)
+        stream = pa.RecordBatchReader.from_batches(schema, iter(batches))
+        table, reader = executor._read_small(stream)
+        assert table is None
+        assert reader.read_all().column("k").to_pylist() == list(range(50))
+        monkeypatch.undo()
