@@ -608,6 +608,25 @@ def test_an_uncorrelated_in_subquery_runs_at_its_store_and_narrows_the_outer_sid
     )
 
 
+def test_an_in_subquery_the_local_engine_filters_still_narrows_with_its_fragments_keys(
+    gateway, context, reference
+):
+    """TPC-H Q20's shape: the IN subquery filters its store's rows further in the local engine;
+    the fragment's keys are a superset of the subquery's, which narrows less but drops nothing."""
+    sql = (
+        "SELECT o.o_orderkey FROM sales.orders o WHERE o.o_custkey IN (SELECT n_nationkey "
+        "FROM reference.nation WHERE n_nationkey < 6 AND md5(n_name) <> md5('BRAZIL')) ORDER BY 1"
+    )
+    plan = plan_query(sql, context=context)
+    (nation,) = [f for f in plan.fragments if f.store == "ref"]
+    assert "md5" not in nation.sql.lower(), "SQLite has no md5(): it runs locally"
+    (dynamic,) = plan.dynamic_filters
+    assert (dynamic.build, dynamic.probe_column) == (nation.name, "o_custkey")
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan, sql, reference, sent=sent)
+    assert _probe_sql(sent, "sales_db").endswith('"o_custkey" IN (0, 1, 2, 5)')
+
+
 NOT_NARROWED = {
     # the preserved side of a LEFT JOIN keeps its unmatched rows: it may not be narrowed
     "preserved side of a left join": (

@@ -69,6 +69,11 @@ NARROWED = {
         [(2,), (5,)],
         "IN ('Bob', 'ALICE')",
     ),
+    "like with % only": (
+        "SELECT k FROM crm.people WHERE name LIKE 'B%' OR name LIKE '%ICE' ORDER BY k",
+        [(2,), (5,)],
+        "LIKE 'B%'",
+    ),
     # AND and OR of parts that each keep a superset keep a superset
     "or with an exact predicate": (
         "SELECT k FROM crm.people WHERE name = 'bob' OR k = 1 ORDER BY k",
@@ -101,7 +106,9 @@ NOT_NARROWED = {
         "SELECT k FROM crm.people WHERE name <> 'alice' ORDER BY k",
         [(2,), (3,), (4,), (5,)],
     ),
-    "like": ("SELECT k FROM crm.people WHERE name LIKE 'B%' ORDER BY k", [(5,)]),
+    # MySQL's _ is one character, a byte-wise one may be one byte; its LIKE escapes with \\
+    "like with _": ("SELECT k FROM crm.people WHERE name LIKE 'B_b' ORDER BY k", [(5,)]),
+    "like with a backslash": ("SELECT k FROM crm.people WHERE name LIKE 'b\\%' ORDER BY k", []),
     "range": ("SELECT k FROM crm.people WHERE name > 'a' ORDER BY k", [(1,), (3,), (4,)]),
     "not in": (
         "SELECT k FROM crm.people WHERE name NOT IN ('alice') ORDER BY k",

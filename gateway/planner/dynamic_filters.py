@@ -166,7 +166,8 @@ def _selectivity(query: exp.Expression | None) -> int:
 
 
 def _is_point(condition: exp.Expression) -> bool:
-    """``column = value``, ``column IN (values)``, and ORs and ANDs of them."""
+    """``column = value``, ``column IN (values)``, ``column LIKE 'prefix%'``, and ORs and ANDs
+    of them."""
     if isinstance(condition, exp.Paren):
         return _is_point(condition.this)
     if isinstance(condition, exp.Or):
@@ -181,6 +182,14 @@ def _is_point(condition: exp.Expression) -> bool:
     if isinstance(condition, exp.In) and not condition.args.get("query"):
         return isinstance(condition.this, exp.Column) and not any(
             e.find(exp.Column) for e in condition.expressions
+        )
+    if isinstance(condition, exp.Like):  # a prefix: 'forest%' is a narrow range of names
+        pattern = condition.expression
+        return (
+            isinstance(condition.this, exp.Column)
+            and isinstance(pattern, exp.Literal)
+            and pattern.is_string
+            and not pattern.this.startswith(("%", "_"))
         )
     return False
 
@@ -223,7 +232,8 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
     """The fragment a derived table reads, and how its columns map onto the fragment's.
 
     ``(SELECT * FROM __fragment_N)`` reads it as it is; ``(SELECT c AS x FROM __fragment_N AS s
-    WHERE ...)`` reads some of its rows, each output a plain column of the fragment.
+    WHERE ...)`` reads some of its rows, each output a plain column of the fragment; and so does
+    such a query over such a derived table (a governed relation over a fragment, say).
     """
     if not isinstance(derived, exp.Subquery) or not isinstance(derived.this, exp.Select):
         return None
@@ -231,9 +241,15 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
     if any(select.args.get(k) for k in ("group", "having", "joins", "laterals", "qualify")):
         return None
     source = select.args["from_"].this if select.args.get("from_") else None
-    if not (isinstance(source, exp.Table) and source.name.startswith(FRAGMENT_PREFIX)):
+    if isinstance(source, exp.Table) and source.name.startswith(FRAGMENT_PREFIX):
+        if source.db or not isinstance(source.this, exp.Identifier):
+            return None
+        below = _Relation(source.name, None)
+    elif isinstance(source, exp.Subquery) and source.alias:
+        below = _relation_of(source)
+    else:
         return None
-    if source.db or not isinstance(source.this, exp.Identifier):
+    if below is None:
         return None
     shaping = ("where", "order", "limit", "offset", "distinct")
     if (
@@ -241,13 +257,15 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
         and isinstance(select.expressions[0], exp.Star)
         and not any(select.args.get(k) for k in shaping)
     ):
-        return _Relation(source.name, None)
+        return below
     columns = {}
     for projection in select.expressions:
         inner = projection.this if isinstance(projection, exp.Alias) else projection
         if isinstance(inner, exp.Column) and inner.table in ("", source.alias_or_name):
-            columns[projection.alias_or_name] = inner.name
-    return _Relation(source.name, columns) if columns else None
+            column = below.fragment_column(inner.name)
+            if column is not None:
+                columns[projection.alias_or_name] = column
+    return _Relation(below.fragment, columns) if columns else None
 
 
 def _fragment_relations(select: exp.Select) -> dict[str, _Relation]:
@@ -300,8 +318,9 @@ def _in_fragments(
     narrowable: set[str],
     outputs: dict[str, list[str]],
 ) -> Iterator[DynamicFilter]:
-    """``r.x IN (SELECT * FROM __fragment_N)``, a conjunct: a row of ``r`` whose ``x`` is not one
-    of the fragment's values fails it (an absent or NULL ``x`` is never IN)."""
+    """``r.x IN (SELECT * FROM __fragment_N)`` (or a query selecting one column of a fragment
+    over some of its rows), a conjunct: a row of ``r`` whose ``x`` is not one of the fragment's
+    values fails it (an absent or NULL ``x`` is never IN)."""
     for conjunct in _conjuncts(condition):
         if not isinstance(conjunct, exp.In) or not isinstance(conjunct.this, exp.Column):
             continue
@@ -310,10 +329,18 @@ def _in_fragments(
         if probe not in narrowable or probe not in relations or not relations[probe].plain:
             continue
         built = _relation_of(query) if isinstance(query, exp.Subquery) else None
-        if built is None or not built.plain or len(outputs.get(built.fragment, ())) != 1:
+        if built is None or len(query.this.expressions) != 1:
             continue
-        (column,) = outputs[built.fragment]
-        yield DynamicFilter(built.fragment, column, relations[probe].fragment, conjunct.this.name)
+        if built.plain:
+            column = (
+                outputs[built.fragment][0] if len(outputs.get(built.fragment, ())) == 1 else None
+            )
+        else:  # (SELECT s.k FROM __fragment_N AS s WHERE ...): some of the fragment's keys
+            column = built.fragment_column(query.this.expressions[0].alias_or_name)
+        if column is not None:
+            yield DynamicFilter(
+                built.fragment, column, relations[probe].fragment, conjunct.this.name
+            )
 
 
 def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[DynamicFilter]:

@@ -256,7 +256,19 @@ def _narrows(
 
 
 def _text_equals_literals(condition: exp.Expression, text: set[str]) -> bool:
-    """``text_column = 'literal'`` or ``text_column IN ('literal', ...)``."""
+    """``text_column = 'literal'``, ``text_column IN ('literal', ...)`` or ``text_column LIKE
+    'pattern'`` with only ``%`` wildcards: MySQL's LIKE escapes with a backslash by default and
+    its ``_`` is one character where a byte-wise ``_`` may be one byte, so patterns with either
+    are left out."""
+    if isinstance(condition, exp.Like) and not condition.args.get("escape"):
+        pattern = condition.expression
+        return (
+            isinstance(condition.this, exp.Column)
+            and condition.this.name in text
+            and isinstance(pattern, exp.Literal)
+            and pattern.is_string
+            and not any(c in pattern.this for c in "\\_")
+        )
     if isinstance(condition, exp.EQ):
         column, value = condition.this, condition.expression
         if isinstance(value, exp.Column):
