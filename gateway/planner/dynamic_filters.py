@@ -40,8 +40,8 @@ class DynamicFilter:
 
     def describe(self) -> str:
         return (
-            f"{self.probe} is sent with {self.probe_column} IN (the {self.build_column} values of "
-            f"{self.build}) when {self.build} is small"
+            f"{self.probe} waits for {self.build} and is sent with {self.probe_column} IN (its "
+            f"{self.build_column} values: a list, a key table the store joins, or their range)"
         )
 
 
