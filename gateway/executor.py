@@ -14,7 +14,6 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -144,19 +143,56 @@ def _narrowing(
 
 
 def _open(
-    connector: Connector, sql: str, tables: dict[str, pa.Table], *, early: bool, whole: bool
+    connector: Connector,
+    sql: str,
+    tables: dict[str, pa.Table],
+    *,
+    early: bool,
+    whole: bool,
+    started: threading.Event,
 ) -> tuple[pa.Table | None, pa.RecordBatchReader]:
-    """Start ``sql`` at its store and read what is worth reading now rather than when the
-    local engine gets to it, so this store works while others answer: builds and narrowed
-    probes when they are small (see _read_small), and fragments the local engine reads
-    ``whole`` anyway."""
-    execute = (
-        connector.execute if not tables else partial(connector.execute_with_tables, tables=tables)
-    )
-    reader = execute(sql)
+    """Start ``sql`` at its store (``started`` is set then, whatever happens) and read what is
+    worth reading now rather than when the local engine gets to it, so this store works while
+    others answer: builds and narrowed probes when they are small (see _read_small), and
+    fragments the local engine reads ``whole`` anyway."""
+    try:
+        if tables:
+            reader = connector.execute_with_tables(sql, tables=tables)
+        else:
+            reader = connector.execute(sql)
+    finally:
+        started.set()
     if whole:
         return reader.read_all(), reader
     return _read_small(reader) if early else (None, reader)
+
+
+def _collect(
+    future: Future,
+    name: str,
+    readers: dict[str, pa.RecordBatchReader],
+    relations: dict[str, pa.RecordBatchReader | pa.Table],
+) -> pa.Table | None:
+    table, readers[name] = future.result()
+    if table is not None:
+        relations[name] = table
+    return table
+
+
+def _collect_all(
+    running: Mapping[Future, str],
+    readers: dict[str, pa.RecordBatchReader],
+    relations: dict[str, pa.RecordBatchReader | pa.Table],
+) -> None:
+    """Wait for every fragment in ``running``; raise the first failure once all are in."""
+    failure: BaseException | None = None
+    for future, name in running.items():
+        try:
+            _collect(future, name, readers, relations)
+        except BaseException as exc:  # noqa: BLE001 - the first is raised below
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _start_fragments(
@@ -165,13 +201,14 @@ def _start_fragments(
     sent: list[tuple[str, str]],
     readers: dict[str, pa.RecordBatchReader],
     relations: dict[str, pa.RecordBatchReader | pa.Table],
-) -> None:
-    """Start every fragment, each probe as soon as the builds that narrow it have been read.
+) -> dict[Future, str]:
+    """Start every fragment, each probe as soon as the builds that narrow it have been read;
+    return the fragments still being read, once every one has started at its store.
 
     Fragments start and builds are read concurrently. A probe starts once all its builds are
     read, or once one of them turned out to have at most ENOUGH_KEYS keys: those narrow it well,
-    and its other builds run on at their stores meanwhile. Every fragment started has its reader
-    in ``readers`` when this returns or raises, so the caller can close them all.
+    and its other builds run on at their stores meanwhile. When this raises, every fragment
+    started has its reader in ``readers``, so the caller can close them all.
     """
     filters_of: defaultdict[str, list[DynamicFilter]] = defaultdict(list)
     for dynamic in plan.dynamic_filters:
@@ -179,14 +216,7 @@ def _start_fragments(
     builds = {f.build for f in plan.dynamic_filters}
     built: dict[str, pa.Table | None] = {}
     running: dict[Future, str] = {}
-
-    def collect(future: Future, name: str) -> None:
-        table, readers[name] = future.result()
-        if name in builds:
-            built[name] = table
-        if table is not None:
-            relations[name] = table
-
+    started: list[threading.Event] = []
     pending = list(plan.fragments)
     try:
         while pending:
@@ -200,8 +230,16 @@ def _start_fragments(
                         sql = narrowed_sql(sql, predicates=predicates)
                 sent.append((fragment.store, sql))
                 early = fragment.name in builds or (READ_PROBES_EARLY and sql is not fragment.sql)
-                whole = fragment.materialize
-                future = _starter.submit(_open, connector, sql, tables, early=early, whole=whole)
+                started.append(threading.Event())
+                future = _starter.submit(
+                    _open,
+                    connector,
+                    sql,
+                    tables,
+                    early=early,
+                    whole=fragment.materialize,
+                    started=started[-1],
+                )
                 running[future] = fragment.name
             if ready:
                 pending = [f for f in pending if not any(f is r for r in ready)]
@@ -211,16 +249,15 @@ def _start_fragments(
                 raise InvalidQuery("the plan's dynamic filters wait on each other; report this bug")
             done, _ = wait(reading, return_when=FIRST_COMPLETED)
             for future in done:
-                collect(future, running.pop(future))
-    finally:
-        failure: BaseException | None = None
-        for future, name in running.items():
-            try:
-                collect(future, name)
-            except BaseException as exc:  # noqa: BLE001 - the first is raised below
-                failure = failure or exc
-    if failure is not None:
-        raise failure
+                name = running.pop(future)
+                built[name] = _collect(future, name, readers, relations)
+        for event in started:
+            event.wait()
+    except BaseException:
+        with contextlib.suppress(BaseException):  # the error being raised is the one to report
+            _collect_all(running, readers, relations)
+        raise
+    return running
 
 
 def _may_start(filters: list[DynamicFilter], built: Mapping[str, pa.Table | None]) -> bool:
@@ -255,7 +292,9 @@ def execute_plan(
     relations: dict[str, pa.RecordBatchReader | pa.Table] = {}
     try:
         with _starting(f.store for f in plan.fragments):
-            _start_fragments(plan, connectors, sent, readers, relations)
+            running = _start_fragments(plan, connectors, sent, readers, relations)
+        # the other fragments are all started: what is read early is read without the locks
+        _collect_all(running, readers, relations)
     except BaseException:
         _close_all(list(readers.values()))
         raise
