@@ -1,8 +1,11 @@
 """Run a plan: fragments start concurrently at their stores, the local engine joins the rest.
 
-Nothing is materialised in Python: store readers feed DuckDB's Arrow scans (or the client
-directly when one store answers the whole query), and DuckDB's result streams to the client.
-Closing the returned reader closes every source reader, which stops the queries at the stores.
+A dynamic filter's probe starts once its builds are read, narrowed to their keys. What the local
+engine reads whole anyway (builds, narrowed probes up to MAX_BUILD_ROWS, fragments it reads more
+than once) is read as soon as it starts, while other stores answer; everything else streams:
+store readers feed DuckDB's Arrow scans (or the client directly when one store answers the whole
+query), and DuckDB's result streams to the client. Closing the returned reader closes every
+source reader, which stops the queries at the stores.
 """
 
 from __future__ import annotations

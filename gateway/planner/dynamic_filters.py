@@ -14,7 +14,8 @@ relation's, which narrows less but never drops a row that joins.
 
 Filters chain: a probe narrowed by a selective build is selective in turn and may narrow another
 fragment (``region -> supplier -> lineitem``). A correlated subquery's fragment is narrowed by
-the outer relation its correlation compares with: the subquery only ever runs for outer rows.
+the outer relation its correlation compares with: the subquery only ever runs for outer rows. An
+uncorrelated ``x IN (SELECT k FROM ...)`` narrows ``x``'s side by the subquery fragment's keys.
 """
 
 from __future__ import annotations
