@@ -843,3 +843,15 @@ def test_a_build_past_its_limits_streams_on_whole(monkeypatch):
         assert table is None
         assert reader.read_all().column("k").to_pylist() == list(range(50))
         monkeypatch.undo()
+
+
+def test_a_duckdb_file_store_opened_read_only_joins_a_key_table(
+    gateway, context, reference, monkeypatch
+):
+    from gateway import executor
+
+    monkeypatch.setattr(executor, "KEY_TABLE_FROM", 0)
+    sql = DYNAMIC["inner join"]
+    sent: list[tuple[str, str]] = []
+    _answers_as_reference(gateway, plan_query(sql, context=context), sql, reference, sent=sent)
+    assert 'IN (SELECT "key" FROM __meshgate_keys_1)' in _probe_sql(sent, "sales_db")
