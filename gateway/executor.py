@@ -132,12 +132,16 @@ def _narrowing(
         values = pc.unique(table.column(dynamic.build_column).drop_null())
         column = dynamic.probe_column
         as_table = connector.capabilities.key_tables and len(values) > KEY_TABLE_FROM
-        if len(values) <= MAX_KEYS and not as_table:
-            predicates.append(keys_in(column, values.to_pylist(), dialect=dialect))
+        try:
+            if len(values) <= MAX_KEYS and not as_table:
+                predicates.append(keys_in(column, values.to_pylist(), dialect=dialect))
+                continue
+            if _orderable(values.type):
+                low, high = pc.min_max(values).values()
+                predicates.append(keys_between(column, low.as_py(), high.as_py(), dialect=dialect))
+        except ValueError:  # keys SQL has no literal for (intervals): this filter narrows nothing
+            log.debug("dynamic filter keys not written as SQL", exc_info=True)
             continue
-        if _orderable(values.type):
-            low, high = pc.min_max(values).values()
-            predicates.append(keys_between(column, low.as_py(), high.as_py(), dialect=dialect))
         if as_table:
             name = f"{KEY_TABLE_PREFIX}{len(tables) + 1}"
             tables[name] = pa.table({"key": values})

@@ -855,3 +855,21 @@ def test_a_duckdb_file_store_opened_read_only_joins_a_key_table(
     sent: list[tuple[str, str]] = []
     _answers_as_reference(gateway, plan_query(sql, context=context), sql, reference, sent=sent)
     assert 'IN (SELECT "key" FROM __meshgate_keys_1)' in _probe_sql(sent, "sales_db")
+
+
+def test_keys_sql_cannot_write_narrow_nothing(gateway):
+    """An interval has no SQL literal in sqlglot: that filter is dropped, the others stay."""
+    import datetime
+
+    import pyarrow as pa
+
+    from gateway import executor
+    from gateway.planner.dynamic_filters import DynamicFilter
+
+    built = {
+        "a": pa.table({"k": pa.array([datetime.timedelta(days=1)], pa.duration("us"))}),
+        "b": pa.table({"k": [3, 4]}),
+    }
+    filters = [DynamicFilter("a", "k", "p", "x"), DynamicFilter("b", "k", "p", "y")]
+    predicates, tables = executor._narrowing(filters, built, gateway.connectors["ref"])
+    assert predicates == ['"y" IN (3, 4)'] and not tables
