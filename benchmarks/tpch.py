@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 
 from benchmarks.harness import DATA, RESULTS, GatewayProcess, connect, median, progress
+from gateway.planner.dynamic_filters import NARROWED, abbreviated
 from tests.support.stores import MARIADB, POSTGRES
 from tests.support.tpch_mesh import (
     PRINCIPAL,
@@ -326,13 +326,8 @@ def markdown(settings: dict[str, Any], results: list[QueryResult], totals: dict)
 
 def _shortened(sql: str, width: int = 220) -> str:
     """``sql`` cut to ``width``, keeping a dynamic filter's predicate with its keys counted."""
-    query, marker, narrowing = sql.partition(") AS narrowed WHERE ")
+    query, marker, narrowing = abbreviated(sql).partition(NARROWED)
     if marker:
-        narrowing = re.sub(
-            r"IN \(([^()]{60,})\)",
-            lambda m: f"IN (<{m.group(1).count(',') + 1} keys>)",
-            narrowing,
-        )
         head = max(60, width - len(narrowing) - 25)
         query = query if len(query) <= head else query[: head - 3] + "..."
         return f"{query}{marker}{narrowing}"

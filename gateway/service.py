@@ -22,6 +22,7 @@ from gateway.mesh import Mesh, Product, load_mesh
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
+from gateway.planner.dynamic_filters import abbreviated
 from gateway.planner.parameters import exact_key, shape_key
 from gateway.principals import Principal, PrincipalDirectory
 from gateway.streaming import arrow_bytes
@@ -268,7 +269,7 @@ class Gateway:
             columns, masks, filters = self._governance_applied(principal, plan)
             event.columns, event.masks, event.filters = list(columns), dict(masks), dict(filters)
             sent = sent or [(f.store, f.sql) for f in plan.fragments]
-            event.fragments = [Fragment(store, hide(sql)) for store, sql in sent]
+            event.fragments = [Fragment(store, hide(abbreviated(sql))) for store, sql in sent]
         try:
             self._audit_log.record(event)
         except OSError:

@@ -296,3 +296,21 @@ def test_every_query_leaves_an_audit_event(server, demo_mesh):
     with connect(server, "analyst") as conn:
         listed = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
         assert "audit" not in [s["db_schema_name"] for s in listed[0]["catalog_db_schemas"]]
+
+
+def test_the_audit_log_counts_a_dynamic_filters_keys_rather_than_listing_them(server, demo_mesh):
+    """The SQL sent to a store can carry thousands of keys read from another store; the audit
+    event keeps the query and says how many keys it carried."""
+    statement = (
+        "SELECT count(*) AS n FROM sales.orders o JOIN fulfillment.lineitem l "
+        "ON l.l_orderkey = o.o_orderkey WHERE o.o_custkey < 40"
+    )
+    with connect(server, "admin") as conn, conn.cursor() as cur:
+        cur.execute(statement)
+        assert cur.fetchall()[0][0] > 0
+        cur.execute("SELECT count(DISTINCT o_orderkey) FROM sales.orders WHERE o_custkey < 40")
+        (orders,) = cur.fetchone()
+    (event,) = [e for e in _audit_events(demo_mesh) if e["statement"] == statement]
+    narrowed = [f["sql"] for f in event["fragments"] if "narrowed" in f["sql"]]
+    assert orders > 20 and narrowed, event["fragments"]
+    assert f"IN (<{orders} keys>)" in narrowed[0]

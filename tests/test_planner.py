@@ -873,3 +873,22 @@ def test_keys_sql_cannot_write_narrow_nothing(gateway):
     filters = [DynamicFilter("a", "k", "p", "x"), DynamicFilter("b", "k", "p", "y")]
     predicates, tables = executor._narrowing(filters, built, gateway.connectors["ref"])
     assert predicates == ['"y" IN (3, 4)'] and not tables
+
+
+def test_long_key_lists_are_counted_not_listed_for_the_audit_log():
+    from gateway.planner.dynamic_filters import abbreviated, keys_in, narrowed_sql
+
+    texts = [f"it's, {i}" for i in range(30)]  # quotes and commas inside the keys
+    sql = narrowed_sql(
+        "SELECT a, b FROM t WHERE a IN (1, 2)",
+        predicates=[keys_in("a", list(range(25)), dialect="duckdb"),
+                    keys_in("b", texts, dialect="postgres"),
+                    keys_in("a", [7, 8], dialect="duckdb")],
+    )  # fmt: skip
+    short = abbreviated(sql)
+    assert short.startswith("SELECT * FROM (SELECT a, b FROM t WHERE a IN (1, 2))")
+    assert '"a" IN (<25 keys>) AND "b" IN (<30 keys>) AND "a" IN (7, 8)' in short
+    assert (
+        abbreviated("SELECT x FROM t WHERE x IN (1, 2, 3)")
+        == "SELECT x FROM t WHERE x IN (1, 2, 3)"
+    )

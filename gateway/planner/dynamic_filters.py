@@ -20,6 +20,7 @@ uncorrelated ``x IN (SELECT k FROM ...)`` narrows ``x``'s side by the subquery f
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -394,10 +395,33 @@ def _directly_under(inner: exp.Select, select: exp.Select) -> bool:
 # --- what the executor sends -------------------------------------------------------------------
 
 
+NARROWED = ") AS narrowed WHERE "
+
+
 def narrowed_sql(sql: str, *, predicates: list[str]) -> str:
     """``sql`` returning only the rows that meet every one of ``predicates`` (each in the
     store's dialect). The store's query is kept as it was planned, around its own LIMIT."""
-    return f"SELECT * FROM ({sql}) AS narrowed WHERE {' AND '.join(predicates)}"
+    return f"SELECT * FROM ({sql}{NARROWED}{' AND '.join(predicates)}"
+
+
+_KEY_LIST = re.compile(r"IN \(((?:'(?:[^']|'')*'|[^()'])+)\)")
+_KEY = re.compile(r"'(?:[^']|'')*'|[^,\s][^,]*")
+ABBREVIATE_KEYS_OVER = 20
+
+
+def abbreviated(sql: str) -> str:
+    """``sql`` with each IN list of more than ABBREVIATE_KEYS_OVER keys a dynamic filter added
+    written as ``IN (<n keys>)``: for the audit log and reports, where thousands of keys read
+    from another store say no more than their number."""
+    query, marker, narrowing = sql.partition(NARROWED)
+    if not marker:
+        return sql
+
+    def counted(match: re.Match) -> str:
+        keys = len(_KEY.findall(match.group(1)))
+        return f"IN (<{keys} keys>)" if keys > ABBREVIATE_KEYS_OVER else match.group(0)
+
+    return query + marker + _KEY_LIST.sub(counted, narrowing)
 
 
 def keys_in(column: str, keys: list[object], *, dialect: str) -> str:
