@@ -171,5 +171,11 @@ class Connector(abc.ABC):
         finally:
             reader.close()
 
+    @property
+    def connection_slots(self) -> int | None:
+        """How many queries the store serves at once through the gateway (its ``pool_size``);
+        None where there is no such bound (stores run in-process)."""
+        return self.settings.pool_size
+
     def close(self) -> None:  # noqa: B027 - connectors without resources need nothing
         """Release connections and pools."""

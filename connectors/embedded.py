@@ -130,6 +130,10 @@ class EmbeddedConnector(Connector):
             store=self.name, query_timeout_seconds=self.settings.query_timeout_seconds
         )
 
+    @property
+    def connection_slots(self) -> None:
+        return None  # a cursor per query, no pool
+
     def execute(
         self, sql: str, *, parameters: pa.RecordBatch | None = None
     ) -> pa.RecordBatchReader:

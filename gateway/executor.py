@@ -14,15 +14,16 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import Connector
-from gateway.errors import GatewayError, InvalidQuery
+from gateway.errors import GatewayError, InvalidQuery, SourceUnavailable
 from gateway.planner import Plan
 from gateway.planner.dynamic_filters import (
     DynamicFilter,
@@ -58,25 +59,71 @@ ENOUGH_KEYS = 1_000
 _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshgate-fragment")
 
 
-_start_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-_start_locks_guard = threading.Lock()
+class ConnectionReservations:
+    """The connections of pooled stores that queries reading several fragments have reserved.
 
-
-@contextlib.contextmanager
-def _starting(stores: Iterable[str]) -> Iterator[None]:
-    """Start a query's fragments holding the start lock of each store it reads, in name order.
-
-    Fragments wait for connections of bounded pools. Two queries that each hold one store's
-    last connection while waiting for the other's would wait on each other until the pool's
-    timeout; with the locks, a query only ever waits for connections held by queries that
-    have started every fragment, and those finish without waiting on anyone.
+    Fragments wait for connections of bounded pools. Two queries that each hold one store's last
+    connection while waiting for the other's would wait on each other until the pool's timeout.
+    So a query reading several fragments first reserves, store by store in name order, as many
+    connections as it has fragments there (at most the pool), and only then starts them; it
+    gives a store's back once it has read everything it asked that store for, and the rest when
+    its stream ends. Reserved in one order, all of a store's at once, no reservation ever waits
+    in a cycle, and queries over the same stores run side by side as far as the pools allow.
     """
-    with _start_locks_guard:
-        locks = [_start_locks[store] for store in sorted(set(stores))]
-    with contextlib.ExitStack() as held:
-        for lock in locks:
-            held.enter_context(lock)
-        yield
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._taken: defaultdict[str, int] = defaultdict(int)
+
+    def reserve(self, plan: Plan, connectors: Mapping[str, Connector]) -> Reservation:
+        """Reserve what ``plan`` needs, waiting up to each store's connect timeout."""
+        reservation = Reservation(self)
+        demand = Counter(f.store for f in plan.fragments)
+        try:
+            for store in sorted(demand):
+                connector = connectors[store]
+                size = connector.connection_slots
+                if size is not None:
+                    count = min(demand[store], size)
+                    self._take(store, count, size, connector.settings.connect_timeout_seconds)
+                    reservation.held[store] = count
+        except BaseException:
+            reservation.give_back()
+            raise
+        return reservation
+
+    def _take(self, store: str, count: int, size: int, wait_seconds: float) -> None:
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: self._taken[store] + count <= size, timeout=wait_seconds
+            ):
+                raise SourceUnavailable(
+                    f"store {store!r}: all connections stayed busy for {wait_seconds:g} s; "
+                    "retry, or raise `pool_size` in mesh.yaml"
+                )
+            self._taken[store] += count
+
+    def _give(self, held: dict[str, int], stores: set[str] | None) -> None:
+        with self._changed:
+            for store in [s for s in held if stores is None or s in stores]:
+                self._taken[store] -= held.pop(store)
+            self._changed.notify_all()
+
+
+class Reservation:
+    """One query's reserved connections, by store."""
+
+    def __init__(self, reservations: ConnectionReservations):
+        self._reservations = reservations
+        self.held: dict[str, int] = {}
+
+    def give_back(self, stores: set[str] | None = None) -> None:
+        """Give back the connections of ``stores`` (all when None); what is given back once
+        is not given back again."""
+        self._reservations._give(self.held, stores)
+
+
+_reservations = ConnectionReservations()
 
 
 def _close_all(readers: list[pa.RecordBatchReader]) -> None:
@@ -297,14 +344,17 @@ def execute_plan(
 
     readers: dict[str, pa.RecordBatchReader] = {}
     relations: dict[str, pa.RecordBatchReader | pa.Table] = {}
+    reservation = _reservations.reserve(plan, connectors)
+    give_back = reservation.give_back
     try:
-        with _starting(f.store for f in plan.fragments):
-            running = _start_fragments(plan, connectors, sent, readers, relations)
-        # the other fragments are all started: what is read early is read without the locks
+        running = _start_fragments(plan, connectors, sent, readers, relations)
         _collect_all(running, readers, relations)
     except BaseException:
         _close_all(list(readers.values()))
+        give_back()
         raise
+    streamed = {f.store for f in plan.fragments if not isinstance(relations.get(f.name), pa.Table)}
+    give_back({f.store for f in plan.fragments} - streamed)  # their connections are back
 
     con = local_engine()
     try:
@@ -318,10 +368,12 @@ def execute_plan(
     except GatewayError:
         _close_all(list(readers.values()))
         con.close()
+        give_back()
         raise
     except Exception as exc:
         _close_all(list(readers.values()))
         con.close()
+        give_back()
         raise InvalidQuery(f"the local engine could not run the query: {exc}") from exc
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -331,6 +383,10 @@ def execute_plan(
             result.close()
             _close_all(list(readers.values()))
             con.close()
+            give_back()
 
-    local = pa.RecordBatchReader.from_batches(result.schema, batches())
+    stream = batches()
+    # a stream dropped before its first batch never enters the generator's `finally`
+    weakref.finalize(stream, give_back)
+    local = pa.RecordBatchReader.from_batches(result.schema, stream)
     return serve_stream(local, plan.schema, max_batch_bytes=max_batch_bytes)

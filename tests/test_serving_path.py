@@ -18,7 +18,7 @@ from sqlglot import exp
 from connectors.embedded import EmbeddedDuckDB
 from connectors.watchdog import Watchdog
 from gateway import service
-from gateway.errors import PermissionDenied, QueryTimeout
+from gateway.errors import PermissionDenied, QueryTimeout, SourceUnavailable
 from gateway.flightsql.server import _placeholder_count
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
@@ -143,6 +143,62 @@ def test_cross_store_queries_never_wait_on_each_other_for_connections(demo_mesh,
     finally:
         gateway.close()
     assert not failures, failures[0]
+
+
+def _mesh_with_small_pools(demo_mesh: Path, tmp_path: Path, size: int) -> Path:
+    mesh = tmp_path / "mesh"
+    shutil.copytree(demo_mesh, mesh)
+    config = (mesh / "mesh.yaml").read_text()
+    for store in ("supply_db", "reference_db"):
+        config = config.replace(
+            f"  {store}:\n",
+            f"  {store}:\n    pool_size: {size}\n    connect_timeout_seconds: 1\n",
+        )
+    (mesh / "mesh.yaml").write_text(config)
+    return mesh
+
+
+STREAMED_JOIN = (  # no filter, so no dynamic filter: both fragments stream into the join
+    "SELECT s.s_suppkey, n.n_name FROM supply.supplier s "
+    "JOIN reference.nation n ON n.n_nationkey = s.s_nationkey ORDER BY 1 LIMIT ?"
+)
+
+
+def test_open_streams_keep_their_connections_and_others_use_the_rest(demo_mesh, tmp_path):
+    """A query reading several pooled fragments reserves their connections until it has read
+    them; queries over the same stores run beside it while the pools have room, and one past
+    that waits, then says which store to give a bigger pool."""
+    gateway = Gateway.open(_mesh_with_small_pools(demo_mesh, tmp_path, size=2))
+    try:
+        assert not gateway.plan(STREAMED_JOIN, ANALYST, [3]).dynamic_filters
+        first = gateway.run(STREAMED_JOIN, ANALYST, [3])
+        second = gateway.run(STREAMED_JOIN, ANALYST, [4])
+        with pytest.raises(SourceUnavailable, match="'reference_db'.*raise `pool_size`"):
+            gateway.run(STREAMED_JOIN, ANALYST, [5])
+        assert first.read_all().num_rows == 3
+        assert gateway.run(STREAMED_JOIN, ANALYST, [6]).read_all().num_rows == 6
+        assert second.read_all().num_rows == 4
+        second.close()
+    finally:
+        gateway.close()
+
+
+def test_a_query_whose_fragments_are_read_gives_their_connections_back_before_its_client_reads(
+    demo_mesh, tmp_path
+):
+    """A filtered supplier is read whole first to narrow nation, nation then read whole too:
+    the open stream holds no connection, so queries over the same stores need not wait."""
+    gateway = Gateway.open(_mesh_with_small_pools(demo_mesh, tmp_path, size=1))
+    sql = (
+        "SELECT s.s_suppkey, n.n_name FROM supply.supplier s "
+        "JOIN reference.nation n ON n.n_nationkey = s.s_nationkey WHERE s.s_suppkey = ?"
+    )
+    try:
+        assert gateway.plan(sql, ADMIN, [1]).dynamic_filters
+        open_streams = [gateway.run(sql, ADMIN, [key]) for key in (1, 2, 3)]
+        assert [s.read_all().num_rows for s in open_streams] == [1, 1, 1]
+    finally:
+        gateway.close()
 
 
 # --- the plan cache ---------------------------------------------------------------------------
