@@ -53,6 +53,9 @@ class EmbeddedDuckDB:
     def _connect(self):
         import duckdb
 
+        connection = self._connection  # no lock on the path every query takes
+        if connection is not None:
+            return connection
         with self._lock:
             if self._connection is None:
                 if self.must_exist and not Path(self.database).is_file():
@@ -62,13 +65,14 @@ class EmbeddedDuckDB:
                     )
                 read_only = self.database != ":memory:"
                 try:
-                    self._connection = duckdb.connect(
+                    connection = duckdb.connect(
                         self.database, read_only=read_only, config=STORE_ENGINE_CONFIG
                     )
                     # GLOBAL, so every cursor starts with them; the time zone: timestamptz
                     # leaves as timestamp[us, tz=UTC], the contract type, whatever the machine's
                     for name, value in self.settings.items():
-                        self._connection.execute(f"SET GLOBAL {name} = {_sql_value(value)}")
+                        connection.execute(f"SET GLOBAL {name} = {_sql_value(value)}")
+                    self._connection = connection  # seen by others only once it is set up
                 except duckdb.Error as exc:
                     raise SourceUnavailable(
                         f"store {self.store!r} cannot be opened: {exc}"

@@ -37,11 +37,13 @@ def local_engine() -> duckdb.DuckDBPyConnection:
     locked. One database per process (opening one costs ~10 ms, a connection ~10 µs, and one
     thread pool serves every query); what a connection registers only it sees."""
     global _engine
-    with _engine_lock:
-        if _engine is None or _engine[0] != os.getpid():  # a forked child opens its own
-            config = LOCAL_ENGINE_CONFIG
-            _engine = (os.getpid(), duckdb.connect(config=config))
-        return _engine[1].cursor()
+    engine = _engine  # read once: no lock on the path every query takes
+    if engine is None or engine[0] != os.getpid():  # a forked child opens its own
+        with _engine_lock:
+            if _engine is None or _engine[0] != os.getpid():
+                _engine = (os.getpid(), duckdb.connect(config=LOCAL_ENGINE_CONFIG))
+            engine = _engine
+    return engine[1].cursor()
 
 
 def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Schema:
