@@ -7,14 +7,11 @@ so the scan at MariaDB carries the predicate and the local engine applies it aga
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from gateway.planner import plan_query
-from gateway.service import Gateway
-from tests.support.mesh import grant_everything
-from tests.support.stores import MARIADB, mysql_admin, require
+from tests.support.mesh import mariadb_people
+from tests.support.stores import MARIADB, require
 
 NAMES = [(1, "alice"), (2, "ALICE"), (3, "alice "), (4, "bob"), (5, "Bob"), (6, None)]
 
@@ -22,39 +19,9 @@ NAMES = [(1, "alice"), (2, "ALICE"), (3, "alice "), (4, "bob"), (5, "Bob"), (6, 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     require(MARIADB)
-    admin = mysql_admin()
-    with admin.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS meshgate_prefilter_people")
-        cur.execute("CREATE TABLE meshgate_prefilter_people (k INT, name VARCHAR(20))")
-        cur.executemany("INSERT INTO meshgate_prefilter_people VALUES (%s, %s)", NAMES)
     root = tmp_path_factory.mktemp("prefilter-mesh")
-    (root / "crm").mkdir()
-    (root / "mesh.yaml").write_text(
-        f"name: t\nstores:\n  crm_db: {{kind: mysql, host: {MARIADB.host}, port: {MARIADB.port}, "
-        f"user: {MARIADB.user}, database: {MARIADB.database}}}\n"
-    )
-    (root / "crm" / "people.yaml").write_text(
-        textwrap.dedent(
-            """
-            product: people
-            version: 1
-            owner: crm@example.com
-            description: people
-            store: crm_db
-            table: meshgate_prefilter_people
-            columns:
-              - {name: k, type: integer}
-              - {name: name, type: varchar}
-            """
-        )
-    )
-    grant_everything(root)
-    gateway = Gateway.open(root)
-    yield gateway
-    gateway.close()
-    with admin.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS meshgate_prefilter_people")
-    admin.close()
+    with mariadb_people(root, "meshgate_prefilter_people", NAMES) as gateway:
+        yield gateway
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import textwrap
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gateway.principals import Principal, hash_password
@@ -21,3 +24,46 @@ def grant_everything(root: Path, *, principal: str = "tester", role: str = "read
         f"    password_hash: '{hash_password(principal, rounds=4)}'\n    roles: [{role}]\n"
     )
     return Principal(principal, roles=(role,))
+
+
+@contextlib.contextmanager
+def mariadb_people(root: Path, table: str, rows: Sequence[tuple[int, str | None]]) -> Iterator:
+    """A gateway over a mesh in ``root`` publishing ``crm.people``: the MariaDB table ``table``
+    (k INT, name VARCHAR(20)) holding ``rows``, dropped again afterwards."""
+    from gateway.service import Gateway
+    from tests.support.stores import MARIADB, mysql_admin
+
+    admin = mysql_admin()
+    with admin.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (k INT, name VARCHAR(20))")
+        cur.executemany(f"INSERT INTO {table} VALUES (%s, %s)", rows)
+    (root / "crm").mkdir()
+    (root / "mesh.yaml").write_text(
+        f"name: t\nstores:\n  crm_db: {{kind: mysql, host: {MARIADB.host}, port: {MARIADB.port}, "
+        f"user: {MARIADB.user}, database: {MARIADB.database}}}\n"
+    )
+    (root / "crm" / "people.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            product: people
+            version: 1
+            owner: crm@example.com
+            description: people
+            store: crm_db
+            table: {table}
+            columns:
+              - {{name: k, type: integer}}
+              - {{name: name, type: varchar}}
+            """
+        )
+    )
+    grant_everything(root)
+    gateway = Gateway.open(root)
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        admin.close()
