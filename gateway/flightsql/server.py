@@ -74,15 +74,24 @@ def _values(batch: pa.RecordBatch) -> tuple:
     return tuple(batch.to_pylist()[0].values()) if batch.num_rows else ()
 
 
-@functools.lru_cache(maxsize=1024)
 def _decoded_parameters(schema_ipc: str, batch_ipc: str) -> tuple:
-    """The values of a parameter batch carried in a handle or ticket; DoPut, GetFlightInfo and
-    DoGet each read the same one."""
+    """The values of a parameter batch carried in a handle or ticket. DoPut, GetFlightInfo and
+    DoGet each read the same one, so small ones (nearly all) are decoded once."""
+    if len(batch_ipc) > CACHED_PARAMETERS_BYTES:
+        return _decode_values(schema_ipc, batch_ipc)
+    return _cached_values(schema_ipc, batch_ipc)
+
+
+def _decode_values(schema_ipc: str, batch_ipc: str) -> tuple:
     batch = pa.ipc.read_record_batch(
         pa.py_buffer(base64.b64decode(batch_ipc)),
         pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_ipc))),
     )
     return _values(batch)
+
+
+_cached_values = functools.lru_cache(maxsize=256)(_decode_values)
+CACHED_PARAMETERS_BYTES = 16 * 1024
 
 
 def _edge(method):
