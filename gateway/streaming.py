@@ -84,28 +84,27 @@ def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.Rec
     stop = threading.Event()
     end = object()
 
+    def hand_over(item: object) -> bool:
+        """Queue ``item`` for the consumer; False if the consumer stopped first."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         item: object = end
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        ready.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(batch):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             item = exc
         finally:
             batches.close()
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        hand_over(item)
 
     producer = None
     try:
