@@ -15,6 +15,26 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 EXPLAIN = re.compile(r"^\s*explain\s+", re.IGNORECASE)
 
+MAX_STATEMENT_CHARS = 1_000_000
+"""Longer statements are refused before they are read: a megabyte of SQL is no query a person
+or a BI tool writes, and every later step costs at least its length."""
+MAX_NESTING = 100
+"""Expressions nest at most this deep (parentheses, lists, function calls, CASE, subqueries; a
+chain of one operator, ``a OR b OR ...``, is one level). Deeper ones are refused before any rule
+recurses into them: sqlglot and the local engine recurse per level and failed with
+RecursionError or DuckDB's expression depth limit."""
+MAX_NODES = 100_000
+"""Statements of more syntax nodes than this are refused: planning cost grows with them."""
+MAX_CONDITIONS = 50
+"""One AND or OR combines at most this many conditions. sqlglot's simplification, which the
+pushdown rules run on every condition, grows faster than the square of a chain's length (300
+conditions ANDed took minutes to plan, 1,000 ORed for ever); long lists of values belong in
+``IN (...)``, which plans in linear time."""
+MAX_OPERANDS = 200
+"""One chain of an arithmetic or string operator (``1 + 1 + ...``, ``a || b || ...``) has at
+most this many operands (400 took 2.9 s to plan)."""
+_CHAINS = (exp.Connector, exp.Binary)
+
 # Functions that read files, other databases or the server's environment, run SQL given as text,
 # or describe what the store really runs (current_query() returns the governed SQL with physical
 # names, row filters and the hash key; stats() describes every stored row, hidden ones too). They
@@ -38,6 +58,73 @@ FORBIDDEN_FUNCTIONS = frozenset(
 FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "sqlite_", "mysql_", "sys_", "lo_")
 
 
+def _too_deep() -> InvalidQuery:
+    return InvalidQuery(
+        f"the statement nests expressions more than {MAX_NESTING} levels deep; meshgate refuses "
+        "it: flatten the expression (an IN list for many values, a CTE for a nested query)"
+    )
+
+
+_OPEN = {"L_PAREN", "L_BRACKET", "L_BRACE"}
+_CLOSE = {"R_PAREN", "R_BRACKET", "R_BRACE"}
+
+
+def _check_brackets(sql: str, dialect: str) -> None:
+    """Refuse brackets nested deeper than MAX_NESTING from the tokens, before parsing: sqlglot
+    took 0.7 s to parse 300 nested parentheses and recursed past Python's limit on lists."""
+    depth = 0
+    for token in sqlglot.Dialect.get_or_raise(dialect).tokenize(sql):
+        kind = token.token_type.name
+        if kind in _OPEN:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _too_deep()
+        elif kind in _CLOSE:
+            depth -= 1
+
+
+def check_size(expression: exp.Expression) -> None:
+    """InvalidQuery when ``expression`` nests deeper than MAX_NESTING or has more than MAX_NODES
+    nodes; walked with a stack of its own, so the check itself never recurses."""
+    nodes = 0
+    stack: list[tuple[exp.Expression, int]] = [(expression, 0)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise InvalidQuery(
+                f"the statement has more than {MAX_NODES:,} expressions; meshgate refuses it: "
+                "bind long lists as parameters or join a product"
+            )
+        if depth > MAX_NESTING:
+            raise _too_deep()
+        if isinstance(node, _CHAINS) and type(node.parent) is not type(node):
+            _check_chain(node)
+        for child in node.iter_expressions():
+            same_chain = isinstance(node, _CHAINS) and type(child) is type(node)
+            stack.append((child, depth if same_chain else depth + 1))
+
+
+def _check_chain(head: exp.Expression) -> None:
+    """InvalidQuery when the chain of ``head``'s operator starting at ``head`` is too long."""
+    limit = MAX_CONDITIONS if isinstance(head, exp.Connector) else MAX_OPERANDS
+    operands, stack = 0, [head]
+    while stack:
+        node = stack.pop()
+        for child in (node.this, node.expression):
+            if type(child) is type(node):
+                stack.append(child)
+            else:
+                operands += 1
+    if operands > limit:
+        operator = head.key.upper() if isinstance(head, exp.Connector) else head.key
+        what = "conditions" if isinstance(head, exp.Connector) else "operands"
+        raise InvalidQuery(
+            f"one {operator} chain has {operands:,} {what}; meshgate plans at most {limit} in one "
+            "chain: put lists of values in IN (...), or split the expression"
+        )
+
+
 def split_explain(sql: str) -> tuple[bool, str]:
     """Whether ``sql`` asks for EXPLAIN, and the statement to explain."""
     match = EXPLAIN.match(sql)
@@ -50,8 +137,18 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
     >>> parse_statement("SELECT 1 AS x", dialect="duckdb").sql()
     'SELECT 1 AS x'
     """
+    if len(sql) > MAX_STATEMENT_CHARS:
+        raise InvalidQuery(
+            f"the statement is {len(sql):,} characters long; meshgate reads statements of at "
+            f"most {MAX_STATEMENT_CHARS:,}: bind long lists as parameters or join a product"
+        )
     try:
+        _check_brackets(sql, dialect)
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except InvalidQuery:
+        raise
+    except RecursionError:
+        raise _too_deep() from None
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
@@ -62,6 +159,11 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
         ) from None
     except TokenError as exc:
         raise InvalidQuery(f"syntax error: {exc}; fix the SQL") from None
+    except Exception as exc:  # noqa: BLE001 - sqlglot's parser fails on some input with others
+        raise InvalidQuery(
+            f"syntax error: the statement cannot be read ({type(exc).__name__}); fix the SQL "
+            f"(meshgate reads the {dialect} dialect)"
+        ) from None
     if not statements:
         raise InvalidQuery("the statement is empty; send one SELECT query")
     if len(statements) > 1:
@@ -69,6 +171,7 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             f"found {len(statements)} statements; send exactly one SELECT query per request"
         )
     statement = statements[0]
+    check_size(statement)
     if not isinstance(statement, exp.Query):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else statement.this
         raise InvalidQuery(
