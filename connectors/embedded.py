@@ -138,7 +138,8 @@ class EmbeddedDuckDB:
             finish()
             raise
         # the deadline covers the stream too: a query that starts fast can stream for ever
-        return OwnedStream(native, owner=finish).reader()
+        stream = OwnedStream(native, owner=finish, interrupt=lambda: _interrupt(cursor))
+        return stream.reader()
 
     def close(self) -> None:
         with self._lock:

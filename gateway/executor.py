@@ -14,16 +14,24 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import Connector
-from gateway.errors import GatewayError, InvalidQuery, SourceUnavailable
+from connectors.watchdog import watchdog
+from gateway.errors import (
+    GatewayError,
+    InvalidQuery,
+    QueryCancelled,
+    QueryTimeout,
+    SourceUnavailable,
+)
 from gateway.planner import Plan
 from gateway.planner.dynamic_filters import (
     DynamicFilter,
@@ -57,6 +65,58 @@ answer, and the local engine scans a table in parallel where it reads a stream o
 ENOUGH_KEYS = 1_000
 """A probe with a build of at most this many keys starts without waiting for its other builds."""
 _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshgate-fragment")
+WATCH_SECONDS = 0.2
+"""How often a running local query looks whether its client cancelled or went away."""
+LOCAL_TIMEOUT_SECONDS = 300.0
+"""The local engine's part of a query is interrupted after this long (a recursive CTE that
+never ends must not keep the gateway's cores busy for ever)."""
+
+
+class LocalWatch:
+    """Interrupts the local engine's query when its client cancels or its time is up.
+
+    The local engine works in the thread that asked for the next batch, inside DuckDB, where no
+    Python code runs until it returns: closing the stream then comes too late. So a callback on
+    the process's watchdog polls ``cancelled`` every WATCH_SECONDS and interrupts the query.
+    """
+
+    def __init__(
+        self,
+        interrupt: Callable[[], object],
+        *,
+        cancelled: Callable[[], bool] | None,
+        timeout_seconds: float = LOCAL_TIMEOUT_SECONDS,
+    ) -> None:
+        self.reason: GatewayError | None = None
+        self._interrupt = interrupt
+        self._cancelled = cancelled or (lambda: False)
+        self._deadline = time.monotonic() + timeout_seconds
+        self._timeout_seconds = timeout_seconds
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._cancel_poll = watchdog.schedule(WATCH_SECONDS, self._poll)
+
+    def _poll(self) -> None:
+        if self._cancelled():
+            self.reason = QueryCancelled("the client cancelled the query")
+        elif time.monotonic() >= self._deadline:
+            self.reason = QueryTimeout(
+                f"the query ran longer than {self._timeout_seconds:g} s in the gateway and was "
+                "stopped; narrow it"
+            )
+        with self._lock:
+            if self._stopped:
+                return
+            if self.reason is None:
+                self._cancel_poll = watchdog.schedule(WATCH_SECONDS, self._poll)
+                return
+        with contextlib.suppress(Exception):  # a query that just ended has nothing to stop
+            self._interrupt()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._cancel_poll()
 
 
 class ConnectionReservations:
@@ -330,10 +390,13 @@ def execute_plan(
     *,
     max_batch_bytes: int,
     sent: list[tuple[str, str]] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> pa.RecordBatchReader:
     """The answer to ``plan`` as a stream in ``plan.schema``.
 
     ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included).
+    ``cancelled`` tells whether the client has cancelled or gone away: the local engine's query
+    is interrupted then, as the stores' queries are when the stream closes.
     """
     sent = sent if sent is not None else []
     if plan.local_sql is None:
@@ -358,10 +421,12 @@ def execute_plan(
 
     con = local_engine()
     owned: list[OwnedStream] = []
+    watch = LocalWatch(con.interrupt, cancelled=cancelled)
 
     def finish() -> None:
         """The local query's cursor first (its threads stop reading the fragments), then each
         fragment's stream, then the connections: the one place a query's resources end."""
+        watch.stop()
         con.close()
         for stream in owned:
             stream.close()
@@ -385,11 +450,17 @@ def execute_plan(
         raise
     except Exception as exc:
         finish()
+        if watch.reason is not None:
+            raise watch.reason from None
         raise InvalidQuery(f"the local engine could not run the query: {exc}") from exc
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from result
+        except Exception:
+            if watch.reason is not None:
+                raise watch.reason from None
+            raise
         finally:
             result.close()
             finish()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -151,11 +151,20 @@ class Gateway:
         return hide(plan.explain()) if hide is not None else plan.explain()
 
     def execute(
-        self, plan: Plan, *, sent: list[tuple[str, str]] | None = None
+        self,
+        plan: Plan,
+        *,
+        sent: list[tuple[str, str]] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
-        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
+        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent; ``cancelled``
+        says whether the client has cancelled (gateway.executor.LocalWatch)."""
         return execute_plan(
-            plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+            plan,
+            self.connectors,
+            max_batch_bytes=self.settings.max_batch_bytes,
+            sent=sent,
+            cancelled=cancelled,
         )
 
     def describe(
@@ -182,14 +191,20 @@ class Gateway:
             raise
 
     def run(
-        self, sql: str, principal: Principal, parameters: list[object] | None = None
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None = None,
+        *,
+        cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
-        """Plan, execute and stream; one audit event when the stream ends, however it ends."""
+        """Plan, execute and stream; one audit event when the stream ends, however it ends.
+        ``cancelled`` tells whether the client has cancelled or gone away."""
         plan = self.describe(sql, principal, parameters)
         started = time.perf_counter()
         sent: list[tuple[str, str]] = []
         try:
-            reader = self.execute(plan, sent=sent)
+            reader = self.execute(plan, sent=sent, cancelled=cancelled)
         except GatewayError as exc:
             public = self._public_error(exc)
             self._audit(

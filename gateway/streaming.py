@@ -158,11 +158,16 @@ class OwnedStream:
     """
 
     def __init__(
-        self, reader: pa.RecordBatchReader, *, owner: Callable[[], object] | None = None
+        self,
+        reader: pa.RecordBatchReader,
+        *,
+        owner: Callable[[], object] | None = None,
+        interrupt: Callable[[], object] | None = None,
     ) -> None:
         self.schema = reader.schema
         self._reader: pa.RecordBatchReader | None = reader
         self._owner = owner
+        self._interrupt = interrupt
         self._lock = threading.Lock()
 
     def __iter__(self) -> OwnedStream:
@@ -175,7 +180,10 @@ class OwnedStream:
             return self._reader.read_next_batch()
 
     def close(self) -> None:
-        """Close the native stream, then its owner; later calls do nothing."""
+        """Close the native stream, then its owner; later calls do nothing. A read in progress
+        is interrupted first (``interrupt``), so closing never waits for a long query."""
+        if self._interrupt is not None and self._reader is not None:
+            self._interrupt()
         with self._lock:
             reader, self._reader = self._reader, None
             owner, self._owner = self._owner, None

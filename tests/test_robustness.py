@@ -174,3 +174,146 @@ def test_relations_of_one_store_joined_only_through_another_are_not_grouped(demo
         assert "main.orders" in together[0], joined.explain()
     finally:
         gateway.close()
+
+
+ENDLESS_CTE = (
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, (VALUES (1), (2)) AS v(x) "
+    "WHERE n < 40) SELECT count(*) FROM r"
+)
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_cores(pid: int, seconds: float = 1.0) -> float:
+    import time
+
+    before = _cpu_seconds(pid)
+    time.sleep(seconds)
+    return (_cpu_seconds(pid) - before) / seconds
+
+
+def test_a_cancelled_local_query_stops_and_the_gateway_goes_idle(demo_mesh, tmp_path):
+    """A recursive CTE that would run for hours runs in the local engine; the client gives up
+    after 3 s (its fetch timeout cancels the call). Before LocalWatch it kept running."""
+    from tests.fuzz.runner import _connect
+
+    with served(demo_mesh, log_dir=tmp_path) as server:
+        conn = _connect(server.uri, "analyst", 3)
+        try:
+            with pytest.raises(Exception, match="DeadlineExceeded|deadline"), conn.cursor() as cur:
+                cur.execute(ENDLESS_CTE)
+                cur.fetchall()
+        finally:
+            conn.close()
+        # within ten seconds the server is idle, and stays so
+        windows = [_busy_cores(server.process.pid) for _ in range(10)]
+        idle = [i for i, cores in enumerate(windows) if cores < 0.05]
+        assert idle and all(cores < 0.05 for cores in windows[idle[0] :]), windows
+        assert server.alive() and not server.fatal_errors()
+        assert _count(server.uri) > 0
+
+
+@pytest.fixture(scope="module")
+def server_thread(demo_mesh):
+    from tests.support.server import running_server
+
+    with running_server(demo_mesh) as (uri, gateway):
+        yield uri
+
+
+def _refusal_seconds(uri: str, sql: str) -> tuple[str, float]:
+    import time
+
+    with connect(uri, "analyst") as conn, conn.cursor() as cur:
+        started = time.perf_counter()
+        with pytest.raises(Exception) as refused:
+            cur.execute(sql)
+            cur.fetchall()
+        return str(refused.value), time.perf_counter() - started
+
+
+def _answer_seconds(uri: str, sql: str) -> float:
+    import time
+
+    with connect(uri, "analyst") as conn, conn.cursor() as cur:
+        started = time.perf_counter()
+        cur.execute(sql)
+        cur.fetchall()
+        return time.perf_counter() - started
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT count(*) FROM sales.orders WHERE "
+            + " OR ".join(f"(o_orderkey = {i} AND o_custkey > {i % 7})" for i in range(1000)),
+            "one OR chain has 1,000 conditions",
+        ),
+        ("SELECT " + " + ".join(["1"] * 400), "one add chain has 400 operands"),
+        (
+            "SELECT count(*) FROM supply.part WHERE "
+            + " AND ".join(f"p_partkey <> {i}" for i in range(300)),
+            "one AND chain has 300 conditions",
+        ),
+        ("SELECT " + "(" * 500 + "1" + ")" * 500, "nests expressions more than 100 levels"),
+        ("SELECT " + "[" * 3000 + "1" + "]" * 3000, "nests expressions more than 100 levels"),
+        ("SELECT " + "abs(" * 150 + "1" + ")" * 150, "nests expressions more than 100 levels"),
+        ("SELECT " + "NOT " * 3000 + "TRUE", "nests expressions more than 100 levels"),
+        (
+            "SELECT " + "CASE WHEN TRUE THEN " * 300 + "1" + " END" * 300,
+            "nests expressions more than 100 levels",
+        ),
+        ("SELECT '" + "x" * 1_100_000 + "'", "characters long"),
+        ("SELECT x ->> ", "syntax error"),
+    ],
+    ids=[
+        "or-1000",
+        "plus-400",
+        "and-300",
+        "parens",
+        "lists",
+        "calls",
+        "not",
+        "case",
+        "long",
+        "bad",
+    ],
+)
+def test_statements_too_big_to_plan_cheaply_are_refused_fast(server_thread, sql, expected):
+    """Refused with INVALID_ARGUMENT and the limit, in a few times what a small query takes
+    (they took seconds to minutes to plan, or failed with RecursionError as INTERNAL)."""
+    small = "SELECT count(*) FROM sales.orders WHERE " + " OR ".join(
+        f"(o_orderkey = {i} AND o_custkey > {i % 7})" for i in range(10)
+    )
+    _answer_seconds(server_thread, small)  # warm
+    baseline = min(_answer_seconds(server_thread, small) for _ in range(3))
+    message, seconds = _refusal_seconds(server_thread, sql)
+    assert "INVALID_ARGUMENT" in message and expected in message, message[:500]
+    assert seconds < max(1.0, 20 * baseline), (seconds, baseline)
+
+
+def test_the_longest_chains_allowed_plan_about_linearly(server_thread):
+    """50 ORed conditions (the limit) plan in at most about five times what 10 take."""
+    from gateway.planner.parse import MAX_CONDITIONS
+
+    def disjunction(terms: int, offset: int) -> str:
+        return (
+            "SELECT count(*) FROM sales.orders o JOIN fulfillment.lineitem l ON o.o_orderkey = "
+            "l.l_orderkey WHERE "
+            + " OR ".join(
+                f"(o.o_orderkey = {i + offset} AND l.l_partkey > {i % 7})" for i in range(terms)
+            )
+        )
+
+    _answer_seconds(server_thread, disjunction(10, 0))
+    short = min(_answer_seconds(server_thread, disjunction(10, 1000 * k)) for k in range(1, 4))
+    long_ = min(
+        _answer_seconds(server_thread, disjunction(MAX_CONDITIONS, 1000 * k)) for k in range(4, 7)
+    )
+    assert long_ < 10 * short + 1.0, (short, long_)

@@ -253,10 +253,13 @@ class MeshFlightServer(flight.FlightServerBase):
         principal = self._principal(context)
         command = _unpack(ticket.ticket)
         if isinstance(command, sql_pb2.TicketStatementQuery):
-            return flight.RecordBatchStream(self._run_ticket(command.statement_handle, principal))
+            reader = self._run_ticket(command.statement_handle, principal, context.is_cancelled)
+            return flight.RecordBatchStream(reader)
         return flight.RecordBatchStream(self._metadata_table(command, principal))
 
-    def _run_ticket(self, handle: bytes, principal: Principal) -> pa.RecordBatchReader:
+    def _run_ticket(
+        self, handle: bytes, principal: Principal, cancelled=None
+    ) -> pa.RecordBatchReader:
         payload = self.signer.verify("ticket", handle)
         if payload["p"] != principal.name:
             raise NotFound("unknown ticket; run the query again")
@@ -268,7 +271,7 @@ class MeshFlightServer(flight.FlightServerBase):
                 EXPLAIN_SCHEMA,
                 [pa.record_batch([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)],
             )
-        return _guarded(self.gateway.run(statement, principal, parameters))
+        return _guarded(self.gateway.run(statement, principal, parameters, cancelled=cancelled))
 
     def _metadata_table(self, command, principal: Principal) -> pa.Table:
         match command:
