@@ -74,6 +74,11 @@ class Capabilities:
     """sqlglot expression types the store lacks or computes differently; queries using them
     keep that part local."""
 
+    unknown_functions: bool = True
+    """Functions sqlglot does not know (``exp.Anonymous``: DuckDB's ``hash()``, ``product()``,
+    ``now()``...) exist at this store under the same name. True where the store speaks the
+    gateway's dialect (DuckDB); elsewhere such calls run in the local engine."""
+
     concurrent_queries: bool = True
     """Several queries may run at once on this store."""
 

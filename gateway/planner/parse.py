@@ -183,6 +183,19 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             raise InvalidQuery("SELECT ... INTO writes a table; meshgate is read-only")
         if select.args.get("locks"):
             raise InvalidQuery("SELECT ... FOR UPDATE/SHARE takes locks; meshgate is read-only")
+    for node in statement.find_all(exp.Columns, exp.Join):
+        if isinstance(node, exp.Columns):
+            raise InvalidQuery(
+                "COLUMNS(...) picks columns by a pattern, which meshgate cannot govern and prune "
+                "column by column; name the columns you read"
+            )
+        if node.args.get("method", "").upper() == "POSITIONAL" or (
+            node.text("kind").upper() == "POSITIONAL"
+        ):
+            raise InvalidQuery(
+                "POSITIONAL JOIN pairs rows by their order, which products read from several "
+                "stores do not keep; join on a key"
+            )
     for function in statement.find_all(exp.Func):
         name = (
             function.name if isinstance(function, exp.Anonymous) else function.sql_name()

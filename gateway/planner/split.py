@@ -35,6 +35,8 @@ def runs_entirely_at(expression: exp.Expression, *, context: PlanContext) -> str
     store = stores.pop()
     capabilities = context.connectors[store].capabilities
     unsupported = tuple(capabilities.unsupported_functions)
+    if not capabilities.unknown_functions:
+        unsupported += (exp.Anonymous,)
     if unsupported and any(True for _ in expression.find_all(*unsupported)):
         return None
     checks = (
