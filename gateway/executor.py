@@ -379,9 +379,17 @@ def _may_start(filters: list[DynamicFilter], built: Mapping[str, pa.Table | None
         return True
     return any(
         built.get(f.build) is not None
-        and pc.count_distinct(built[f.build].column(f.build_column)).as_py() <= ENOUGH_KEYS
+        and _distinct_keys(built[f.build].column(f.build_column)) <= ENOUGH_KEYS
         for f in filters
     )
+
+
+def _distinct_keys(column: pa.ChunkedArray) -> int:
+    """How many distinct keys a build column holds. An empty SQLite answer comes in Arrow's
+    null type (connectors.sqlite), which count_distinct has no kernel for: no keys."""
+    if pa.types.is_null(column.type):
+        return 0
+    return pc.count_distinct(column).as_py()
 
 
 def execute_plan(
