@@ -329,7 +329,8 @@ def test_the_longest_chains_allowed_plan_about_linearly(server_thread):
         "o_shippriority < 404 ) WHERE t1 . s_suppkey BETWEEN 0 0 AND 4183 GROUP BY CUBE ( t1 . "
         "s_suppkey ) HAVING count ( * ) > 3 LIMIT 100 OFFSET 8",
         "SELECT count(*) AS n FROM supply.supplier AS s JOIN fulfillment.lineitem AS l "
-        "ON s.s_suppkey = l.l_suppkey AND l.l_discount IN (SELECT o_shippriority FROM sales.orders) "
+        "ON s.s_suppkey = l.l_suppkey AND l.l_discount IN "
+        "(SELECT o_shippriority FROM sales.orders) "
         "WHERE s.s_suppkey < 0",
     ],
 )
