@@ -9,7 +9,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from gateway.errors import InvalidQuery
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -25,10 +26,11 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         if column.type.equals(target.type):
             columns.append(column)
         elif pa.types.is_floating(column.type) and pa.types.is_decimal(target.type):
-            # through the shortest decimal text of the rounded float: exact where a direct
-            # cast would demand more precision than the contract's decimal has
-            rounded = pc.round(column, ndigits=target.type.scale)
-            columns.append(rounded.cast(pa.string()).cast(target.type))
+            # rounded to the contract's scale by Arrow's float-to-decimal cast, via the widest
+            # decimal: the text of pc.round's result was no way (round(1664.64, 2) printed as
+            # 1664.6399999999999, which no decimal(p, 2) holds)
+            wide = pa.decimal128(38, target.type.scale)
+            columns.append(column.cast(wide).cast(target.type))
         elif pa.types.is_integer(column.type) and pa.types.is_decimal(target.type):
             # value-checked via the widest decimal: int64 alone would need 19 + scale digits
             columns.append(column.cast(pa.decimal128(38, target.type.scale)).cast(target.type))
@@ -137,7 +139,14 @@ def serve_stream(
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for batch in reader:
-                yield from split_by_bytes(conform(batch, schema), max_batch_bytes)
+                try:
+                    conformed = conform(batch, schema)
+                except (pa.ArrowInvalid, ValueError) as exc:
+                    raise InvalidQuery(
+                        f"a value of the answer does not fit the type promised for it ({exc}); "
+                        "cast it in the query to a type that holds it"
+                    ) from None
+                yield from split_by_bytes(conformed, max_batch_bytes)
         finally:
             reader.close()
 
