@@ -360,6 +360,27 @@ def flight_sql_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([flight_sql_field(f) for f in schema], metadata=schema.metadata)
 
 
+def result_schema(schema: pa.Schema) -> pa.Schema:
+    """A query's schema as FlightInfo and prepare describe it: decimals carry ``PRECISION`` and
+    ``SCALE``, which the JDBC driver's ResultSetMetaData reports (it reads nothing from the
+    type itself). No ``REMARKS``: the driver would show them as the column labels."""
+    if not any(pa.types.is_decimal(f.type) for f in schema):
+        return schema
+    fields = []
+    for field in schema:
+        if pa.types.is_decimal(field.type):
+            precision, scale = str(field.type.precision), str(field.type.scale)
+            field = field.with_metadata(
+                {
+                    **{k.decode(): v.decode() for k, v in (field.metadata or {}).items()},
+                    "ARROW:FLIGHT:SQL:PRECISION": precision,
+                    "ARROW:FLIGHT:SQL:SCALE": scale,
+                }
+            )
+        fields.append(field)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 class XdbcType:
     """One row of ``GetXdbcTypeInfo``: a contract type as ODBC/JDBC type catalogues list it."""
 

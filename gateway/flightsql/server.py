@@ -168,7 +168,7 @@ class MeshFlightServer(flight.FlightServerBase):
         if explain:
             self.gateway.schema(statement, principal, parameters)  # validates and governs
             return EXPLAIN_SCHEMA
-        return self.gateway.schema(sql, principal, parameters)
+        return metadata.result_schema(self.gateway.schema(sql, principal, parameters))
 
     def _query_ticket(self, principal: Principal, sql: str, parameters_ipc: str | None) -> bytes:
         handle = self.signer.sign("ticket", {"p": principal.name, "q": sql, "b": parameters_ipc})
