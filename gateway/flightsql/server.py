@@ -412,6 +412,8 @@ class MeshFlightServer(flight.FlightServerBase):
     def _parameter_schema(self, sql: str, principal: Principal) -> pa.Schema | None:
         """The types of the statement's ``?`` (the JDBC driver binds only into these)."""
         _, statement = split_explain(sql)
+        if not _placeholder_count(statement, self.gateway.settings.dialect):
+            return None  # most statements: no policy lookups on their way
         visible = self.gateway.visible_products(principal)
         columns = {address: product.columns for address, product in visible.items()}
         return parameter_schema(statement, columns, dialect=self.gateway.settings.dialect)
