@@ -191,6 +191,13 @@ def test_connects_with_user_and_password_and_names_the_server(admin):
     assert admin.call("getAutoCommit") is True
 
 
+def test_the_url_the_readme_gives_connects(jdbc, demo_url):
+    """Credentials in the URL, as a BI tool's connection dialog often takes them."""
+    with jdbc.connect(f"{demo_url}&user=analyst&password=analyst") as conn:
+        assert conn.meta("getUserName") == "analyst"
+        assert values(conn.query("SELECT count(*) FROM reference.region")) == [["5"]]
+
+
 def test_every_argument_free_metadata_call_answers(admin):
     """DBeaver and Tableau read dozens of these when a connection opens; the 18.3.0 driver
     fails on any SqlInfo id the server leaves out or sends in another union member."""
