@@ -206,3 +206,31 @@ def test_session_options_accept_only_the_mesh_catalog():
         "schema": result.INVALID_NAME,
     }
     assert metadata.session_options().session_options["catalog"].string_value == "mesh"
+
+
+def test_session_options_over_flight(demo_mesh):
+    """SetSessionOptions and GetSessionOptions are plain Flight actions (no Any wrapper); a body
+    that is not a request is INVALID_ARGUMENT, not an internal error."""
+    import pyarrow.flight as flight
+
+    from tests.support.server import running_server
+
+    with running_server(demo_mesh) as (uri, _):
+        client = flight.FlightClient(uri)
+        options = flight.FlightCallOptions(
+            headers=[client.authenticate_basic_token("guest", "guest")]
+        )
+        request = session_pb2.SetSessionOptionsRequest()
+        request.session_options["catalog"].string_value = "mesh"
+        action = flight.Action("SetSessionOptions", request.SerializeToString())
+        (answer,) = client.do_action(action, options)
+        result = session_pb2.SetSessionOptionsResult()
+        result.ParseFromString(answer.body.to_pybytes())
+        assert dict(result.errors) == {}
+        (answer,) = client.do_action(flight.Action("GetSessionOptions", b""), options)
+        current = session_pb2.GetSessionOptionsResult()
+        current.ParseFromString(answer.body.to_pybytes())
+        assert current.session_options["catalog"].string_value == "mesh"
+        with pytest.raises(pa.ArrowInvalid, match="needs a SetSessionOptionsRequest"):
+            list(client.do_action(flight.Action("SetSessionOptions", b"\xff\xff"), options))
+        client.close()

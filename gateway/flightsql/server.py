@@ -396,7 +396,10 @@ class MeshFlightServer(flight.FlightServerBase):
             return []
         if kind == "SetSessionOptions":
             request = session_pb2.SetSessionOptionsRequest()
-            request.ParseFromString(action.body.to_pybytes())
+            try:
+                request.ParseFromString(action.body.to_pybytes())
+            except Exception:  # noqa: BLE001 - protobuf raises DecodeError and others
+                raise InvalidQuery("SetSessionOptions needs a SetSessionOptionsRequest") from None
             result = metadata.set_session_options(request)
             return [flight.Result(pa.py_buffer(result.SerializeToString()))]
         if kind == "GetSessionOptions":
