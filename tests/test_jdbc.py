@@ -342,6 +342,9 @@ def test_plain_query(admin, demo_reference):
         "SELECT n_nationkey, n_name FROM nation ORDER BY 1"
     ).fetchall()
     assert values(got) == [[str(k), name] for k, name in expected]
+    # BI tools quote every identifier and qualify tables with the catalog
+    quoted = admin.query('SELECT count(*) AS "n" FROM "mesh"."reference"."nation" AS "t"')
+    assert values(quoted) == [[str(len(expected))]]
 
 
 def test_prepared_statements_bind_typed_parameters(admin, demo_reference):
