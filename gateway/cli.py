@@ -45,7 +45,12 @@ def _cmd_demo(args) -> None:
     uri = (
         f"grpc://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
     )
-    banner = DEMO_BANNER.format(uri=uri, mesh=directory, products=len(gateway.mesh.products))
+    snippet = client_snippet(
+        uri, user="analyst", password="analyst", query=DEMO_QUERY, python=sys.executable
+    )
+    banner = DEMO_BANNER.format(
+        uri=uri, mesh=directory, products=len(gateway.mesh.products), snippet=snippet
+    )
     _serve(gateway, host=args.host, port=args.port, banner=banner)
 
 
@@ -119,22 +124,41 @@ meshgate demo mesh is up at {uri}   ({products} product addresses, mesh in {mesh
 
   credentials   admin/admin   analyst/analyst   eu_analyst/eu_analyst   guest/guest
 
-Read a product into pandas from another shell (the same venv has the ADBC driver):
+Read a product into pandas: paste these lines into another shell (they run this venv's Python):
 
-  python - <<'PY'
-  import adbc_driver_flightsql.dbapi as flightsql
-  with flightsql.connect("{uri}", db_kwargs={{"username": "analyst", "password": "analyst"}},
-                         autocommit=True) as conn, conn.cursor() as cur:
-      cur.execute('''SELECT n.n_name AS nation, count(*) AS orders, sum(o.o_totalprice) AS revenue
-                     FROM sales.orders o
-                     JOIN sales.customer c ON c.c_custkey = o.o_custkey
-                     JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
-                     GROUP BY n.n_name ORDER BY revenue DESC''')
-      print(cur.fetch_df())
-  PY
+{snippet}
 
 Press Ctrl-C to stop.
 """
+
+DEMO_QUERY = """SELECT n.n_name AS nation, count(*) AS orders, sum(o.o_totalprice) AS revenue
+                   FROM sales.orders o
+                   JOIN sales.customer c ON c.c_custkey = o.o_custkey
+                   JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
+                   GROUP BY n.n_name ORDER BY revenue DESC"""
+
+
+def client_snippet(uri: str, *, user: str, password: str, query: str, python: str) -> str:
+    """Shell lines that print ``query``'s answer as a pandas DataFrame, ready to paste.
+
+    Flush left, since a heredoc ends only at a line that is exactly its terminator, and run by
+    ``python`` (the interpreter meshgate runs in, which has the ADBC driver and pandas) by its
+    full path, since the user's shell need not have the venv on its PATH.
+    """
+    import json
+    import shlex
+
+    credentials = json.dumps({"username": user, "password": password})
+    lines = [
+        f"{shlex.quote(python)} - <<'PY'",
+        "import adbc_driver_flightsql.dbapi as flightsql",
+        f"with flightsql.connect({json.dumps(uri)}, db_kwargs={credentials},",
+        "                       autocommit=True) as conn, conn.cursor() as cur:",
+        f'    cur.execute("""{query}""")',
+        "    print(cur.fetch_df())",
+        "PY",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
