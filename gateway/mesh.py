@@ -132,7 +132,8 @@ class GatewaySettings(BaseModel):
     dialect: str = "duckdb"
     contract_check: Literal["strict", "warn", "off"] = "strict"
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
-    token_ttl_seconds: int = Field(default=8 * 3600, ge=60)
+    token_ttl_seconds: int = Field(default=8 * 3600, ge=5)
+    """How long a connection may stay idle: tokens in use are renewed at half their life."""
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
 
