@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
-from gateway.types import arrow_type
+from gateway.types import arrow_type, contract_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 VERSIONED = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)_v(?P<major>\d+)$")
@@ -67,7 +67,7 @@ class Column(BaseModel):
                 f"type {value!r} is cut at a comma; in a YAML flow mapping quote it: "
                 'type: "decimal(15,2)"'
             )
-        arrow_type(value)  # raises ValueError naming the supported types
+        contract_type(value)  # raises ValueError naming the supported types
         return value
 
 
@@ -249,11 +249,27 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
 
 def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) -> Mesh:
     """Read and validate the mesh at ``root``; MeshConfigError lists every problem found."""
+    mesh, problems = read_mesh(root, known_store_kinds=known_store_kinds)
+    if problems or mesh is None:
+        raise MeshConfigError(problems)
+    return mesh
+
+
+def read_mesh(
+    root: str | Path, *, known_store_kinds: set[str] | None = None
+) -> tuple[Mesh | None, list[str]]:
+    """The mesh at ``root`` as far as it can be read, and every problem found on the way.
+
+    Products whose descriptor cannot be parsed are left out; those that parse but name, say, an
+    unknown store are kept, so that ``meshgate validate`` can go on to check policies, principals
+    and contracts and report every problem of the mesh in one run. None when mesh.yaml itself
+    cannot be read.
+    """
     root = Path(root).resolve()
     problems: list[str] = []
     mesh_path = root / "mesh.yaml"
     if not mesh_path.is_file():
-        raise MeshConfigError([f"{mesh_path}: not found; a mesh directory needs a mesh.yaml"])
+        return None, [f"{mesh_path}: not found; a mesh directory needs a mesh.yaml"]
     raw = _read_yaml(mesh_path, problems)
     config: MeshFile | None = None
     if raw is not None:
@@ -262,7 +278,7 @@ def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) ->
         except ValidationError as exc:
             problems.extend(_describe_validation_error(mesh_path, exc))
     if config is None:
-        raise MeshConfigError(problems or [f"{mesh_path}: empty; give the mesh a name and stores"])
+        return None, problems or [f"{mesh_path}: empty; give the mesh a name and stores"]
 
     for store_name, store in config.stores.items():
         if known_store_kinds is not None and store.kind not in known_store_kinds:
@@ -312,9 +328,7 @@ def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) ->
             latest[unversioned] = product
 
     products.update(latest)
-    if problems:
-        raise MeshConfigError(problems)
-    return Mesh(root=root, config=config, products=products)
+    return Mesh(root=root, config=config, products=products), problems
 
 
 def _check_descriptor(product: Product, config: MeshFile) -> list[str]:
