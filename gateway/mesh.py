@@ -84,6 +84,14 @@ class Slo(BaseModel):
     freshness: Freshness | None = None
 
 
+DeniedProducts = Literal["invisible", "discoverable"]
+"""What principals no grant lets read a product see of it.
+
+``invisible``: nothing; it is missing from metadata listings and reading it fails as for a
+product that does not exist (NOT_FOUND). ``discoverable``: it is listed with its schema and
+descriptions, and reading it fails with PERMISSION_DENIED naming its owner to ask for access."""
+
+
 class Descriptor(BaseModel):
     """What a domain team writes for one version of one data product."""
 
@@ -100,6 +108,8 @@ class Descriptor(BaseModel):
     slo: Slo | None = None
     lineage: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+    when_denied: DeniedProducts | None = None
+    """Overrides the mesh's ``gateway.denied_products`` for this product."""
 
     @field_validator("product")
     @classmethod
@@ -132,6 +142,9 @@ class GatewaySettings(BaseModel):
     dialect: str = "duckdb"
     contract_check: Literal["strict", "warn", "off"] = "strict"
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
+    denied_products: DeniedProducts = "invisible"
+    """What a principal sees of products no grant lets it read; a descriptor's `when_denied`
+    overrides it."""
     token_ttl_seconds: int = Field(default=8 * 3600, ge=5)
     """How long a connection may stay idle: tokens in use are renewed at half their life."""
     audit_log: str | None = "audit/events.jsonl"
@@ -218,6 +231,10 @@ class Mesh(BaseModel):
     def addresses(self) -> list[str]:
         return sorted(self.products)
 
+    def when_denied(self, product: Product) -> DeniedProducts:
+        """Whether ``product`` stays discoverable to principals that may not read it."""
+        return product.descriptor.when_denied or self.config.gateway.denied_products
+
     def closest_addresses(self, address: str, n: int = 3) -> list[str]:
         return difflib.get_close_matches(address.lower(), self.addresses(), n=n, cutoff=0.5)
 
@@ -278,7 +295,15 @@ def read_mesh(
         except ValidationError as exc:
             problems.extend(_describe_validation_error(mesh_path, exc))
     if config is None:
-        return None, problems or [f"{mesh_path}: empty; give the mesh a name and stores"]
+        problems = problems or [f"{mesh_path}: empty; give the mesh a name and stores"]
+        for path in _descriptor_paths(root, problems):  # their own problems, all the same
+            raw = _read_yaml(path, problems)
+            if raw is not None:
+                try:
+                    Descriptor.model_validate(raw)
+                except ValidationError as exc:
+                    problems.extend(_describe_validation_error(path, exc))
+        return None, problems
 
     for store_name, store in config.stores.items():
         if known_store_kinds is not None and store.kind not in known_store_kinds:
@@ -289,15 +314,8 @@ def read_mesh(
 
     products: dict[str, Product] = {}
     latest: dict[str, Product] = {}
-    for path in sorted(root.glob("*/*.yaml")):
+    for path in _descriptor_paths(root, problems):
         domain = path.parent.name
-        if domain in {"policies"} or domain.startswith("."):
-            continue
-        if not IDENTIFIER.match(domain):
-            problems.append(
-                f"{path}: domain folder {domain!r} is not a lowercase identifier; rename the folder"
-            )
-            continue
         raw = _read_yaml(path, problems)
         if raw is None:
             continue
@@ -329,6 +347,23 @@ def read_mesh(
 
     products.update(latest)
     return Mesh(root=root, config=config, products=products), problems
+
+
+def _descriptor_paths(root: Path, problems: list[str]) -> list[Path]:
+    """Every ``<domain>/<product>.yaml`` under ``root``; badly named domain folders are
+    problems."""
+    paths = []
+    for path in sorted(root.glob("*/*.yaml")):
+        domain = path.parent.name
+        if domain in {"policies"} or domain.startswith("."):
+            continue
+        if not IDENTIFIER.match(domain):
+            problems.append(
+                f"{path}: domain folder {domain!r} is not a lowercase identifier; rename the folder"
+            )
+            continue
+        paths.append(path)
+    return paths
 
 
 def _check_descriptor(product: Product, config: MeshFile) -> list[str]:
