@@ -128,6 +128,55 @@ def _as_principal(mesh: str, name: str):
         gateway.close()
 
 
+def _cmd_init(args) -> None:
+    from gateway.scaffold import write_scaffold
+
+    directory = Path(args.dir)
+    password = write_scaffold(directory, user=args.user, password=args.password)
+    uri = f"grpc://localhost:{DEFAULT_PORT}"
+    snippet = client_snippet(
+        uri,
+        user=args.user,
+        password=password,
+        query="SELECT city, people, mayor_email FROM geo.cities ORDER BY people DESC",
+        python=sys.executable,
+    )
+    print(
+        INIT_BANNER.format(
+            dir=directory,
+            user=args.user,
+            password=password,
+            serve=_meshgate_command(),
+            snippet=snippet,
+        )
+    )
+
+
+def _meshgate_command() -> str:
+    """How to run meshgate again from any shell: the script beside this Python, by full path."""
+    import shlex
+
+    script = Path(sys.executable).with_name("meshgate")
+    return shlex.quote(str(script)) if script.exists() else "meshgate"
+
+
+INIT_BANNER = """\
+Wrote a new mesh in {dir}: mesh.yaml, data/cities.csv, geo/cities.yaml (the product geo.cities),
+policies/global.yaml and principals.yaml.
+
+  principal   {user} / {password}      (keep it; principals.yaml has only its bcrypt hash)
+
+Check it, then serve it:
+
+  {serve} validate --mesh {dir}
+  {serve} serve --mesh {dir}
+
+and read the product from another shell by pasting these lines:
+
+{snippet}
+"""
+
+
 def _cmd_explain(args) -> None:
     with _as_principal(args.mesh, args.principal) as (gateway, principal):
         print(gateway.explain(gateway.plan(args.sql, principal)))
@@ -268,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--mesh", required=True, help=MESH_HELP)
     validate.set_defaults(run=_cmd_validate)
+
+    init = commands.add_parser(
+        "init", help="write a small mesh that serves at once (one CSV product), to start from"
+    )
+    init.add_argument("dir", help="a new (or empty) directory for the mesh")
+    init.add_argument(
+        "--user", default="admin", help="the name of the principal to create (default admin)"
+    )
+    init.add_argument("--password", help="its password (default: a random one, printed once)")
+    init.set_defaults(run=_cmd_init)
 
     explain = commands.add_parser("explain", help="show where each part of a query would run")
     explain.add_argument("--mesh", required=True, help=MESH_HELP)
