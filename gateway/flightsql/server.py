@@ -280,7 +280,7 @@ class MeshFlightServer(flight.FlightServerBase):
                     {"catalog_name": [metadata.CATALOG_NAME]}, schema=metadata.CATALOGS_SCHEMA
                 )
             case sql_pb2.CommandGetDbSchemas():
-                domains = {a.partition(".")[0] for a in self.gateway.visible_products(principal)}
+                domains = {a.partition(".")[0] for a in self.gateway.listed_products(principal)}
                 return metadata.db_schemas_table(
                     domains,
                     catalog=command.catalog if command.HasField("catalog") else None,
@@ -291,8 +291,9 @@ class MeshFlightServer(flight.FlightServerBase):
                     ),
                 )
             case sql_pb2.CommandGetTables():
+                listed = self.gateway.listed_products(principal)
                 return metadata.tables_table(
-                    self.gateway.visible_products(principal),
+                    {address: entry.product for address, entry in listed.items()},
                     catalog=command.catalog if command.HasField("catalog") else None,
                     schema_pattern=(
                         command.db_schema_filter_pattern
