@@ -4,8 +4,8 @@
   ``pandas.read_sql`` and the inspector.
 - ``flightsql-dbapi``'s DB-API: plain queries, bound parameters and its metadata helpers. It
   runs in a process of its own (``tests/support/flightsql_dbapi_client.py`` says why), installed
-  once into a cache directory because it pins SQLAlchemy below 2.0, which ``sqlalchemy-adbc``
-  and pandas 3 cannot use, so it cannot live in the test extra beside them.
+  by ``scripts/test-services`` into a cache directory because it pins SQLAlchemy below 2.0,
+  which ``sqlalchemy-adbc`` and pandas 3 cannot use, so it cannot live in the test extra.
 """
 
 from __future__ import annotations
@@ -142,23 +142,16 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def flightsql_dbapi() -> Path:
-    """A directory holding flightsql-dbapi and the SQLAlchemy 1.4 it imports, fetched from PyPI
-    once (``MESHGATE_FLIGHTSQL_DBAPI`` names another)."""
+    """The directory ``scripts/test-services`` installs flightsql-dbapi and the SQLAlchemy 1.4
+    it imports into (``MESHGATE_FLIGHTSQL_DBAPI``, else its default place in the cache)."""
     cache = Path(os.environ.get("MESHGATE_CACHE", Path.home() / ".cache" / "meshgate"))
     directory = Path(
         os.environ.get("MESHGATE_FLIGHTSQL_DBAPI") or cache / FLIGHTSQL_DBAPI.replace("==", "-")
     )
-    if (directory / "flightsql" / "dbapi.py").is_file():
-        return directory
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
-        + [str(directory), FLIGHTSQL_DBAPI, SQLALCHEMY_FOR_IT],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if installed.returncode != 0:
-        _unavailable(f"could not install {FLIGHTSQL_DBAPI} into {directory}: {installed.stderr}")
+    if not (directory / "flightsql" / "dbapi.py").is_file():
+        _unavailable(
+            f"{FLIGHTSQL_DBAPI} is not installed in {directory}; scripts/test-services installs it"
+        )
     return directory
 
 
