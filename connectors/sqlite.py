@@ -94,6 +94,7 @@ class SQLiteConnector(Connector):
                 exp.Week,
                 exp.Year,
                 exp.IgnoreNulls,
+                exp.Interval,
             }
         ),  # fmt: skip
         unknown_functions=False,

@@ -42,6 +42,10 @@ CASES = {
     exp.Stddev: ("SELECT round(stddev(p_size), 6) FROM supply.part", "STDDEV"),
     exp.Median: ("SELECT median(p_size) FROM supply.part", "PERCENTILE_CONT"),
 }
+CASES[exp.Interval] = (
+    "SELECT max(CAST('1995-01-01' AS DATE) + INTERVAL 1 DAY) FROM supply.part",
+    "INTERVAL",
+)
 UNKNOWN = ("SELECT max(hash(p_name)) = max(hash(p_name)) FROM supply.part", "HASH")
 
 

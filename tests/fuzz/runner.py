@@ -31,7 +31,7 @@ CLEAN = {
     "OutOfRange",
 }
 FAILURES = {"Internal", "Unknown"}
-STATUS = re.compile(r"\((\w+); (?:\w+)\)")
+STATUS = re.compile(r"\((\w+); \w+")
 KNOWN_QUERY = "SELECT count(*) AS n FROM sales.orders"
 
 
