@@ -19,7 +19,7 @@ from gateway.planner.factor_disjunctions import factor_disjunctions
 from gateway.planner.govern import apply_governance
 from gateway.planner.group_joins import group_same_store_joins
 from gateway.planner.parameters import Template, bind_parameters, in_limits, slots_of
-from gateway.planner.parse import parse_statement
+from gateway.planner.parse import parse_statement, refuse_unplannable
 from gateway.planner.pin_decimals import pin_decimal_outputs
 from gateway.planner.pushdown_predicates import push_down_predicates
 from gateway.planner.pushdown_projections import push_down_projections
@@ -95,6 +95,7 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
     expression = bind_parameters(expression, parameters)
     for rule in RULES:
         expression = rule(expression, context=context)
+    refuse_unplannable(expression)
     schema = infer_schema(expression, context=context)
     products = tuple(sorted(named_products(expression)))
     expression = pin_decimal_outputs(expression, schema=schema)

@@ -160,6 +160,24 @@ def describe_syntax_error(description: str) -> str:
     return re.sub(r"<class '[\w.]*\.(\w+)'>", r"\1", text)
 
 
+def refuse_unplannable(expression: exp.Expression) -> None:
+    """InvalidQuery for what no plan can keep: COLUMNS(...) picks columns by a pattern (the
+    projection pushdown removed the columns it would have matched), POSITIONAL JOIN pairs rows
+    by an order federated products do not keep. Checked once the products are resolved and
+    governed, so a principal who may not read them learns that first."""
+    for node in expression.find_all(exp.Columns, exp.Join):
+        if isinstance(node, exp.Columns):
+            raise InvalidQuery(
+                "COLUMNS(...) picks columns by a pattern, which meshgate cannot govern and prune "
+                "column by column; name the columns you read"
+            )
+        if "POSITIONAL" in ((node.args.get("method") or "").upper(), node.text("kind").upper()):
+            raise InvalidQuery(
+                "POSITIONAL JOIN pairs rows by their order, which products read from several "
+                "stores do not keep; join on a key"
+            )
+
+
 def split_explain(sql: str) -> tuple[bool, str]:
     """Whether ``sql`` asks for EXPLAIN, and the statement to explain."""
     match = EXPLAIN.match(sql)
@@ -221,19 +239,6 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             raise InvalidQuery("SELECT ... INTO writes a table; meshgate is read-only")
         if select.args.get("locks"):
             raise InvalidQuery("SELECT ... FOR UPDATE/SHARE takes locks; meshgate is read-only")
-    for node in statement.find_all(exp.Columns, exp.Join):
-        if isinstance(node, exp.Columns):
-            raise InvalidQuery(
-                "COLUMNS(...) picks columns by a pattern, which meshgate cannot govern and prune "
-                "column by column; name the columns you read"
-            )
-        if node.args.get("method", "").upper() == "POSITIONAL" or (
-            node.text("kind").upper() == "POSITIONAL"
-        ):
-            raise InvalidQuery(
-                "POSITIONAL JOIN pairs rows by their order, which products read from several "
-                "stores do not keep; join on a key"
-            )
     for function in statement.find_all(exp.Func):
         name = (
             function.name if isinstance(function, exp.Anonymous) else function.sql_name()
