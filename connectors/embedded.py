@@ -109,11 +109,22 @@ class EmbeddedDuckDB:
         for name, table in (tables or {}).items():
             cursor.register(name, table)
         values = list(parameters.to_pylist()[0].values()) if parameters is not None else None
-        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, lambda: _interrupt(cursor))
+        guard = threading.Lock()  # an interrupt and the close never overlap
+        closed = False
+
+        def interrupt() -> None:
+            with guard:
+                if not closed:
+                    _interrupt(cursor)
+
+        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, interrupt)
 
         def finish() -> None:
+            nonlocal closed
             cancel_deadline()
-            cursor.close()
+            with guard:
+                closed = True
+                cursor.close()
 
         try:
             result = cursor.execute(sql, values)
@@ -138,7 +149,7 @@ class EmbeddedDuckDB:
             finish()
             raise
         # the deadline covers the stream too: a query that starts fast can stream for ever
-        stream = OwnedStream(native, owner=finish, interrupt=lambda: _interrupt(cursor))
+        stream = OwnedStream(native, owner=finish, interrupt=interrupt)
         return stream.reader()
 
     def close(self) -> None:

@@ -110,10 +110,13 @@ class LocalWatch:
             if self.reason is None:
                 self._cancel_poll = watchdog.schedule(WATCH_SECONDS, self._poll)
                 return
-        with contextlib.suppress(Exception):  # a query that just ended has nothing to stop
-            self._interrupt()
+            # under the lock: stop() waits for it, so the cursor is never closed while it is
+            # being interrupted (DuckDB would touch a connection being destroyed)
+            with contextlib.suppress(Exception):  # a query that just ended has nothing to stop
+                self._interrupt()
 
     def stop(self) -> None:
+        """No interrupt after this returns; call it before closing the cursor."""
         with self._lock:
             self._stopped = True
             self._cancel_poll()

@@ -7,6 +7,7 @@ plan. Each runs through the real server (a process of its own where a crash is t
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -343,3 +344,27 @@ def test_an_empty_sqlite_build_narrows_its_probe_to_nothing(server_thread, sql):
         assert table.to_pylist() == [{"n": 0}]
     else:
         assert table.column_names == ["c0", "c1", "c2"]
+
+
+def test_clients_that_give_up_again_and_again_do_not_crash_the_server(demo_mesh, tmp_path):
+    """The local engine's watch asked a finished Flight call whether it was cancelled, which
+    segfaulted the server in a fuzzing campaign; 30 cancelled queries in a row, local and
+    federated, with timeouts that end them at different moments."""
+    from tests.fuzz.runner import _connect
+
+    federated = (
+        "SELECT count(*) FROM supply.partsupp p JOIN fulfillment.lineitem l "
+        "ON p.ps_partkey = l.l_partkey JOIN fulfillment.lineitem l2 ON l2.l_suppkey = p.ps_suppkey"
+    )
+    with served(demo_mesh, log_dir=tmp_path) as server:
+        for round_ in range(30):
+            conn = _connect(server.uri, "analyst", 0.5 + (round_ % 5) * 0.3)
+            try:
+                with contextlib.suppress(Exception), conn.cursor() as cur:
+                    cur.execute(federated if round_ % 2 else ENDLESS_CTE)
+                    cur.fetchall()
+            finally:
+                conn.close()
+            assert server.alive(), server.output()[-3000:]
+        assert not server.fatal_errors(), server.output()[-3000:]
+        assert _count(server.uri) > 0

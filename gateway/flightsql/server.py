@@ -9,6 +9,7 @@ anything unexpected is logged and reported as INTERNAL without a traceback.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import logging
 import secrets
@@ -133,6 +134,53 @@ def _guarded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
+class _LiveCall:
+    """Whether a DoGet's client cancelled, asked only while the call is certainly alive.
+
+    The ServerCallContext lives only as long as its call, and pyarrow's wrapper does not know
+    when that ends: is_cancelled() on a finished call (from the local engine's watch, after the
+    client had gone) segfaulted the server. The call is alive while its handler runs and while
+    the gRPC thread is inside the stream's next(); cancelled() answers False at any other time,
+    and one lock keeps the call from ending while it asks.
+    """
+
+    def __init__(self, context) -> None:
+        self._context = context
+        self._lock = threading.Lock()
+        self._inside = 0
+
+    @contextlib.contextmanager
+    def alive(self) -> Iterator[None]:
+        with self._lock:
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+    def cancelled(self) -> bool:
+        with self._lock:
+            return self._inside > 0 and self._context.is_cancelled()
+
+    def pulled(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        """``reader``, each batch pulled inside ``alive``."""
+        batches = iter(reader)
+
+        def pull() -> Iterator[pa.RecordBatch]:
+            try:
+                while True:
+                    with self.alive():
+                        batch = next(batches, None)
+                    if batch is None:
+                        return
+                    yield batch
+            finally:
+                reader.close()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, pull())
+
+
 class MeshFlightServer(flight.FlightServerBase):
     def __init__(self, gateway: Gateway, location: str = "grpc://127.0.0.1:8815", **kwargs):
         self.gateway = gateway
@@ -254,8 +302,10 @@ class MeshFlightServer(flight.FlightServerBase):
         principal = self._principal(context)
         command = _unpack(ticket.ticket)
         if isinstance(command, sql_pb2.TicketStatementQuery):
-            reader = self._run_ticket(command.statement_handle, principal, context.is_cancelled)
-            return flight.RecordBatchStream(reader)
+            call = _LiveCall(context)
+            with call.alive():
+                reader = self._run_ticket(command.statement_handle, principal, call.cancelled)
+            return flight.RecordBatchStream(call.pulled(reader))
         return flight.RecordBatchStream(self._metadata_table(command, principal))
 
     def _run_ticket(

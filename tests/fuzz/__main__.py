@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         reference = duckdb.connect()
         load_tpch_reference(reference, tpch_dir(mesh_dir))
         expected = reference.execute("SELECT count(*) FROM orders").fetchone()[0]
-        with served(mesh_dir, log_dir=Path(scratch)) as server:
+        logs = Path(tempfile.mkdtemp(prefix="meshgate-fuzz-log-"))
+        print(f"server log in {logs}", flush=True)
+        with served(mesh_dir, log_dir=logs) as server:
             report = run_concurrently(
                 server.uri,
                 list(statements(products_of(mesh), seed=args.seed, count=args.statements)),

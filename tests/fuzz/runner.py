@@ -101,7 +101,12 @@ def run_statements(
     """Run each statement once over one connection (a new one after a lost connection)."""
     report = Report()
     started = time.perf_counter()
-    conn = _connect(uri, user, timeout_seconds)
+    try:
+        conn = _connect(uri, user, timeout_seconds)
+    except Exception as exc:  # noqa: BLE001 - a server that refuses connections is lost
+        report.failures.append(("lost", Statement("(connect)"), str(exc)))
+        report.outcomes["lost"] += 1
+        return report
     try:
         for number, statement in enumerate(statements, 1):
             began = time.perf_counter()
@@ -113,9 +118,14 @@ def run_statements(
                 report.by_origin[statement.origin] += 1
             if outcome not in CLEAN | FAILURES | {"ok"}:
                 # the connection may be broken: a fresh one tells a dead server from a bad call
-                conn.close()
-                conn = _connect(uri, user, timeout_seconds)
-                if not alive() or not _answers(conn):
+                with contextlib.suppress(Exception):
+                    conn.close()
+                try:
+                    conn = _connect(uri, user, timeout_seconds)
+                    answering = alive() and _answers(conn)
+                except Exception:  # noqa: BLE001 - no connection: the server is gone
+                    answering = False
+                if not answering:
                     outcome = "lost"
                     report.failures.append((outcome, statement, message))
                     report.outcomes[outcome] += 1
@@ -123,7 +133,8 @@ def run_statements(
             report.outcomes[outcome] += 1
     finally:
         report.seconds = time.perf_counter() - started
-        conn.close()
+        with contextlib.suppress(Exception):
+            conn.close()
     return report
 
 
