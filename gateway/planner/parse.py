@@ -160,6 +160,30 @@ def describe_syntax_error(description: str) -> str:
     return re.sub(r"<class '[\w.]*\.(\w+)'>", r"\1", text)
 
 
+def _check_writable(statement: exp.Expression, dialect: str) -> None:
+    """InvalidQuery when sqlglot cannot write ``statement`` back as SQL: its parser accepts some
+    functions with arguments of a kind they do not take (``NEXT_VALUE_FOR(TRUE, INTERVAL 3 DAY)``,
+    ``DATETIME(d)``, ``BOOLNOT(x, TRUE)``), and every later step writes SQL (found by the fuzzer,
+    as INTERNAL from the schema inference)."""
+    try:
+        statement.sql(dialect=dialect)
+    except Exception as exc:  # noqa: BLE001 - the generator fails with TypeError and others
+        function = next((f for f in statement.find_all(exp.Func) if _unwritable(f, dialect)), None)
+        what = f"{function.sql_name().lower()}() with these arguments" if function else "it"
+        raise InvalidQuery(
+            f"the statement cannot be planned: meshgate cannot write {what} as SQL "
+            f"({type(exc).__name__}); check the function's arguments"
+        ) from None
+
+
+def _unwritable(node: exp.Expression, dialect: str) -> bool:
+    try:
+        node.sql(dialect=dialect)
+    except Exception:  # noqa: BLE001 - see _check_writable
+        return True
+    return False
+
+
 def refuse_unplannable(expression: exp.Expression) -> None:
     """InvalidQuery for what no plan can keep: COLUMNS(...) picks columns by a pattern (the
     projection pushdown removed the columns it would have matched), POSITIONAL JOIN pairs rows
@@ -228,6 +252,7 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
         )
     statement = statements[0]
     check_size(statement)
+    _check_writable(statement, dialect)
     if not isinstance(statement, exp.Query):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else statement.this
         raise InvalidQuery(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
+from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
 from gateway.planner.parameters import Template
 from gateway.planner.sources import PREFIX, source_address
@@ -47,7 +48,13 @@ def transpile_fragment(
     transpiles."""
     query = _physical(expression, context=context, store=store)
     dialect = context.connectors[store].capabilities.dialect
-    sql = query.sql(dialect=dialect)
+    try:
+        sql = query.sql(dialect=dialect)
+    except Exception as exc:  # noqa: BLE001 - sqlglot's generators fail with TypeError and others
+        raise InvalidQuery(
+            f"store {store!r} speaks {dialect}, in which meshgate cannot write this query "
+            f"({type(exc).__name__}: {exc}); rewrite the part that reads {store!r}"
+        ) from None
     return Fragment(
         name=name,
         store=store,
