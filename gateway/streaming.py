@@ -141,7 +141,12 @@ def serve_stream(
             for batch in reader:
                 try:
                     conformed = conform(batch, schema)
-                except (pa.ArrowInvalid, ValueError) as exc:
+                except (
+                    pa.ArrowInvalid,
+                    pa.ArrowNotImplementedError,
+                    pa.ArrowTypeError,
+                    ValueError,
+                ) as exc:
                     raise InvalidQuery(
                         f"a value of the answer does not fit the type promised for it ({exc}); "
                         "cast it in the query to a type that holds it"

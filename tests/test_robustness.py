@@ -385,3 +385,12 @@ def test_functions_sqlglot_cannot_write_back_are_invalid_arguments(server_thread
     (TypeError in the schema inference), which reached clients as INTERNAL."""
     message, _ = _refusal_seconds(server_thread, sql)
     assert message.startswith("INVALID_ARGUMENT") and "cannot write" in message, message[:300]
+
+
+def test_a_store_value_that_cannot_take_the_promised_type_is_an_invalid_argument(server_thread):
+    """SQLite answers CAST(integer AS DATE) with integers; conforming them to the promised date
+    failed as UNKNOWN (found by the campaign)."""
+    message, _ = _refusal_seconds(
+        server_thread, "SELECT CAST(r_regionkey AS DATE) AS d FROM reference.region"
+    )
+    assert message.startswith("INVALID_ARGUMENT") and "does not fit the type" in message, message
