@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import textwrap
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,11 +29,13 @@ def grant_everything(root: Path, *, principal: str = "tester", role: str = "read
 
 @contextlib.contextmanager
 def mariadb_people(root: Path, table: str, rows: Sequence[tuple[int, str | None]]) -> Iterator:
-    """A gateway over a mesh in ``root`` publishing ``crm.people``: the MariaDB table ``table``
-    (k INT, name VARCHAR(20)) holding ``rows``, dropped again afterwards."""
+    """A gateway over a mesh in ``root`` publishing ``crm.people``: a MariaDB table named after
+    ``table`` with a suffix of its own (others run the suite at the same time), (k INT, name
+    VARCHAR(20)) holding ``rows``, dropped again afterwards."""
     from gateway.service import Gateway
     from tests.support.stores import MARIADB, mysql_admin
 
+    table = f"{table}_{uuid.uuid4().hex[:8]}"
     admin = mysql_admin()
     with admin.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
