@@ -321,12 +321,16 @@ def test_type_info_answers(admin, demo_uri):
     client.close()
 
 
-def test_a_principal_sees_only_what_it_may_read(jdbc, demo_url):
+def test_a_principal_sees_only_what_it_may_read_or_discover(jdbc, demo_url):
+    """The demo's products are discoverable to those who may not read them (guest reads only
+    reference); its audit trail is invisible to all but the governance group."""
     with jdbc.connect(demo_url, user="guest", password="guest") as guest:
-        assert values(guest.meta("getSchemas")) == [["reference", "mesh"]]
+        schemas = {row[0] for row in values(guest.meta("getSchemas"))}
+        assert schemas == {"fulfillment", "reference", "sales", "supply"}
         tables = by_name(guest.meta("getTables", None, None, "%", None))
-        assert {t["TABLE_SCHEM"] for t in tables} == {"reference"}
-        assert guest.meta("getColumns", None, "sales", "orders", "%")["rows"] == []
+        assert "audit" not in {t["TABLE_SCHEM"] for t in tables}
+        assert guest.meta("getColumns", None, "sales", "orders", "%")["rows"] != []
+        assert guest.meta("getColumns", None, "audit", "events", "%")["rows"] == []
 
 
 # --- queries ----------------------------------------------------------------------------------
