@@ -286,7 +286,7 @@ PORT_HELP = f"the Flight SQL port (default {DEFAULT_PORT})"
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option, each with its help text."""
-    parser = argparse.ArgumentParser(prog="meshgate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="meshgate", description=__doc__.replace("``", ""))
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
