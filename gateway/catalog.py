@@ -236,33 +236,37 @@ def deprecation_of(product: Product) -> dict[str, Any] | None:
 
 def worst(statuses: Iterable[str]) -> str:
     """The worst of SLO statuses: broken over at_risk over met over unknown."""
-    order = ("broken", "at_risk", "met", "unknown")
-    found = set(statuses)
-    return next((s for s in order if s in found), "unknown")
+    from gateway.slos import worst_status
+
+    return worst_status(list(statuses))
 
 
 class Catalog:
     """The catalog of one running gateway, for one principal at a time."""
 
-    def __init__(self, gateway: Gateway, *, flight_uri: str, monitor: Any | None = None):
+    def __init__(self, gateway: Gateway, *, flight_uri: str):
         self.gateway = gateway
         self.flight_uri = flight_uri
-        self.monitor = monitor
 
-    def _measured(self, product: Product) -> Measurements | None:
-        return self.monitor.measurements(product) if self.monitor is not None else None
+    def _measured(self, product: Product) -> Measurements:
+        measured = self.gateway.monitor.measurements(product)
+        measured.usage = self.gateway.usage.usage(product)
+        return measured
 
     def visible(self, principal: Principal) -> dict[str, Product]:
         return self.gateway.visible_products(principal)
 
-    def record(self, principal: Principal, address: str) -> dict[str, Any]:
+    def record(
+        self, principal: Principal, address: str, *, visible: dict[str, Product] | None = None
+    ) -> dict[str, Any]:
         """The product at ``address`` as ``principal`` may see it; NotFound if it may not."""
-        visible = self.visible(principal)
+        visible = self.visible(principal) if visible is None else visible
         product = visible.get(address.lower())
         if product is None:
             close = [a for a in self.gateway.mesh.closest_addresses(address) if a in visible]
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise NotFound(f"no product {address!r} you may read{hint}")
+        self.gateway.monitor.on_read([address.lower()])
         decision = self.gateway.policy.decide(principal, product, address=address.lower())
         return product_record(
             self.gateway.mesh,
@@ -280,6 +284,7 @@ class Catalog:
         ``search``, by domain and name."""
         visible = self.visible(principal)
         latest = sorted(a for a, p in visible.items() if a == latest_address(p))
-        records = [self.record(principal, a) for a in latest]
+        self.gateway.monitor.on_read(latest)
+        records = [self.record(principal, a, visible=visible) for a in latest]
         search = search or Search()
         return [r for r in records if search.matches(r)]

@@ -28,6 +28,7 @@ def _serve(
 
     server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
     http = None
+    gateway.monitor.start()  # SLOs, contracts and quality measured while serving
     try:
         if http_port is not None:
             from gateway.http.app import create_app

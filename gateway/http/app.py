@@ -130,7 +130,6 @@ def create_app(
     *,
     signer: Signer | None = None,
     flight_uri: str = "grpc://localhost:8815",
-    monitor: object | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The HTTP app over ``gateway``. Pass the Flight server's ``signer`` so the bearer tokens
@@ -145,6 +144,6 @@ def create_app(
         signer or Signer(),
         token_ttl_seconds=gateway.settings.token_ttl_seconds,
     )
-    app.state.catalog = Catalog(gateway, flight_uri=flight_uri, monitor=monitor)
+    app.state.catalog = Catalog(gateway, flight_uri=flight_uri)
     app.state.flight_uri = flight_uri
     return app

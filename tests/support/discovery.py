@@ -20,12 +20,16 @@ class Served:
     http_url: str
     gateway: Gateway
     server: MeshFlightServer
-    monitor: object | None = None
 
 
 @contextlib.contextmanager
-def serving(mesh_dir: Path, *, monitor: bool = False, **gateway_options) -> Iterator[Served]:
-    """Serve ``mesh_dir`` over Flight SQL and HTTP on free loopback ports, as ``meshgate serve``."""
+def serving(
+    mesh_dir: Path, *, monitor_interval: float | None = 0, **gateway_options
+) -> Iterator[Served]:
+    """Serve ``mesh_dir`` over Flight SQL and HTTP on free loopback ports, as ``meshgate serve``.
+
+    The monitor's schedule runs every ``monitor_interval`` seconds (None: mesh.yaml's setting,
+    0: off, so tests measure with ``gateway.monitor.check_now()`` when they choose)."""
     from gateway.http.app import create_app
     from gateway.http.server import HttpServer
 
@@ -34,6 +38,7 @@ def serving(mesh_dir: Path, *, monitor: bool = False, **gateway_options) -> Iter
     thread = threading.Thread(target=server.serve, daemon=True, name="meshgate-test-flight")
     thread.start()
     flight_uri = f"grpc://127.0.0.1:{server.port}"
+    gateway.monitor.start(monitor_interval)
     app = create_app(gateway, signer=server.signer, flight_uri=flight_uri)
     http = HttpServer(app, host="127.0.0.1", port=0).start()
     try:
