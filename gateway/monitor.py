@@ -80,7 +80,12 @@ def _age_seconds(newest: Any, now: float) -> float | None:
 
 
 def _human_seconds(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    """>>> _human_seconds(7200), _human_seconds(90), _human_seconds(86400 * 400)
+    ('2.0h', '1.5m', '400 days')
+    """
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:,.0f} days"
+    for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
