@@ -279,6 +279,21 @@ class Catalog:
             principal=principal.name,
         )
 
+    def unfiltered_record(self, address: str) -> dict[str, Any]:
+        """The product at ``address`` as the mesh's owners see it: no policy applied (for the
+        offline ``meshgate products`` without a principal)."""
+        product = canonical(self.gateway.mesh, address)
+        return product_record(
+            self.gateway.mesh,
+            product,
+            address=address,
+            masks={},
+            visible=set(self.gateway.mesh.products),
+            measured=self._measured(product),
+            flight_uri=self.flight_uri,
+            principal="you",
+        )
+
     def records(self, principal: Principal, search: Search | None = None) -> list[dict[str, Any]]:
         """One record per product (its latest address) the principal may read, matching
         ``search``, by domain and name."""
