@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -84,8 +85,23 @@ def _age_seconds(newest: Any, now: float) -> float | None:
     return max(0.0, now - moment.timestamp())
 
 
+STORE_COLUMNS = re.compile(r" \(it has: [^)]*\)")
+
+
+def public_problems(problems: Iterable[str]) -> list[str]:
+    """Contract problems as any reader of the product may see them: what differs from the
+    contract, without the store's other column names (which may be physical or private).
+
+    >>> public_problems(["column 'a' is not in the store (it has: b, ssn); fix it"])
+    ["column 'a' is not in the store; fix it"]
+    """
+    return [STORE_COLUMNS.sub("", problem) for problem in problems]
+
+
 def _human_seconds(seconds: float) -> str:
-    """>>> _human_seconds(7200), _human_seconds(90), _human_seconds(86400 * 400)
+    """An age as a person reads it.
+
+    >>> _human_seconds(7200), _human_seconds(90), _human_seconds(86400 * 400)
     ('2.0h', '1.5m', '400 days')
     """
     if seconds >= 2 * 86400:
@@ -205,11 +221,11 @@ class ProductMonitor:
         reached = report.checked
         contract = {
             "status": "ok" if report.ok else "drift" if report.checked else "unchecked",
-            "problems": list(report.problems) if report.checked else [],
+            "problems": public_problems(report.problems) if report.checked else [],
             "checked_at": _iso(now),
         }
         if not report.checked:
-            contract["detail"] = report.problems[0] if report.problems else ""
+            log.info("contract of %s not checked: %s", product.versioned_address, report.problems)
         newest = rows = None
         quality: dict[int, float | None] = {}
         if reached and report.ok:
@@ -318,7 +334,7 @@ class ProductMonitor:
                 if report.checked:
                     state.contract = {
                         "status": "ok" if report.ok else "drift",
-                        "problems": list(report.problems),
+                        "problems": public_problems(report.problems),
                         "checked_at": _iso(now),
                     }
             self._log_transitions(product)

@@ -100,6 +100,17 @@ def test_quality_operators(operator, value, passes):
     assert slos.passes(value, name, operand) is passes
 
 
+@pytest.mark.parametrize(
+    "module", ["gateway.slos", "gateway.monitor", "gateway.standards", "gateway.http.lineage"]
+)
+def test_the_examples_in_docstrings_hold(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_durations():
     assert duration_seconds("90s") == 90 and duration_seconds("1.5h") == 5400
     with pytest.raises(ValueError, match="not a duration"):
