@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pyarrow.flight as flight
 import pytest
@@ -139,3 +141,28 @@ def test_credentials_are_checked_like_the_flight_port(served):
     assert response.json()["principal"] == "guest"
     assert _addresses(response) == ["reference.nation", "reference.region"]
     assert _get(served, "/healthz", None).json() == {"status": "ok"}
+
+
+def test_usage_counts_queries_and_distinct_principals_from_the_audit_trail(served):
+    from tests.support.server import connect
+
+    def usage():
+        return _get(served, "/api/products/reference.region", "admin").json()["usage"]
+
+    before = usage()
+    for user, sql in (
+        ("analyst", "SELECT count(*) FROM reference.region"),
+        ("analyst", "SELECT r_name FROM reference.region_v1"),
+        ("guest", "SELECT * FROM reference.region"),
+    ):
+        with connect(served.flight_uri, user) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            cur.fetchall()
+    deadline = time.monotonic() + 30  # the summary is kept for a few seconds
+    while usage()["queries_day"] < before["queries_day"] + 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    after = usage()
+    assert after["queries_day"] == before["queries_day"] + 3
+    assert after["queries_week"] == before["queries_week"] + 3
+    assert {"analyst", "guest"} <= set(after["readers_week"])
+    assert after["principals_day"] >= 2 and after["last_read"] is not None
