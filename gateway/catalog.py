@@ -268,7 +268,7 @@ class Catalog:
             raise NotFound(f"no product {address!r} you may read{hint}")
         self.gateway.monitor.on_read([address.lower()])
         decision = self.gateway.policy.decide(principal, product, address=address.lower())
-        return product_record(
+        record = product_record(
             self.gateway.mesh,
             product,
             address=address.lower(),
@@ -278,6 +278,8 @@ class Catalog:
             flight_uri=self.flight_uri,
             principal=principal.name,
         )
+        record["rows_filtered"] = decision.row_filter is not None
+        return record
 
     def unfiltered_record(self, address: str) -> dict[str, Any]:
         """The product at ``address`` as the mesh's owners see it: no policy applied (for the
@@ -292,7 +294,7 @@ class Catalog:
             measured=self._measured(product),
             flight_uri=self.flight_uri,
             principal="you",
-        )
+        ) | {"rows_filtered": False}
 
     def records(self, principal: Principal, search: Search | None = None) -> list[dict[str, Any]]:
         """One record per product (its latest address) the principal may read, matching

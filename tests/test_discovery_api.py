@@ -60,6 +60,10 @@ def test_masked_columns_are_shown_masked_for_whom_they_are_masked(served):
     assert not admin["c_name"]["masked"] and admin["c_name"]["mask"] is None
     assert not analyst["c_custkey"]["masked"]
     assert analyst["c_custkey"]["description"]
+    # a row filter is shown as applying, never as its SQL
+    eu = _get(served, "/api/products/sales.customer", "eu_analyst").json()
+    assert eu["rows_filtered"] is True and "EUROPE" not in str(eu)
+    assert _get(served, "/api/products/sales.customer", "admin").json()["rows_filtered"] is False
 
 
 def test_a_product_a_principal_may_not_read_does_not_exist_for_it(served):
