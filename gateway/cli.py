@@ -191,7 +191,7 @@ def format_products(records: list[dict], *, worst) -> str:
         )
         rows.append(
             (
-                r["address"],
+                r["address"] + ("" if r.get("readable", True) else " (no access)"),
                 versions,
                 r["owner"],
                 f"{overall.upper()}: {slos}" if overall else slos,

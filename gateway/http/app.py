@@ -118,7 +118,7 @@ async def product_odcs(request: Request) -> Response:
 
     principal = principal_of(request)
     catalog = catalog_of(request)
-    record = catalog.record(principal, request.path_params["address"])
+    record = catalog.readable_record(principal, request.path_params["address"])
     product = catalog.gateway.mesh.products[record["address"]]
     contract = odcs_contract(
         record, product, mesh_name=catalog.gateway.mesh.name, flight_uri=catalog.flight_uri
@@ -132,7 +132,7 @@ async def product_odps(request: Request) -> Response:
 
     principal = principal_of(request)
     catalog = catalog_of(request)
-    record = catalog.record(principal, request.path_params["address"])
+    record = catalog.readable_record(principal, request.path_params["address"])
     return _yaml(as_yaml(odps_product(record, **_odps_context(request))))
 
 
@@ -141,7 +141,7 @@ async def mesh_odps(request: Request) -> Response:
     from gateway.standards import as_yaml, odps_product
 
     principal = principal_of(request)
-    records = catalog_of(request).records(principal)
+    records = [r for r in catalog_of(request).records(principal) if r["readable"]]
     return _yaml(as_yaml([odps_product(r, **_odps_context(request)) for r in records]))
 
 

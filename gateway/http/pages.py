@@ -73,7 +73,7 @@ async def lineage_page(request: Request) -> Response:
     from gateway.http.lineage import render_svg
 
     principal = principal_of(request)
-    records = catalog_of(request).records(principal)
+    records = [r for r in catalog_of(request).records(principal) if r["readable"]]
     nodes = {r["address"]: r["domain"] for r in records}
     edges = sorted(
         {(up, r["address"]) for r in records for up in r["lineage"]["upstream"] if up in nodes}
