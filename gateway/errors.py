@@ -34,6 +34,12 @@ class Unauthenticated(GatewayError):
 class SourceUnavailable(GatewayError):
     """A store could not be reached or failed while answering; other stores keep serving."""
 
+    def __init__(self, message: str, *, store: str | None = None):
+        super().__init__(message)
+        self.store = store
+        """The store (or engine) that failed, where known: a query routed to an engine that is
+        down can then run without it."""
+
 
 class QueryTimeout(GatewayError):
     """A store did not answer within the configured timeout."""

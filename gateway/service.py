@@ -16,7 +16,7 @@ from sqlglot import exp
 
 import connectors
 from gateway.contracts import ContractReport, check_contracts
-from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
+from gateway.errors import GatewayError, MeshConfigError, PermissionDenied, SourceUnavailable
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
@@ -71,11 +71,20 @@ class Gateway:
 
             self._audit_log = AuditLog(mesh.root / self.settings.audit_log)
         self.connectors: dict[str, connectors.Connector] = {}
+        self.engine = None
         try:
             self.connectors = open_stores(mesh)
+            if mesh.config.engines:
+                from gateway.engines import Engine
+
+                self.engine = Engine(mesh, self.connectors, on_change=self.plans.clear)
         except MeshConfigError:
             self.close()
             raise
+        self._runners = dict(self.connectors)
+        """Where fragments run: every store, and the engine under its name."""
+        if self.engine is not None:
+            self._runners[self.engine.name] = self.engine.connector
 
     @classmethod
     def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
@@ -123,8 +132,9 @@ class Gateway:
             mesh=self.mesh,
             principal=principal,
             policy=self.policy,
-            connectors=self.connectors,
+            connectors=self._runners,
             dialect=self.settings.dialect,
+            engine=self.engine.view() if self.engine is not None else None,
         )
 
     def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
@@ -155,8 +165,20 @@ class Gateway:
     ) -> pa.RecordBatchReader:
         """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
         return execute_plan(
-            plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+            plan, self._runners, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
         )
+
+    def _fallback(self, plan: Plan, error: SourceUnavailable, principal: Principal) -> Plan | None:
+        """The plan to run instead when ``plan`` went to an engine that is down and routing is
+        ``auto`` (the same query, local); None when there is none."""
+        engine = self.engine
+        if engine is None or plan.engine != engine.name or error.store != engine.name:
+            return None
+        engine.failed()
+        if engine.mode != "auto":
+            return None
+        log.warning("engine %r is down; running the query locally: %s", engine.name, error)
+        return self.plan(plan.statement, principal, list(plan.parameters))
 
     def describe(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
@@ -189,7 +211,14 @@ class Gateway:
         started = time.perf_counter()
         sent: list[tuple[str, str]] = []
         try:
-            reader = self.execute(plan, sent=sent)
+            try:
+                reader = self.execute(plan, sent=sent)
+            except SourceUnavailable as exc:
+                fallback = self._fallback(plan, exc, principal)
+                if fallback is None:
+                    raise
+                plan, sent = fallback, []
+                reader = self.execute(plan, sent=sent)
         except GatewayError as exc:
             public = self._public_error(exc)
             self._audit(
@@ -265,6 +294,7 @@ class Gateway:
             error=error,
         )
         if plan is not None:
+            event.engine = plan.engine
             event.products = list(plan.products)
             columns, masks, filters = self._governance_applied(principal, plan)
             event.columns, event.masks, event.filters = list(columns), dict(masks), dict(filters)
@@ -334,6 +364,8 @@ class Gateway:
     def close(self) -> None:
         if self._audit_log is not None:
             self._audit_log.close()
+        if self.engine is not None:
+            self.engine.close()
         for connector in self.connectors.values():
             try:
                 connector.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from datetime import datetime
 
@@ -57,7 +59,12 @@ def test_each_event_is_one_json_line_with_every_field(tmp_path):
         "bytes": 10,
         "duration_ms": 1.5,
         "error": None,
+        "engine": "local",
+        "replica": first["replica"],
     }
+    assert first["replica"] == os.environ.get(
+        "MESHGATE_REPLICA", f"{socket.gethostname()}:{os.getpid()}"
+    )
     assert first["time"].endswith("Z")
     assert datetime.fromisoformat(first["time"]).utcoffset().total_seconds() == 0
     denied = read_lines(path)[1]
