@@ -242,3 +242,19 @@ def test_a_policy_change_reaches_every_replica(replicas):
         assert seen == dict.fromkeys(REPLICAS, 10), "every replica enforces the new row filter"
     finally:
         policy.write_text(original)
+
+
+def test_the_handle_from_before_a_bind_is_refused_elsewhere_never_answered_wrongly(replicas):
+    """Values bound with DoPut travel in the handle DoPut answers with (the ADBC driver sends
+    that one on); a replica given the handle from before the bind does not know them and says
+    so, where answering with other values would be wrong. The replica that took the DoPut
+    still answers the old handle with the values (clients that ignore DoPut's result)."""
+    _, uris = replicas
+    clients = _clients(uris)
+    options = _bearer(clients["r1"])
+    handle = _prepare(clients["r1"], options, "SELECT count(*) AS n FROM crm.people WHERE k < ?")
+    _bind(clients["r2"], options, handle, pa.record_batch({"v": pa.array([5], pa.int64())}))
+    with pytest.raises(pa.ArrowInvalid, match="0 value"):
+        _ticket(clients["r3"], options, handle)
+    ticket = _ticket(clients["r2"], options, handle)
+    assert clients["r2"].do_get(ticket, options).read_all().column("n").to_pylist() == [5]
