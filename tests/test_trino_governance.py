@@ -13,6 +13,7 @@ already be masked and filtered: it never answers with more than the principal ma
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ reference = federated.reference
 PRINCIPALS = ("admin", "analyst", "eu")
 POLICY = """
 roles: {admin: ["unmask:pii"], analyst: [], eu: []}
+masking: {hash_key_env: MESHGATE_TEST_MASK_KEY}
 grants:
   - {role: admin, products: "*"}
   - {role: analyst, products: "*"}
@@ -39,6 +41,7 @@ grants:
 masks:
   - {classification: pii, mask: partial, option: 4, unless: "unmask:pii"}
   - {column: sales.customer.c_acctbal, mask: "null", unless: admin}
+  - {column: supply.supplier.s_phone, mask: hash, unless: admin}
 row_filters:
   - {role: admin, products: [sales.customer, sales.orders], filter: "TRUE"}
   - {role: analyst, products: [sales.customer, sales.orders], filter: "TRUE"}
@@ -50,7 +53,11 @@ row_filters:
   - {role: eu, products: sales.orders, filter: "o_orderdate >= DATE '1996-01-01'"}
 """
 
+MASK_KEY = "trino-governance-test-mask-key"
 QUERIES = {
+    "hash mask (Trino lacks md5: computed locally)": "SELECT s.s_suppkey, s.s_phone, c.c_name "
+    "FROM supply.supplier s JOIN sales.customer c ON c.c_custkey = s.s_suppkey "
+    "ORDER BY s.s_suppkey",
     "masked columns across stores": "SELECT c.c_custkey, c.c_name, c.c_phone, c.c_acctbal, "
     "n.n_name FROM sales.customer c JOIN reference.nation n ON n.n_nationkey = c.c_nationkey "
     "ORDER BY c.c_custkey LIMIT 50",
@@ -103,6 +110,7 @@ def gateways(mesh: Path, tmp_path_factory):
     require(POSTGRES)
     require(MARIADB)
     root = tmp_path_factory.mktemp("trino-governance")
+    os.environ["MESHGATE_TEST_MASK_KEY"] = MASK_KEY  # both gateways hash alike
     with (
         trino_tpch_mesh(mesh, root / "trino", mode="trino", reference="postgres") as routed,
         trino_tpch_mesh(mesh, root / "local", mode="local", reference="postgres") as unrouted,
@@ -162,3 +170,15 @@ def test_a_probe_of_a_clear_value_finds_nothing_unless_unmasked(gateways):
             for name in PRINCIPALS
         }
         assert counts == {"admin": 1, "analyst": 0, "eu": 0}
+
+
+def test_a_hash_mask_trino_cannot_compute_runs_locally_over_trinos_fragment(gateways):
+    """Trino's md5 differs from the gateway's (TrinoConnector declares MD5 unsupported): the
+    masked column is computed by the local engine, the rest still runs on Trino."""
+    _, trino = gateways
+    sql = QUERIES["hash mask (Trino lacks md5: computed locally)"]
+    masked = trino.plan(sql, trino.principals.get("analyst"))
+    assert masked.local_sql is not None and "MD5" in masked.local_sql.upper()
+    assert all("MD5" not in f.sql.upper() for f in masked.fragments if f.store == ENGINE)
+    clear = trino.plan(sql, trino.principals.get("admin"))
+    assert clear.local_sql is None and clear.fragments[0].store == ENGINE
