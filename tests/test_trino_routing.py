@@ -7,6 +7,7 @@ Trino itself is never touched.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -82,6 +83,30 @@ def test_auto_sends_large_cross_store_queries_to_trino_and_keeps_small_ones_loca
     answer = gateway.run(to_addresses(tpch_queries[3]), principal).read_all()
     expected = reference.execute(tpch_queries[3]).to_arrow_table()
     assert answer_difference(answer, expected, ordered=True) is None
+
+
+def test_explain_and_the_audit_event_say_which_engine_ran_what(routed, tpch_queries):
+    gateway = routed(mode="trino", audit=True)
+    sql = to_addresses(tpch_queries[3])
+    with (
+        running_server(gateway.mesh.root) as (uri, _),
+        connect(uri, PRINCIPAL) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute(f"EXPLAIN {sql}")
+        lines = [row[0] for row in cursor.fetchall()]
+        cursor.execute(sql)
+        assert len(cursor.fetchall()) == 10
+    assert lines[0] == "engine: trino (routing mode trino)"
+    assert lines[1] == "fragment the answer runs on engine 'trino':"
+    assert '"postgresql"."meshgate_tpch_sf0_01"."orders"' in lines[2]
+    events = [
+        json.loads(line)
+        for line in (gateway.mesh.root / "audit" / "events.jsonl").read_text().splitlines()
+    ]
+    (event,) = [e for e in events if e["statement"] == sql]
+    assert event["engine"] == ENGINE and event["outcome"] == "ok" and event["rows"] == 10
+    assert [f["store"] for f in event["fragments"]] == [ENGINE]
 
 
 # --- Trino down ----------------------------------------------------------------------------------

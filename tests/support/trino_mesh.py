@@ -42,6 +42,7 @@ def trino_tpch_mesh(
     reference: Literal["sqlite", "postgres"] = "sqlite",
     min_rows: int = 0,
     engine_overrides: dict[str, Any] | None = None,
+    audit: bool = False,
 ) -> Iterator[Path]:
     """A copy of the TPC-H mesh ``base`` in ``target`` routed through Trino (see the module)."""
     unique = f"meshgate_scaleout_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -56,7 +57,8 @@ def trino_tpch_mesh(
     engine = {k: v for k, v in trino_settings().items() if k not in ("catalog", "schema")}
     config["engines"] = {ENGINE: engine | (engine_overrides or {})}
     config.setdefault("gateway", {})["routing"] = {"mode": mode, "min_rows": min_rows}
-    config["gateway"]["audit_log"] = None
+    if not audit:
+        config["gateway"]["audit_log"] = None
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(base, target, ignore=shutil.ignore_patterns("tpch", "stores", "audit"))
