@@ -109,6 +109,36 @@ def test_explain_and_the_audit_event_say_which_engine_ran_what(routed, tpch_quer
     assert [f["store"] for f in event["fragments"]] == [ENGINE]
 
 
+def test_a_prepared_statement_binds_new_values_into_the_trino_sql(routed, reference):
+    """One plan per shape of values: each execution writes its values into Trino's SQL."""
+    gateway = routed(mode="trino")
+    sql = (
+        "SELECT count(*) AS n FROM sales.orders o JOIN fulfillment.lineitem l "
+        "ON l.l_orderkey = o.o_orderkey WHERE o.o_custkey = ? AND l.l_quantity > ?"
+    )
+    expected = {
+        key: reference.execute(
+            "SELECT count(*) FROM orders JOIN lineitem ON l_orderkey = o_orderkey "
+            "WHERE o_custkey = ? AND l_quantity > ?",
+            [key, 10],
+        ).fetchone()[0]
+        for key in (1, 4, 7)
+    }
+    assert len(set(expected.values())) > 1, "values that give the same count prove nothing"
+    with (
+        running_server(gateway.mesh.root) as (uri, served),
+        connect(uri, PRINCIPAL) as conn,
+        conn.cursor() as cursor,
+    ):
+        for key, count in expected.items():
+            cursor.execute(sql, parameters=(key, 10))
+            assert cursor.fetchall() == [(count,)]
+        plan = served.plan(sql, served.principals.get(PRINCIPAL), [7, 10])
+    assert plan.engine == ENGINE and "= 7" in plan.fragments[0].sql
+    # planned at prepare (values not bound yet) and at the first execution; reused after
+    assert served.plans.misses == 2 and served.plans.hits >= 2
+
+
 # --- Trino down ----------------------------------------------------------------------------------
 
 
