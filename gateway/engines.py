@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from sqlglot import exp
 
 import connectors
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, MeshConfigError
 from gateway.mesh import Mesh
 from gateway.planner.route import EngineView
 
@@ -126,9 +126,14 @@ class Engine:
         self.name = name
         self.mode = routing.mode
         self.min_rows = routing.min_rows
-        self.connector = connectors.open_connector(
-            name, {"kind": config.kind, **config.settings}, base_dir=mesh.root
-        )
+        try:
+            self.connector = connectors.open_connector(
+                name, {"kind": config.kind, **config.settings}, base_dir=mesh.root
+            )
+        except MeshConfigError as exc:  # the connector names its fields as a store's
+            raise MeshConfigError(
+                [p.replace(f"`stores.{name}.", f"`engines.{name}.") for p in exc.problems]
+            ) from None
         self.connector.role = "engine"
         self.names = engine_names(mesh, stores)
         self._on_change = on_change

@@ -56,6 +56,19 @@ def test_an_engine_named_like_a_store_and_a_second_engine_are_refused(tmp_path):
         load_mesh(two)
 
 
+def test_an_engine_missing_a_setting_is_refused_naming_the_engines_field(tmp_path):
+    from gateway.service import Gateway
+
+    root = _mesh(
+        tmp_path / "m",
+        "name: m\nstores:\n  s: {kind: sqlite, path: x.sqlite}\n"
+        "engines:\n  cluster: {kind: trino, user: u}\n",
+    )
+    (root / "principals.yaml").write_text("principals: {}\n")
+    with pytest.raises(MeshConfigError, match=r"`engines\.cluster\.host`: Field required"):
+        Gateway.open(root)
+
+
 def test_a_misspelt_reach_field_is_refused(tmp_path):
     root = _mesh(
         tmp_path / "m",
