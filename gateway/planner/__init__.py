@@ -1,8 +1,10 @@
 """The planner: one pure rewrite per module, applied in the order of RULES.
 
 ``plan_query`` takes SQL text and a principal and returns a :class:`Plan`: the fragments each
-store runs, the query the local engine runs over them, and the schema of the answer. Nothing here
-touches a store.
+store runs, the query the local engine runs over them, and the schema of the answer. Between
+governance and pushdown, ``choose_route`` decides whether the cross-store part runs on the mesh's
+Trino engine (``route.py``); the route travels to the later rules in the context, and the plan
+says which engine runs what. Nothing here touches a store.
 """
 
 from __future__ import annotations
