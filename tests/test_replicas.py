@@ -10,6 +10,7 @@ The Flight SQL RPCs are driven with ``pyarrow.flight`` so the test chooses the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql.server import _pack, _unpack
 from tests.support.mesh import grant_everything
-from tests.support.stores import free_port
+from tests.support.stores import TcpProxy, free_port
 
 REPLICAS = ("r1", "r2", "r3")
 SECRET = "replicas-test-shared-secret-0123456789"
@@ -242,6 +243,10 @@ def test_a_policy_change_reaches_every_replica(replicas):
         assert seen == dict.fromkeys(REPLICAS, 10), "every replica enforces the new row filter"
     finally:
         policy.write_text(original)
+        deadline = time.monotonic() + 30  # the next tests need every replica back on it
+        while time.monotonic() < deadline and {count(name) for name in REPLICAS} != {1000}:
+            time.sleep(0.5)
+    assert [count(name) for name in REPLICAS] == [1000] * 3, "every replica lifts it again"
 
 
 def test_the_handle_from_before_a_bind_is_refused_elsewhere_never_answered_wrongly(replicas):
@@ -258,3 +263,50 @@ def test_the_handle_from_before_a_bind_is_refused_elsewhere_never_answered_wrong
         _ticket(clients["r3"], options, handle)
     ticket = _ticket(clients["r2"], options, handle)
     assert clients["r2"].do_get(ticket, options).read_all().column("n").to_pylist() == [5]
+
+
+class RoundRobinBalancer(TcpProxy):
+    """An L4 balancer on one loopback port: each new TCP connection goes to the next replica."""
+
+    def __init__(self, uris: list[str]):
+        self._targets = itertools.cycle([("127.0.0.1", int(uri.rsplit(":", 1)[1])) for uri in uris])
+        super().__init__("127.0.0.1", 0)
+
+    @property
+    def target(self) -> tuple[str, int]:
+        return next(self._targets)
+
+    @target.setter
+    def target(self, _value: tuple[str, int]) -> None:
+        pass  # the cycle decides
+
+
+def test_clients_of_one_address_are_served_by_every_replica_behind_it(replicas):
+    """Three ADBC connections to one balancer address land on the three replicas; each logs in,
+    prepares with a bound value and fetches, and the audit log shows all three serving."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    mesh, uris = replicas
+    balancer = RoundRobinBalancer([uris[name] for name in REPLICAS]).start()
+    marker = f"b{time.time_ns()}"
+    sql = f"SELECT count(*) AS {marker} FROM crm.people WHERE k < ?"
+    try:
+        for limit in (10, 20, 30):
+            with (
+                flightsql.connect(
+                    f"grpc://127.0.0.1:{balancer.port}",
+                    db_kwargs={"username": PRINCIPAL, "password": PRINCIPAL},
+                    autocommit=True,
+                ) as conn,
+                conn.cursor() as cursor,
+            ):
+                cursor.execute(sql, parameters=(limit,))
+                assert cursor.fetchall() == [(limit,)]
+    finally:
+        balancer.stop()
+    lines = (mesh / "audit" / "events.jsonl").read_text().splitlines()
+    served = [json.loads(line) for line in lines]
+    ran = sorted((e for e in served if e["statement"] == sql), key=lambda e: e["time"])
+    assert [(e["replica"], e["rows"], e["outcome"]) for e in ran] == [
+        (name, 1, "ok") for name in REPLICAS
+    ]
