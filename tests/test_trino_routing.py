@@ -139,6 +139,24 @@ def test_a_prepared_statement_binds_new_values_into_the_trino_sql(routed, refere
     assert served.plans.misses == 2 and served.plans.hits >= 2
 
 
+def test_trinos_answer_streams_in_the_contract_types_under_the_byte_cap(routed, reference):
+    cap = 64 * 1024
+    gateway = routed(mode="trino", gateway={"max_batch_bytes": cap})
+    sql = (
+        "SELECT l.l_orderkey, l.l_extendedprice, l.l_shipdate, l.l_comment, o.o_comment "
+        "FROM fulfillment.lineitem l JOIN sales.orders o ON o.o_orderkey = l.l_orderkey"
+    )
+    principal = _principal(gateway)
+    plan = gateway.plan(sql, principal)
+    assert plan.engine == ENGINE and plan.local_sql is None
+    reader = gateway.run(sql, principal)
+    batches = list(reader)
+    assert reader.schema.types == plan.schema.types
+    assert all(b.nbytes <= cap for b in batches) and len(batches) > 10
+    (expected,) = reference.execute("SELECT count(*) FROM lineitem").fetchone()
+    assert sum(b.num_rows for b in batches) == expected
+
+
 # --- Trino down ----------------------------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ def trino_tpch_mesh(
     min_rows: int = 0,
     engine_overrides: dict[str, Any] | None = None,
     audit: bool = False,
+    gateway: dict[str, Any] | None = None,
 ) -> Iterator[Path]:
     """A copy of the TPC-H mesh ``base`` in ``target`` routed through Trino (see the module)."""
     unique = f"meshgate_scaleout_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -59,6 +60,7 @@ def trino_tpch_mesh(
     config.setdefault("gateway", {})["routing"] = {"mode": mode, "min_rows": min_rows}
     if not audit:
         config["gateway"]["audit_log"] = None
+    config["gateway"].update(gateway or {})
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(base, target, ignore=shutil.ignore_patterns("tpch", "stores", "audit"))
