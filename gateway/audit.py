@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,12 @@ from typing import Literal
 
 Outcome = Literal["ok", "denied", "error"]
 OUTCOMES = ("ok", "denied", "error")
+
+
+def replica_id() -> str:
+    """This gateway process's name in the events it writes: ``MESHGATE_REPLICA`` when set, else
+    ``<host>:<pid>``, so events of several replicas sharing one log can be told apart."""
+    return os.environ.get("MESHGATE_REPLICA") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def utc_now() -> str:
@@ -65,6 +72,10 @@ class AuditEvent:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     """What the client was warned of, e.g. that a product version it read is deprecated."""
+    engine: str = "local"
+    """Where the cross-store part ran: ``local`` or the engine's name (gateway.routing)."""
+    replica: str = field(default_factory=replica_id)
+    """The gateway process that served the query."""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

@@ -118,6 +118,8 @@ AUDIT_EVENTS: dict[str, Any] = {
             ("duration_ms", "double", "internal", "Milliseconds from execution to the end."),
             ("outcome", "varchar", "internal", "ok, denied or error."),
             ("error", "varchar", "confidential", "The error the client saw, if any."),
+            ("engine", "varchar", "internal", "Where the cross-store part ran: local or Trino."),
+            ("replica", "varchar", "internal", "The gateway process that served the query."),
         )
     ],
     "tags": ["governance", "demo"],

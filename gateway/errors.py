@@ -39,6 +39,12 @@ class Unauthenticated(GatewayError):
 class SourceUnavailable(GatewayError):
     """A store could not be reached or failed while answering; other stores keep serving."""
 
+    def __init__(self, message: str, *, store: str | None = None):
+        super().__init__(message)
+        self.store = store
+        """The store (or engine) that failed, where known: a query routed to an engine that is
+        down can then run without it."""
+
 
 class ContractBroken(SourceUnavailable):
     """A store no longer holds what the product's descriptor promises (a column dropped or

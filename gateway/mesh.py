@@ -243,16 +243,55 @@ class Descriptor(BaseModel):
         return value
 
 
+class TrinoReach(BaseModel):
+    """Where the mesh's Trino engine reads a store: the catalog over it and, for stores whose
+    tables carry no schema (files), the schema their tables are registered in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog: str
+    schema_name: str | None = Field(default=None, alias="schema")
+
+
 class StoreConfig(BaseModel):
     """A store entry of ``mesh.yaml``; the connector validates its own settings."""
 
     model_config = ConfigDict(extra="allow")
 
     kind: str
+    trino: TrinoReach | None = None
+    """How the mesh's Trino engine reaches this store; absent, Trino cannot read it."""
 
     @property
     def settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class Routing(BaseModel):
+    """``gateway.routing``: where the cross-store part of a query runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["local", "trino", "auto"] = "local"
+    """local: the embedded DuckDB; trino: the engine named in ``engines:`` whenever every store
+    of the query is reachable there; auto: Trino when the query's products hold at least
+    ``min_rows`` rows (as last counted), and locally when Trino is down."""
+    min_rows: int = Field(default=20_000_000, ge=0)
+    """auto: the estimated rows read from which a query goes to Trino."""
+    refresh_seconds: float = Field(default=600, gt=0)
+    """auto: how often the products' row counts are taken again (in the background)."""
+
+
+class EngineConfig(BaseModel):
+    """An ``engines:`` entry: a Trino cluster whose catalogs reach the mesh's stores."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["trino"]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"catalog": "system", "schema": "runtime", **(self.model_extra or {})}
 
 
 class GatewaySettings(BaseModel):
@@ -271,6 +310,8 @@ class GatewaySettings(BaseModel):
     """How long a connection may stay idle: tokens in use are renewed at half their life."""
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
+    routing: Routing = Field(default_factory=Routing)
+    """Where cross-store queries run: the local engine, the mesh's Trino engine, or by size."""
 
 
 class MeshFile(BaseModel):
@@ -278,6 +319,8 @@ class MeshFile(BaseModel):
 
     name: str
     stores: dict[str, StoreConfig]
+    engines: dict[str, EngineConfig] = Field(default_factory=dict, max_length=1)
+    """At most one Trino cluster the cross-store part of queries may run on."""
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
 
@@ -427,6 +470,17 @@ def read_mesh(
                     problems.extend(_describe_validation_error(path, exc))
         return None, problems
 
+    for engine_name in config.engines:
+        if engine_name in config.stores:
+            problems.append(
+                f"{mesh_path}: field `engines.{engine_name}`: a store has that name too; "
+                "rename the engine"
+            )
+    if config.gateway.routing.mode != "local" and not config.engines:
+        problems.append(
+            f"{mesh_path}: field `gateway.routing.mode`: {config.gateway.routing.mode!r} needs "
+            "a Trino cluster under `engines:`; add one or set `mode: local`"
+        )
     for store_name, store in config.stores.items():
         if known_store_kinds is not None and store.kind not in known_store_kinds:
             problems.append(

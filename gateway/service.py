@@ -106,11 +106,20 @@ class Gateway:
         }
         audit_path = None if self._audit_log is None else self._audit_log.path
         self.usage = UsageReader(audit_path, mesh.products)
+        self.engine = None
         try:
             self.connectors = open_stores(mesh)
+            if mesh.config.engines:
+                from gateway.engines import Engine
+
+                self.engine = Engine(mesh, self.connectors, on_change=self.plans.clear)
         except MeshConfigError:
             self.close()
             raise
+        self._runners = dict(self.connectors)
+        """Where fragments run: every store, and the engine under its name."""
+        if self.engine is not None:
+            self._runners[self.engine.name] = self.engine.connector
 
     @classmethod
     def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
@@ -158,8 +167,9 @@ class Gateway:
             mesh=self.mesh,
             principal=principal,
             policy=self.policy,
-            connectors=self.connectors,
+            connectors=self._runners,
             dialect=self.settings.dialect,
+            engine=self.engine.view() if self.engine is not None else None,
         )
 
     def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
@@ -215,8 +225,20 @@ class Gateway:
     ) -> pa.RecordBatchReader:
         """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
         return execute_plan(
-            plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+            plan, self._runners, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
         )
+
+    def _fallback(self, plan: Plan, error: SourceUnavailable, principal: Principal) -> Plan | None:
+        """The plan to run instead when ``plan`` went to an engine that is down and routing is
+        ``auto`` (the same query, local); None when there is none."""
+        engine = self.engine
+        if engine is None or plan.engine != engine.name or error.store != engine.name:
+            return None
+        engine.failed()
+        if engine.mode != "auto":
+            return None
+        log.warning("engine %r is down; running the query locally: %s", engine.name, error)
+        return self.plan(plan.statement, principal, list(plan.parameters))
 
     def describe(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
@@ -251,7 +273,14 @@ class Gateway:
         warnings = self.warnings(plan)
         self.monitor.on_read(plan.products)
         try:
-            reader = self.execute(plan, sent=sent)
+            try:
+                reader = self.execute(plan, sent=sent)
+            except SourceUnavailable as exc:
+                fallback = self._fallback(plan, exc, principal)
+                if fallback is None:
+                    raise
+                plan, sent = fallback, []
+                reader = self.execute(plan, sent=sent)
         except GatewayError as exc:
             public = self._store_failure(plan, self._public_error(exc))
             self.monitor.record_query(plan.products, reached=_reached_stores(public), ms=None)
@@ -358,6 +387,7 @@ class Gateway:
             warnings=list(warnings or ()),
         )
         if plan is not None:
+            event.engine = plan.engine
             event.products = list(plan.products)
             columns, masks, filters = self._governance_applied(principal, plan)
             event.columns, event.masks, event.filters = list(columns), dict(masks), dict(filters)
@@ -455,6 +485,8 @@ class Gateway:
             monitor.stop()
         if self._audit_log is not None:
             self._audit_log.close()
+        if self.engine is not None:
+            self.engine.close()
         for connector in self.connectors.values():
             try:
                 connector.close()
