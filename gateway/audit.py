@@ -63,6 +63,10 @@ class AuditEvent:
     bytes: int = 0
     duration_ms: float = 0.0
     error: str | None = None
+    query_id: str | None = None
+    """The query's id: its OpenLineage run id and the ``query_id`` of its log lines."""
+    trace_id: str | None = None
+    """The query's OpenTelemetry trace id, when tracing is on."""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

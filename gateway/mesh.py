@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
+from gateway.observability.settings import ObservabilitySettings
 from gateway.types import arrow_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -135,6 +136,8 @@ class GatewaySettings(BaseModel):
     token_ttl_seconds: int = Field(default=8 * 3600, ge=60)
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    """Metrics, traces, lineage events and the log format (gateway.observability.settings)."""
 
 
 class MeshFile(BaseModel):

@@ -19,6 +19,7 @@ from gateway.contracts import ContractReport, check_contracts
 from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
+from gateway.observability.core import Observability, QueryObservation, no_step
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
@@ -56,7 +57,14 @@ POLICY_RELOAD_SECONDS = 1.0
 
 
 class Gateway:
-    def __init__(self, mesh: Mesh, *, policy: Policy, principals: PrincipalDirectory):
+    def __init__(
+        self,
+        mesh: Mesh,
+        *,
+        policy: Policy,
+        principals: PrincipalDirectory,
+        span_exporter: object | None = None,
+    ):
         self.mesh = mesh
         self.policy = policy
         self.principals = principals
@@ -71,21 +79,38 @@ class Gateway:
 
             self._audit_log = AuditLog(mesh.root / self.settings.audit_log)
         self.connectors: dict[str, connectors.Connector] = {}
+        self.observe: Observability | None = None
         try:
             self.connectors = open_stores(mesh)
         except MeshConfigError:
             self.close()
             raise
+        self.observe = Observability(
+            self.settings.observability,
+            mesh=mesh,
+            connectors=self.connectors,
+            policy=policy,
+            span_exporter=span_exporter,
+            hide=getattr(policy, "hide_mask_key", lambda text: text),
+        )
 
     @classmethod
-    def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
+    def open(
+        cls,
+        mesh_dir: str | Path,
+        *,
+        policy: Policy | None = None,
+        span_exporter: object | None = None,
+    ) -> Gateway:
+        """Load and open the mesh in ``mesh_dir``; ``span_exporter`` (an OpenTelemetry
+        SpanExporter) receives every span, synchronously, whatever the tracing settings."""
         mesh = load_mesh(mesh_dir, known_store_kinds=set(connectors.KINDS))
         principals = PrincipalDirectory.load(mesh.root)
         if policy is None:
             from policies import PolicyEngine
 
             policy = PolicyEngine.load(mesh)
-        gateway = cls(mesh, policy=policy, principals=principals)
+        gateway = cls(mesh, policy=policy, principals=principals, span_exporter=span_exporter)
         try:
             gateway.check_contracts_on_load()
         except BaseException:
@@ -104,6 +129,8 @@ class Gateway:
                 self.plans.clear()
                 self._governance_notes.clear()
                 self._reload_principals()
+                if self.observe is not None:
+                    self.observe.policy_reloaded()
                 log.info("policy files changed: the new policy is in force")
 
     def _reload_principals(self) -> None:
@@ -127,11 +154,25 @@ class Gateway:
             dialect=self.settings.dialect,
         )
 
-    def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
+    def plan(
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None = None,
+        *,
+        query: QueryObservation | None = None,
+    ) -> Plan:
         """The plan of ``sql`` for ``principal`` with ``parameters`` bound."""
-        return self._template(sql, principal, parameters).bind(parameters or ())
+        return self._template(sql, principal, parameters, query=query).bind(parameters or ())
 
-    def _template(self, sql: str, principal: Principal, parameters: list[object] | None) -> Plan:
+    def _template(
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None,
+        *,
+        query: QueryObservation | None = None,
+    ) -> Plan:
         """A plan of ``sql`` for values of the shape of ``parameters`` (planner.parameters),
         made once and reused while the policy holds."""
         context = self.context(principal)
@@ -140,9 +181,13 @@ class Gateway:
         shape = plan_key(sql, principal, shape_key(sql, context.dialect, values), generation)
         exact = plan_key(sql, principal, exact_key(values), generation)
         plan = self.plans.get(shape, exact)
+        cached = plan is not None
         if plan is None:
-            plan = plan_query(sql, context=context, parameters=values)
+            step = no_step if query is None else query.step
+            plan = plan_query(sql, context=context, parameters=values, step=step)
             self.plans.put(shape if plan.reusable else exact, plan)
+        if query is not None:
+            query.planned(plan, cached=cached)
         return plan
 
     def explain(self, plan: Plan) -> str:
@@ -151,18 +196,36 @@ class Gateway:
         return hide(plan.explain()) if hide is not None else plan.explain()
 
     def execute(
-        self, plan: Plan, *, sent: list[tuple[str, str]] | None = None
+        self,
+        plan: Plan,
+        *,
+        sent: list[tuple[str, str]] | None = None,
+        query: QueryObservation | None = None,
     ) -> pa.RecordBatchReader:
         """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
-        return execute_plan(
-            plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
-        )
+        if query is None:
+            return execute_plan(
+                plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+            )
+        with query.executing():
+            return execute_plan(
+                plan,
+                self.observe.stores(query, self.connectors),
+                max_batch_bytes=self.settings.max_batch_bytes,
+                sent=sent,
+                step=query.execute_step,
+            )
 
     def describe(
-        self, sql: str, principal: Principal, parameters: list[object] | None = None
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None = None,
+        *,
+        query: QueryObservation | None = None,
     ) -> Plan:
         """Plan without running (EXPLAIN, and the first step of ``run``); refusals are audited."""
-        return self._audited(self.plan, sql, principal, parameters)
+        return self._audited(self.plan, sql, principal, parameters, query=query)
 
     def schema(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
@@ -172,34 +235,58 @@ class Gateway:
         return self._audited(self._template, sql, principal, parameters).schema
 
     def _audited(
-        self, make, sql: str, principal: Principal, parameters: list[object] | None
+        self,
+        make,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None,
+        *,
+        query: QueryObservation | None = None,
     ) -> Plan:
         started = time.perf_counter()
+        planning_only = query is None
+        if query is None:
+            query = self.observe.query(sql, principal, planning_only=True)
         try:
-            return make(sql, principal, parameters)
+            with query.step("meshgate.plan"):
+                plan = make(sql, principal, parameters, query=query)
         except GatewayError as exc:
-            self._audit(principal, sql, None, started, outcome=_outcome(exc), error=str(exc))
+            self._audit(
+                principal, sql, None, started, outcome=_outcome(exc), error=exc, query=query
+            )
             raise
+        if planning_only:
+            query.finish(outcome="ok", error=None, plan=plan)
+        return plan
 
     def run(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
     ) -> pa.RecordBatchReader:
         """Plan, execute and stream; one audit event when the stream ends, however it ends."""
-        plan = self.describe(sql, principal, parameters)
+        query = self.observe.query(sql, principal)
+        plan = self.describe(sql, principal, parameters, query=query)
         started = time.perf_counter()
         sent: list[tuple[str, str]] = []
         try:
-            reader = self.execute(plan, sent=sent)
+            reader = self.execute(plan, sent=sent, query=query)
         except GatewayError as exc:
             public = self._public_error(exc)
             self._audit(
-                principal, sql, plan, started, outcome=_outcome(exc), error=str(public), sent=sent
+                principal,
+                sql,
+                plan,
+                started,
+                outcome=_outcome(exc),
+                error=public,
+                sent=sent,
+                query=query,
             )
             raise public from None
         counted = {"rows": 0, "bytes": 0}
 
         def batches() -> Iterator[pa.RecordBatch]:
             error: BaseException | None = None
+            query.streaming()
             try:
                 for batch in reader:
                     counted["rows"] += batch.num_rows
@@ -219,8 +306,9 @@ class Gateway:
                     plan,
                     started,
                     outcome="ok" if error is None else "error",
-                    error=None if error is None else str(error) or type(error).__name__,
+                    error=error,
                     sent=sent,
+                    query=query,
                     **counted,
                 )
 
@@ -245,11 +333,15 @@ class Gateway:
         started: float,
         *,
         outcome: str,
-        error: str | None = None,
+        error: BaseException | None = None,
         rows: int = 0,
         bytes: int = 0,  # noqa: A002 - the audit event's field name
         sent: list[tuple[str, str]] | None = None,
+        query: QueryObservation | None = None,
     ) -> None:
+        """The one place a query ends: its observation is finished and its audit event written."""
+        if query is not None:
+            query.finish(outcome=outcome, error=error, plan=plan, rows=rows, size=bytes, sent=sent)
         if self._audit_log is None:
             return
         from gateway.audit import AuditEvent, Fragment
@@ -262,7 +354,9 @@ class Gateway:
             rows=rows,
             bytes=bytes,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            error=error,
+            error=None if error is None else str(error) or type(error).__name__,
+            query_id=None if query is None else query.query_id,
+            trace_id=None if query is None else query.trace_id,
         )
         if plan is not None:
             event.products = list(plan.products)
@@ -334,6 +428,8 @@ class Gateway:
     def close(self) -> None:
         if self._audit_log is not None:
             self._audit_log.close()
+        if getattr(self, "observe", None) is not None:
+            self.observe.close()
         for connector in self.connectors.values():
             try:
                 connector.close()

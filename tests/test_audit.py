@@ -57,6 +57,8 @@ def test_each_event_is_one_json_line_with_every_field(tmp_path):
         "bytes": 10,
         "duration_ms": 1.5,
         "error": None,
+        "query_id": None,
+        "trace_id": None,
     }
     assert first["time"].endswith("Z")
     assert datetime.fromisoformat(first["time"]).utcoffset().total_seconds() == 0

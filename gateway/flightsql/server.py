@@ -146,7 +146,8 @@ class MeshFlightServer(flight.FlightServerBase):
                     self.signer,
                     token_ttl_seconds=gateway.settings.token_ttl_seconds,
                     anonymous=anonymous,
-                )
+                ),
+                **gateway.observe.flight_middleware(),  # a client's trace context, if traced
             },
             **kwargs,
         )

@@ -1,0 +1,478 @@
+"""OpenLineage: a START and a COMPLETE or FAIL run event for every query.
+
+The query is the job run: the job is named after the statement (``query.<hash>``, so the runs of
+one statement are runs of one job), the run id is the query id the audit event and the logs
+carry. Each product the query read is an input twice: as the data product (namespace
+``meshgate://<mesh>``, name its address) and as the physical dataset behind it, named as
+OpenLineage's naming conventions say (``postgres://host:port`` + ``db.schema.table``,
+``mysql://host:port`` + ``db.table``, ``trino://host:port`` + ``catalog.schema.table``,
+``file://<host>`` + the path for Parquet/CSV files and DuckDB/SQLite database files, the table
+after the path: ``/data/ref.sqlite/nation``). The answer is the output, with a schema facet,
+column lineage from each of its columns to the product columns it came from (``MASKED`` where the
+principal reads a column masked), and its row count.
+
+Events are built and sent by one background thread: the query path only queues a small record
+(dropped and counted if the queue is full), and column lineage is worked out once per statement,
+principal and policy version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import attr
+from openlineage.client import OpenLineageClient
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.facet_v2 import (
+    RunFacet,
+    column_lineage_dataset,
+    datasource_dataset,
+    documentation_dataset,
+    error_message_run,
+    job_type_job,
+    output_statistics_output_dataset,
+    ownership_dataset,
+    processing_engine_run,
+    schema_dataset,
+    sql_job,
+    symlinks_dataset,
+)
+from openlineage.client.transport import get_default_factory
+from sqlglot import exp
+
+from gateway.audit import utc_now
+from gateway.mesh import Mesh, Product
+from gateway.observability.settings import LineageSettings
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "https://github.com/meshgate/meshgate"
+VERSION = "0.1.0"
+
+
+@attr.define
+class MeshgateRunFacet(RunFacet):
+    """meshgate's own run facet: the ids that join the run to the audit trail and the trace."""
+
+    queryId: str  # noqa: N815 - OpenLineage's camelCase
+    roles: list[str] = attr.field(factory=list)
+    traceId: str | None = attr.field(default=None)  # noqa: N815
+    principal: str | None = attr.field(default=None)
+    outcome: str | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return "https://github.com/meshgate/meshgate/blob/main/docs/MeshgateRunFacet.json"
+
+
+@dataclass(frozen=True)
+class LineageRecord:
+    """What the query path hands over for one event; the event is built off the path."""
+
+    event_type: str  # START, COMPLETE, FAIL
+    run_id: str
+    statement: str
+    principal: Any  # gateway.principals.Principal
+    products: tuple[str, ...]
+    output_columns: tuple[tuple[str, str], ...]  # (name, Arrow type)
+    trace_id: str | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    error: str | None = None
+    outcome: str | None = None
+    time: str = ""
+
+
+def job_name(statement: str) -> str:
+    """The job of a statement: runs of the same text are runs of one job.
+
+    >>> job_name("SELECT 1")
+    'query.e004ebd5b5532a4b'
+    """
+    return "query." + hashlib.sha256(statement.encode()).hexdigest()[:16]
+
+
+def physical_datasets(
+    product: Product, kind: str, settings: Any, *, base_dir: Path, host: str | None = None
+) -> list[tuple[str, str]]:
+    """The (namespace, name) of the physical datasets behind ``product`` in OpenLineage's naming:
+    its table, or the tables its ``sql:`` reads."""
+    descriptor = product.descriptor
+    if descriptor.table is not None:
+        tables = [descriptor.table]
+    else:
+        dialect = {"postgres": "postgres", "mysql": "mysql", "trino": "trino"}.get(kind, "duckdb")
+        tables = sorted(
+            {t.sql(dialect=dialect) for t in exp.maybe_parse(descriptor.sql).find_all(exp.Table)}
+        )
+    return [_physical(table, kind, settings, base_dir=base_dir, host=host) for table in tables]
+
+
+def _physical(
+    table: str, kind: str, settings: Any, *, base_dir: Path, host: str | None
+) -> tuple[str, str]:
+    parts = [p.strip('"`') for p in table.split(".")]
+    match kind:
+        case "postgres":
+            schema, name = (["public", *parts] if len(parts) == 1 else parts)[-2:]
+            return (
+                f"postgres://{settings.host}:{settings.port}",
+                f"{settings.database}.{schema}.{name}",
+            )
+        case "mysql":
+            database, name = ([settings.database, *parts] if len(parts) == 1 else parts)[-2:]
+            return f"mysql://{settings.host}:{settings.port}", f"{database}.{name}"
+        case "trino":
+            full = [settings.catalog, settings.schema_name][: max(0, 3 - len(parts))] + parts
+            return f"trino://{settings.host}:{settings.port}", ".".join(full[-3:])
+        case "files":
+            path = (base_dir / settings.root / table).resolve()
+            return f"file://{host or socket.gethostname()}", str(path)
+        case _:  # duckdb, sqlite and any other database file: the file, then the table
+            path = (base_dir / settings.path).resolve()
+            return f"file://{host or socket.gethostname()}", f"{path}/{'.'.join(parts)}"
+
+
+def column_lineage(
+    statement: str,
+    output_columns: list[str],
+    products: Mapping[str, Product],
+    masked: Mapping[str, set[str]],
+    *,
+    dialect: str,
+) -> dict[str, list[tuple[str, str, bool, str]]]:
+    """Each output column -> the (product, column, masked, subtype) it came from, by sqlglot's
+    column lineage over the statement as the client wrote it (product addresses as tables).
+
+    ``subtype`` is IDENTITY (the column itself), TRANSFORMATION or AGGREGATION.
+    """
+    from sqlglot.lineage import lineage
+    from sqlglot.optimizer.qualify import qualify
+
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for address, product in products.items():
+        domain, name = address.split(".", 1)
+        schema.setdefault(domain, {})[name] = {c.name: c.type for c in product.columns}
+    tree = qualify(exp.maybe_parse(statement, dialect=dialect), schema=schema, dialect=dialect)
+    selects = tree.selects
+    result: dict[str, list[tuple[str, str, bool, str]]] = {}
+    for position, select in enumerate(selects):
+        output = output_columns[position] if position < len(output_columns) else None
+        if output is None:
+            break
+        node = lineage(select.alias_or_name, tree, schema=schema, dialect=dialect, copy=False)
+        aggregated = any(isinstance(n.expression.this if isinstance(n.expression, exp.Alias)
+                                    else n.expression, exp.AggFunc)
+                         or (isinstance(n.expression, exp.Expression)
+                             and n.expression.find(exp.AggFunc) is not None
+                             and not isinstance(n.expression, exp.Table))
+                         for n in node.walk())  # fmt: skip
+        inputs: list[tuple[str, str, bool, str]] = []
+        for leaf in node.walk():
+            if not isinstance(leaf.expression, exp.Table):
+                continue
+            table = leaf.expression
+            address = f"{table.db}.{table.name}"
+            if address not in products:
+                continue
+            column = leaf.name.split(".")[-1].strip('"')
+            subtype = "AGGREGATION" if aggregated else (
+                "IDENTITY" if _is_identity(node) else "TRANSFORMATION"
+            )  # fmt: skip
+            entry = (address, column, column in masked.get(address, set()), subtype)
+            if entry not in inputs:
+                inputs.append(entry)
+        result[output] = inputs
+    return result
+
+
+def _is_identity(node) -> bool:
+    """Whether every step from the output column down to its table is a bare column."""
+    for step in node.walk():
+        expression = step.expression
+        if isinstance(expression, exp.Table):
+            continue
+        value = expression.this if isinstance(expression, exp.Alias) else expression
+        if not isinstance(value, exp.Column):
+            return False
+    return True
+
+
+class LineageEmitter:
+    """Builds and sends a gateway's OpenLineage events from one background thread."""
+
+    def __init__(
+        self,
+        settings: LineageSettings,
+        *,
+        mesh: Mesh,
+        connectors: Mapping[str, Any],
+        policy: Any,
+        on_sent: Any = None,
+    ):
+        self.settings = settings
+        self.mesh = mesh
+        self.namespace = settings.namespace or f"meshgate://{mesh.name}"
+        self._connectors = connectors
+        self._policy = policy
+        self._on_sent = on_sent or (lambda event_type, ok: None)
+        self._client = OpenLineageClient(transport=get_default_factory().create(self._config()))
+        self._queue: queue.Queue[LineageRecord | None] = queue.Queue(maxsize=settings.queue_size)
+        self._lineage_cache: dict[tuple, dict] = {}
+        self._worker = threading.Thread(target=self._run, name="meshgate-lineage", daemon=True)
+        self._worker.start()
+
+    def _config(self) -> dict[str, Any]:
+        s = self.settings
+        if s.transport == "file":
+            path = self.mesh.root / s.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return {"type": "file", "log_file_path": str(path), "append": True}
+        if s.transport == "http":
+            config: dict[str, Any] = {"type": "http", "url": s.url, "endpoint": s.endpoint}
+            if s.api_key_env:
+                config["auth"] = {"type": "api_key", "apiKey": os.environ.get(s.api_key_env, "")}
+            return config
+        return {"type": "console"}
+
+    def emit(self, record: LineageRecord) -> None:
+        """Queue ``record``; never waits (a full queue drops it and counts the drop)."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._on_sent(record.event_type, "dropped")
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is sent (tests, shutdown); False on timeout."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._worker.join(timeout=5)
+        with contextlib.suppress(Exception):  # a transport that fails to close
+            self._client.close()
+
+    def _run(self) -> None:
+        while True:
+            record = self._queue.get()
+            try:
+                if record is None:
+                    return
+                self._client.emit(self.event(record))
+                self._on_sent(record.event_type, "sent")
+            except Exception:  # noqa: BLE001 - lineage must never stop the gateway
+                log.warning("could not send an OpenLineage event", exc_info=True)
+                if record is not None:
+                    self._on_sent(record.event_type, "failed")
+            finally:
+                self._queue.task_done()
+
+    # --- building events ------------------------------------------------------------------
+
+    def event(self, record: LineageRecord) -> RunEvent:
+        """The OpenLineage RunEvent of ``record``."""
+        run_facets: dict[str, RunFacet] = {
+            "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
+                version=VERSION, name="meshgate", producer=PRODUCER
+            ),
+            "meshgate": MeshgateRunFacet(
+                queryId=record.run_id,
+                roles=list(record.principal.roles),
+                traceId=record.trace_id,
+                principal=record.principal.name if self.settings.include_principal else None,
+                outcome=record.outcome,
+                producer=PRODUCER,
+            ),
+        }
+        if record.error is not None:
+            run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=record.error, programmingLanguage="SQL", producer=PRODUCER
+            )
+        job = Job(
+            namespace=self.namespace,
+            name=job_name(record.statement),
+            facets={
+                "sql": sql_job.SQLJobFacet(query=record.statement, producer=PRODUCER),
+                "jobType": job_type_job.JobTypeJobFacet(
+                    processingType="BATCH", integration="MESHGATE", jobType="QUERY",
+                    producer=PRODUCER,
+                ),
+            },
+        )  # fmt: skip
+        products = {a: self.mesh.products[a] for a in record.products if a in self.mesh.products}
+        inputs = [d for a, product in products.items() for d in self._inputs(a, product)]
+        outputs = [self._output(record, products)] if record.output_columns else []
+        return RunEvent(
+            eventType=RunState[record.event_type],
+            eventTime=record.time or utc_now(),
+            run=Run(runId=record.run_id, facets=run_facets),
+            job=job,
+            inputs=inputs,
+            outputs=outputs,
+            producer=PRODUCER,
+        )
+
+    def _inputs(self, address: str, product: Product) -> list[InputDataset]:
+        store = self.mesh.config.stores[product.store]
+        connector = self._connectors.get(product.store)
+        settings = getattr(connector, "settings", None)
+        physical = (
+            physical_datasets(product, store.kind, settings, base_dir=self.mesh.root)
+            if settings is not None
+            else []
+        )
+        fields = _schema(product)
+        product_dataset = InputDataset(
+            namespace=self.namespace,
+            name=address,
+            facets={
+                "schema": fields,
+                "documentation": documentation_dataset.DocumentationDatasetFacet(
+                    description=product.descriptor.description, producer=PRODUCER
+                ),
+                "ownership": ownership_dataset.OwnershipDatasetFacet(
+                    owners=[ownership_dataset.Owner(name=product.descriptor.owner, type="OWNER")],
+                    producer=PRODUCER,
+                ),
+                "symlinks": symlinks_dataset.SymlinksDatasetFacet(
+                    identifiers=[
+                        symlinks_dataset.Identifier(namespace=ns, name=name, type="TABLE")
+                        for ns, name in physical
+                    ],
+                    producer=PRODUCER,
+                ),
+            },
+        )
+        physical_inputs = [
+            InputDataset(
+                namespace=ns,
+                name=name,
+                facets={
+                    "schema": fields,
+                    "dataSource": datasource_dataset.DatasourceDatasetFacet(
+                        name=product.store, uri=ns, producer=PRODUCER
+                    ),
+                },
+            )
+            for ns, name in physical
+        ]
+        return [product_dataset, *physical_inputs]
+
+    def _output(self, record: LineageRecord, products: Mapping[str, Product]) -> OutputDataset:
+        fields = schema_dataset.SchemaDatasetFacet(
+            fields=[
+                schema_dataset.SchemaDatasetFacetFields(name=name, type=kind)
+                for name, kind in record.output_columns
+            ],
+            producer=PRODUCER,
+        )
+        facets: dict[str, Any] = {"schema": fields}
+        lineage = self._column_lineage(record, products)
+        if lineage is not None:
+            facets["columnLineage"] = lineage
+        output_facets = {}
+        if record.rows is not None:
+            output_facets["outputStatistics"] = (
+                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                    rowCount=record.rows, size=record.bytes, producer=PRODUCER
+                )
+            )
+        return OutputDataset(
+            namespace=self.namespace,
+            name=f"{job_name(record.statement)}.result",
+            facets=facets,
+            outputFacets=output_facets,
+        )
+
+    def _column_lineage(self, record: LineageRecord, products: Mapping[str, Product]):
+        principal = record.principal
+        key = (record.statement, principal.name, principal.roles, record.products)
+        key += (repr(sorted(principal.attributes.items())), id(self._policy_snapshot()))
+        fields = self._lineage_cache.get(key)
+        if fields is None:
+            masked = {
+                address: set(self._policy.decide(principal, product).masks)
+                for address, product in products.items()
+            }
+            try:
+                fields = column_lineage(
+                    record.statement,
+                    [name for name, _ in record.output_columns],
+                    products,
+                    masked,
+                    dialect=self.mesh.config.gateway.dialect,
+                )
+            except Exception:  # noqa: BLE001 - a statement sqlglot cannot trace has no facet
+                log.debug("no column lineage for %s", record.statement, exc_info=True)
+                fields = {}
+            if len(self._lineage_cache) > 1024:
+                self._lineage_cache.clear()
+            self._lineage_cache[key] = fields
+        if not fields:
+            return None
+        return column_lineage_dataset.ColumnLineageDatasetFacet(
+            fields={
+                output: column_lineage_dataset.Fields(
+                    inputFields=[
+                        column_lineage_dataset.InputField(
+                            namespace=self.namespace,
+                            name=address,
+                            field=column,
+                            transformations=[
+                                column_lineage_dataset.Transformation(
+                                    type="DIRECT", subtype=subtype, masking=masked
+                                )
+                            ],
+                        )
+                        for address, column, masked, subtype in inputs
+                    ],
+                    transformationType=_transformation_type(inputs),
+                    transformationDescription=_description(inputs),
+                )
+                for output, inputs in fields.items()
+                if inputs
+            },
+            producer=PRODUCER,
+        )
+
+    def _policy_snapshot(self) -> object:
+        """Changes when the policy files are reloaded (masks may differ then)."""
+        return getattr(self._policy, "_snapshot", self._policy)
+
+
+def _transformation_type(inputs: list[tuple[str, str, bool, str]]) -> str | None:
+    if any(masked for _, _, masked, _ in inputs):
+        return "MASKED"
+    if all(subtype == "IDENTITY" for *_, subtype in inputs):
+        return "IDENTITY"
+    return None
+
+
+def _description(inputs: list[tuple[str, str, bool, str]]) -> str:
+    masked = [f"{a}.{c}" for a, c, m, _ in inputs if m]
+    return f"masked by policy: {', '.join(masked)}" if masked else ""
+
+
+def _schema(product: Product) -> schema_dataset.SchemaDatasetFacet:
+    return schema_dataset.SchemaDatasetFacet(
+        fields=[
+            schema_dataset.SchemaDatasetFacetFields(
+                name=c.name, type=c.type, description=c.description or None
+            )
+            for c in product.columns
+        ],
+        producer=PRODUCER,
+    )
