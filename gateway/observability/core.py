@@ -10,6 +10,7 @@ counts and traces what the executor reads, so the executor itself knows nothing 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 import weakref
@@ -23,6 +24,8 @@ from gateway.observability.logs import CURRENT_QUERY
 from gateway.observability.metrics import Metrics, role_label
 from gateway.observability.settings import ObservabilitySettings
 from gateway.streaming import arrow_bytes
+
+log = logging.getLogger(__name__)
 
 _NO_STEP = contextlib.nullcontext()
 DOWN_CODES = frozenset({"UNAVAILABLE", "TIMED_OUT"})
@@ -278,6 +281,17 @@ class QueryObservation:
         observe = self.observe
         code = status_name(error)
         refused = error is not None
+        # pyarrow runs each Flight callback in a fresh context: name the query again here
+        CURRENT_QUERY.set((self.query_id, self.principal.name, self.trace_id))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "query %s: %s (%s), %d rows, %.1f ms",
+                "prepare" if self.planning_only else "run",
+                outcome,
+                code,
+                rows,
+                (time.perf_counter() - self.started) * 1000,
+            )
         if self._stream_span is not None:
             from gateway.observability.tracing import end_span
 

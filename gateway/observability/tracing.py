@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 
 from opentelemetry import context as otel_context
@@ -107,22 +108,27 @@ def end_span(span: Span, error: BaseException | str | None = None, **attributes)
 
 
 class StepTracer:
-    """Spans for the steps of one query under one parent span (``step(name)`` contexts)."""
+    """Spans for the steps of one query under one parent span: ``step(name)`` contexts, each
+    the parent of the steps opened inside it (steps run on the query's thread)."""
 
     def __init__(self, tracer: trace.Tracer, parent: Span):
         self._tracer = tracer
         self.parent = child_context(parent)
+        self._open = [self.parent]
 
     @contextlib.contextmanager
     def step(self, name: str, **attributes) -> Iterator[Span]:
         span = self._tracer.start_span(
-            PLAN_STEPS.get(name, name), context=self.parent, attributes=attributes or None
+            PLAN_STEPS.get(name, name), context=self._open[-1], attributes=attributes or None
         )
+        self._open.append(child_context(span))
         try:
             yield span
         except BaseException as exc:
             end_span(span, exc)
             raise
+        finally:
+            self._open.pop()
         span.end()
 
     def nested(self, span: Span) -> StepTracer:
@@ -130,37 +136,43 @@ class StepTracer:
         return StepTracer(self._tracer, span)
 
 
+_CALL_PARENTS: dict[int, otel_context.Context] = {}
+"""The trace context each Flight call's client sent, by the OS thread serving the call. pyarrow
+runs a call's middleware and handler on one thread, but each in a fresh Python context, so the
+context cannot travel in contextvars."""
+
+
 def start_query_span(
     tracer: trace.Tracer, *, name: str, parent: otel_context.Context | None, attributes: dict
 ) -> Span:
-    """The root span of a query: a child of the client's span when it sent one, else of the
-    call's current context (``TraceContextMiddleware`` attaches the client's there)."""
+    """The root span of a query: a child of the client's span when it sent one."""
     if parent is None:
-        parent = otel_context.get_current()
-    return tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        parent = _CALL_PARENTS.get(threading.get_ident())
+    return tracer.start_span(
+        name, context=parent or otel_context.Context(), kind=SpanKind.SERVER, attributes=attributes
+    )
 
 
 def flight_middleware():
-    """A Flight server middleware factory making the client's trace context the current one for
-    the call (pyarrow runs a call's middleware and handler on the same thread)."""
+    """A Flight server middleware factory noting the client's trace context for the call."""
     import pyarrow.flight as flight
 
     class TraceContextMiddleware(flight.ServerMiddleware):
-        def __init__(self, token: object | None, parent: otel_context.Context | None):
-            self.token = token
-            self.parent = parent
+        def __init__(self, thread: int | None):
+            self.thread = thread
 
         def call_completed(self, exception):
-            if self.token is not None:
-                with contextlib.suppress(Exception):  # a call finished on another thread
-                    otel_context.detach(self.token)
-                self.token = None
+            if self.thread is not None:
+                _CALL_PARENTS.pop(self.thread, None)
 
     class TraceContextMiddlewareFactory(flight.ServerMiddlewareFactory):
         def start_call(self, info, headers):
+            thread = threading.get_ident()
             parent = incoming_context(headers)
-            # an empty context when the client sent none: nothing left over from another call
-            token = otel_context.attach(parent if parent is not None else otel_context.Context())
-            return TraceContextMiddleware(token, parent)
+            if parent is None:
+                _CALL_PARENTS.pop(thread, None)
+                return None
+            _CALL_PARENTS[thread] = parent
+            return TraceContextMiddleware(thread)
 
     return TraceContextMiddlewareFactory()

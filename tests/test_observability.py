@@ -1,0 +1,224 @@
+"""Metrics, traces, lineage events and logs of real queries through a real Flight SQL server.
+
+The demo mesh (DuckDB, Parquet, SQLite) is served with observability switched on; ADBC clients
+run known queries, then the tests read what the gateway reported: the Prometheus exposition,
+the spans an in-memory exporter received, the OpenLineage events the file transport wrote and
+the audit trail, and check that each moved as the queries say it must.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.support.observed import observed_mesh, read_jsonl, samples, value
+from tests.support.server import connect, running_server
+
+JOIN = """SELECT c.c_custkey, c.c_name, n.n_name AS nation, upper(n.n_name) AS shout
+          FROM sales.customer c JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
+          WHERE c.c_custkey <= 10 ORDER BY c.c_custkey"""
+"""A federated query: customers in DuckDB, nations in SQLite; c_name is pii, masked for analysts."""
+
+
+@pytest.fixture(scope="module")
+def observed(demo_mesh, tmp_path_factory):
+    """The demo mesh served with metrics, lineage to a file and spans to memory."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    mesh = observed_mesh(
+        demo_mesh,
+        tmp_path_factory.mktemp("observed") / "mesh",
+        lineage={"transport": "file", "path": "lineage/events.jsonl"},
+    )
+    spans = InMemorySpanExporter()
+    with running_server(mesh, span_exporter=spans) as (uri, gateway):
+        yield uri, gateway, spans, mesh
+
+
+def scrape(gateway) -> dict:
+    return samples(gateway.observe.metrics.exposition().decode())
+
+
+def test_counters_and_histograms_move_with_known_queries(observed):
+    uri, gateway, _, _ = observed
+    before = scrape(gateway)
+    with connect(uri, "analyst") as conn, conn.cursor() as cur:
+        cur.execute(JOIN)
+        assert cur.fetch_arrow_table().num_rows == 10
+        cur.execute("SELECT n_name FROM reference.nation WHERE n_nationkey = ?", parameters=(3,))
+        assert cur.fetch_arrow_table().num_rows == 1
+        cur.execute("SELECT n_name FROM reference.nation WHERE n_nationkey = ?", parameters=(4,))
+        assert cur.fetch_arrow_table().num_rows == 1
+    with (
+        connect(uri, "guest") as conn,
+        conn.cursor() as cur,
+        pytest.raises(Exception, match="may not read sales.customer"),
+    ):
+        cur.execute("SELECT c_name FROM sales.customer")
+    after = scrape(gateway)
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("meshgate_queries_total", outcome="ok", code="OK", role="analyst") == 3
+    denied = {"outcome": "denied", "code": "PERMISSION_DENIED", "role": "guest"}
+    assert moved("meshgate_queries_total", **denied) == 1
+    assert moved("meshgate_policy_denials_total", product="sales.customer", role="guest") == 1
+    ok = {"outcome": "ok", "code": "OK", "role": "analyst"}
+    assert moved("meshgate_product_queries_total", product="sales.customer", **ok) == 1
+    assert moved("meshgate_product_queries_total", product="reference.nation", **ok) == 3
+    assert moved("meshgate_product_rows_served_total", product="reference.nation") == 12
+    assert moved("meshgate_product_rows_served_total", product="sales.customer") == 10
+    assert moved("meshgate_product_bytes_served_total", product="sales.customer") > 0
+    # the join read both stores; the point queries only SQLite, once each
+    assert moved("meshgate_store_fragments_total", store="sales_db", kind="duckdb") == 1
+    assert moved("meshgate_store_fragments_total", store="reference_db", kind="sqlite") == 3
+    assert moved("meshgate_store_rows_read_total", store="sales_db", kind="duckdb") == 10
+    assert moved("meshgate_store_rows_read_total", store="reference_db", kind="sqlite") >= 2
+    assert moved("meshgate_store_bytes_read_total", store="sales_db", kind="duckdb") > 0
+    assert value(after, "meshgate_store_up", store="sales_db", kind="duckdb") == 1
+    assert value(after, "meshgate_store_connections_in_use", store="sales_db", kind="duckdb") == 0
+    assert value(after, "meshgate_store_pool_size", store="reference_db", kind="sqlite") == 4
+    assert value(after, "meshgate_active_streams") == 0
+    # every answered query observed each phase once; the second point query was a cache hit
+    for phase in ("plan", "first_batch", "total"):
+        assert moved("meshgate_query_duration_seconds_count", phase=phase) >= 3
+    assert moved("meshgate_query_duration_seconds_bucket", phase="total", le="+Inf") >= 3
+    assert moved("meshgate_plan_cache_lookups_total", result="hit") >= 3
+    assert moved("meshgate_plan_cache_lookups_total", result="miss") >= 2
+    # no SQL in any label, and no principal label unless configured
+    assert not any("SELECT" in label for _, labels in after for _, label in labels)
+    assert not any(key == "principal" for _, labels in after for key, _ in labels)
+
+
+def test_principal_labels_only_when_configured(demo_mesh, tmp_path):
+    mesh = observed_mesh(demo_mesh, tmp_path / "mesh", metrics_principal_labels=True)
+    with running_server(mesh) as (uri, gateway):
+        with connect(uri, "eu_analyst") as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM reference.region")
+            cur.fetch_arrow_table()
+        found = scrape(gateway)
+    labels = {"outcome": "ok", "code": "OK", "role": "analyst", "principal": "eu_analyst"}
+    assert value(found, "meshgate_queries_total", **labels) == 1
+
+
+def _tree(spans) -> dict:
+    by_id = {span.context.span_id: span for span in spans}
+    children: dict[int | None, list] = {}
+    for span in spans:
+        parent = span.parent.span_id if span.parent is not None else None
+        children.setdefault(parent if parent in by_id else None, []).append(span)
+    return children
+
+
+def test_span_tree_of_a_federated_query(observed):
+    uri, gateway, spans, _ = observed
+    spans.clear()
+    with connect(uri, "analyst") as conn, conn.cursor() as cur:
+        cur.execute(JOIN + " LIMIT 9")  # a statement planned for the first time
+        assert cur.fetch_arrow_table().num_rows == 9
+    gateway.observe.flush()
+    finished = spans.get_finished_spans()
+    (query,) = [s for s in finished if s.name == "meshgate.query"]
+    in_trace = [s for s in finished if s.context.trace_id == query.context.trace_id]
+    children = _tree(in_trace)
+    names = lambda parent: sorted(s.name for s in children.get(parent.context.span_id, []))  # noqa: E731
+    assert names(query) == ["meshgate.execute", "meshgate.plan", "meshgate.stream"]
+    (execute,) = [s for s in in_trace if s.name == "meshgate.execute"]
+    fragments = [s for s in in_trace if s.name == "meshgate.fragment"]
+    assert {s.parent.span_id for s in fragments} == {execute.context.span_id}
+    assert names(execute) == ["meshgate.fragment"] * 2 + ["meshgate.local_engine"]
+    kinds = {s.attributes["meshgate.store"]: s.attributes["meshgate.store.kind"] for s in fragments}
+    assert kinds == {"sales_db": "duckdb", "reference_db": "sqlite"}
+    rows = {s.attributes["meshgate.store"]: s.attributes["meshgate.rows"] for s in fragments}
+    assert 0 < rows["reference_db"] <= 25 and 9 <= rows["sales_db"] <= 10
+    assert query.attributes["meshgate.rows"] == 9
+    assert query.attributes["meshgate.outcome"] == "ok"
+    assert query.attributes["meshgate.products"] == ("reference.nation", "sales.customer")
+    # the statement was planned when the client prepared it: parse, resolve, govern, optimize
+    (prepare,) = [
+        s for s in finished if s.name == "meshgate.prepare" and _has_child(finished, s, "parse")
+    ]
+    (plan,) = [s for s in finished if s.parent and s.parent.span_id == prepare.context.span_id]
+    steps = [s.name for s in sorted(finished, key=lambda s: s.start_time)
+             if s.parent and s.parent.span_id == plan.context.span_id]  # fmt: skip
+    assert steps == ["parse", "resolve", "govern", "optimize"]
+    audit = read_jsonl(gateway.mesh.root / "audit" / "events.jsonl")[-1]
+    assert audit["trace_id"] == format(query.context.trace_id, "032x")
+    assert audit["query_id"] == query.attributes["meshgate.query_id"]
+
+
+def _has_child(spans, parent, name: str) -> bool:
+    plan_ids = {
+        s.context.span_id for s in spans if s.parent and s.parent.span_id == parent.context.span_id
+    }
+    return any(s.name == name and s.parent and s.parent.span_id in plan_ids for s in spans)
+
+
+def test_an_incoming_traceparent_is_continued(observed):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    uri, gateway, spans, _ = observed
+    spans.clear()
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    header = "adbc.flight.sql.rpc.call_header.traceparent"
+    with (
+        flightsql.connect(
+            uri,
+            db_kwargs={
+                "username": "analyst",
+                "password": "analyst",
+                header: f"00-{trace_id}-{parent_id}-01",
+            },
+            autocommit=True,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT count(*) FROM reference.region")
+        cur.fetch_arrow_table()
+    with connect(uri, "analyst") as conn, conn.cursor() as cur:  # and one without: a new trace
+        cur.execute("SELECT count(*) FROM reference.region")
+        cur.fetch_arrow_table()
+    gateway.observe.flush()
+    roots = [s for s in spans.get_finished_spans() if s.name == "meshgate.query"]
+    assert len(roots) == 2
+    continued, fresh = roots
+    assert format(continued.context.trace_id, "032x") == trace_id
+    assert format(continued.parent.span_id, "016x") == parent_id and continued.parent.is_remote
+    assert format(fresh.context.trace_id, "032x") != trace_id and fresh.parent is None
+    prepares = [s for s in spans.get_finished_spans() if s.name == "meshgate.prepare"]
+    assert any(format(s.context.trace_id, "032x") == trace_id for s in prepares)
+
+
+def test_json_logs_carry_the_query_ids(observed):
+    import json
+
+    from gateway.observability.logs import JsonFormatter
+
+    uri, gateway, _, _ = observed
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(JsonFormatter().format(record))
+
+    handler = Capture(level=logging.DEBUG)
+    logging.getLogger("gateway").addHandler(handler)
+    previous = logging.getLogger("gateway").level
+    logging.getLogger("gateway").setLevel(logging.DEBUG)
+    try:
+        with connect(uri, "analyst") as conn, conn.cursor() as cur:
+            cur.execute("SELECT n_name FROM reference.nation WHERE n_nationkey = 2")
+            cur.fetch_arrow_table()
+    finally:
+        logging.getLogger("gateway").removeHandler(handler)
+        logging.getLogger("gateway").setLevel(previous)
+    lines = [json.loads(r) for r in records]
+    with_ids = [line for line in lines if line.get("query_id")]
+    assert with_ids, lines
+    audit = read_jsonl(gateway.mesh.root / "audit" / "events.jsonl")[-1]
+    assert any(line["query_id"] == audit["query_id"] for line in with_ids)
+    assert all(line["principal"] == "analyst" for line in with_ids)
+    assert all(line["trace_id"] == audit["trace_id"] for line in with_ids
+               if line["query_id"] == audit["query_id"])  # fmt: skip
