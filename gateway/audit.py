@@ -63,6 +63,8 @@ class AuditEvent:
     bytes: int = 0
     duration_ms: float = 0.0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What the client was warned of, e.g. that a product version it read is deprecated."""
     query_id: str | None = None
     """The query's id: its OpenLineage run id and the ``query_id`` of its log lines."""
     trace_id: str | None = None

@@ -10,30 +10,70 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 
+log = logging.getLogger("meshgate")
+
 DEFAULT_PORT = 8815
+DEFAULT_HTTP_PORT = 8816
 
 
-def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
+def _public_host(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "127.0.0.1") else host
+
+
+def _serve(
+    gateway, *, host: str, port: int, http_port: int | None, banner: str | None = None
+) -> None:
+    """Serve Flight SQL on ``port`` and, unless ``http_port`` is None, the discovery port."""
     from gateway.flightsql.server import MeshFlightServer
 
+    if gateway.settings.observability.log_format == "json":
+        from gateway.observability.logs import use_json_logs
+
+        use_json_logs()  # every line a JSON object with its query's id, principal and trace id
     server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
-    print(
-        banner or f"meshgate serving mesh {gateway.mesh.name!r} at grpc://{host}:{server.port}",
-        flush=True,
-    )
+    http = None
+    gateway.monitor.start()  # SLOs, contracts and quality measured while serving
     try:
+        if http_port is not None:
+            from gateway.http.app import create_app
+            from gateway.http.server import HttpServer
+
+            flight_uri = f"grpc://{_public_host(host)}:{server.port}"
+            app = create_app(gateway, signer=server.signer, flight_uri=flight_uri)
+            try:
+                http = HttpServer(app, host=host, port=http_port or DEFAULT_HTTP_PORT).start()
+            except OSError as exc:
+                if http_port:  # asked for on the command line: a port in use is an error
+                    raise SystemExit(f"meshgate: {exc}") from None
+                log.warning("%s; serving Flight SQL only", exc)
+        print(
+            banner
+            or f"meshgate serving mesh {gateway.mesh.name!r} at grpc://{host}:{server.port}"
+            + (f"; discovery at {http.url}" if http is not None else ""),
+            flush=True,
+        )
         server.serve()
     except KeyboardInterrupt:
         pass
     finally:
+        if http is not None:
+            http.stop()
         server.shutdown()
         gateway.close()
+
+
+def _http_port(args) -> int | None:
+    """The discovery port asked for: None for off (0), and 0 for the default, which may be
+    busy (then only Flight SQL is served, with a warning)."""
+    if args.http_port is None:
+        return 0
+    return None if args.http_port == 0 else args.http_port
 
 
 def _cmd_serve(args) -> None:
     from gateway.service import Gateway
 
-    _serve(Gateway.open(args.mesh), host=args.host, port=args.port)
+    _serve(Gateway.open(args.mesh), host=args.host, port=args.port, http_port=_http_port(args))
 
 
 def _cmd_demo(args) -> None:
@@ -42,11 +82,18 @@ def _cmd_demo(args) -> None:
 
     directory = build_demo_mesh(Path(args.dir), scale_factor=args.scale_factor, progress=_progress)
     gateway = Gateway.open(directory)
-    uri = (
-        f"grpc://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
+    uri = f"grpc://{_public_host(args.host)}:{args.port}"
+    http_port = _http_port(args)
+    discovery = (
+        f"http://{_public_host(args.host)}:{http_port or DEFAULT_HTTP_PORT}"
+        "  (log in as any of the principals)"
+        if http_port is not None
+        else "off"
     )
-    banner = DEMO_BANNER.format(uri=uri, mesh=directory, products=len(gateway.mesh.products))
-    _serve(gateway, host=args.host, port=args.port, banner=banner)
+    banner = DEMO_BANNER.format(
+        uri=uri, mesh=directory, products=len(gateway.mesh.products), discovery=discovery
+    )
+    _serve(gateway, host=args.host, port=args.port, http_port=http_port, banner=banner)
 
 
 @contextlib.contextmanager
@@ -117,6 +164,8 @@ def _progress(message: str) -> None:
 DEMO_BANNER = """
 meshgate demo mesh is up at {uri}   ({products} product addresses, mesh in {mesh})
 
+  discovery     {discovery}
+
   credentials   admin/admin   analyst/analyst   eu_analyst/eu_analyst   guest/guest
 
 Read a product into pandas from another shell (the same venv has the ADBC driver):
@@ -146,6 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--mesh", required=True, help="the mesh directory (holds mesh.yaml)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        help=f"the discovery pages and API (default {DEFAULT_HTTP_PORT}; 0 turns them off)",
+    )
     serve.set_defaults(run=_cmd_serve)
 
     demo = commands.add_parser("demo", help="build (once) and serve the demo mesh")
@@ -154,6 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        help=f"the discovery pages and API (default {DEFAULT_HTTP_PORT}; 0 turns them off)",
+    )
     demo.add_argument(
         "--scale-factor", type=float, default=0.01, help="TPC-H scale factor (default 0.01)"
     )

@@ -40,6 +40,15 @@ class SourceUnavailable(GatewayError):
     """A store could not be reached or failed while answering; other stores keep serving."""
 
 
+class ContractBroken(SourceUnavailable):
+    """A store no longer holds what the product's descriptor promises (a column dropped or
+    retyped): the product is not served until the store or the descriptor is fixed."""
+
+
+class ProductRetired(NotFound):
+    """A deprecated product version read after its sunset; the message names the replacement."""
+
+
 class QueryTimeout(GatewayError):
     """A store did not answer within the configured timeout."""
 

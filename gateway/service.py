@@ -16,7 +16,15 @@ from sqlglot import exp
 
 import connectors
 from gateway.contracts import ContractReport, check_contracts
-from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
+from gateway.errors import (
+    ContractBroken,
+    GatewayError,
+    MeshConfigError,
+    PermissionDenied,
+    QueryCancelled,
+    QueryTimeout,
+    SourceUnavailable,
+)
 from gateway.executor import execute_plan
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.observability.core import Observability, QueryObservation, no_step
@@ -53,6 +61,13 @@ def _outcome(error: GatewayError) -> str:
     return "denied" if isinstance(error, PermissionDenied) else "error"
 
 
+def _reached_stores(error: BaseException | None) -> bool:
+    """Whether a query that ended with ``error`` reached its stores (for availability)."""
+    if isinstance(error, ContractBroken):
+        return True
+    return not isinstance(error, SourceUnavailable | QueryTimeout)
+
+
 POLICY_RELOAD_SECONDS = 1.0
 
 
@@ -80,6 +95,12 @@ class Gateway:
             self._audit_log = AuditLog(mesh.root / self.settings.audit_log)
         self.connectors: dict[str, connectors.Connector] = {}
         self.observe: Observability | None = None
+        from gateway.monitor import ProductMonitor
+        from gateway.usage import UsageReader
+
+        self.monitor = ProductMonitor(self)
+        audit_path = None if self._audit_log is None else self._audit_log.path
+        self.usage = UsageReader(audit_path, mesh.products)
         try:
             self.connectors = open_stores(mesh)
         except MeshConfigError:
@@ -93,6 +114,14 @@ class Gateway:
             span_exporter=span_exporter,
             hide=getattr(policy, "hide_mask_key", lambda text: text),
         )
+        if self.observe.metrics is not None:
+            self.observe.metrics.add_gauges(
+                "meshgate_product_status",
+                "1 for each product version's current status of each SLO, its contract and each "
+                "quality rule (status: met, at_risk, broken, drift, unchecked, ...).",
+                ["product", "check", "status"],
+                self._product_statuses,
+            )
 
     @classmethod
     def open(
@@ -186,9 +215,40 @@ class Gateway:
             step = no_step if query is None else query.step
             plan = plan_query(sql, context=context, parameters=values, step=step)
             self.plans.put(shape if plan.reusable else exact, plan)
+        self._refuse_unservable(plan)
         if query is not None:
             query.planned(plan, cached=cached)
         return plan
+
+    def _refuse_unservable(self, plan: Plan) -> None:
+        """Retired versions and products whose store drifted from the contract are not served,
+        however the plan was made (cached plans included)."""
+        from gateway import lifecycle
+
+        lifecycle.refuse_retired(plan.products, self.mesh.products, lifecycle.today())
+        self.monitor.refuse_drifted(plan.products)
+
+    def warnings(self, plan: Plan) -> list[str]:
+        """What the client reading ``plan`` should be told: deprecated versions it reads."""
+        from gateway import lifecycle
+
+        return lifecycle.warnings_for(plan.products, self.mesh.products, lifecycle.today())
+
+    def statement_warnings(
+        self, sql: str, principal: Principal, parameters: list[object] | None = None
+    ) -> list[str]:
+        """The warnings of a statement (planned once and cached, as for running it)."""
+        return self.warnings(self._template(sql, principal, parameters))
+
+    def _product_statuses(self) -> Iterator[tuple[tuple[str, str, str], int]]:
+        """(product version, check, status) of every product, as scraped for metrics."""
+        seen = set()
+        for product in self.mesh.products.values():
+            if product.versioned_address in seen:
+                continue
+            seen.add(product.versioned_address)
+            for check, status in self.monitor.statuses(product).items():
+                yield (product.versioned_address, check, status), 1
 
     def explain(self, plan: Plan) -> str:
         """The plan as text for the principal who asked; secrets such as the hash key hidden."""
@@ -267,10 +327,13 @@ class Gateway:
         plan = self.describe(sql, principal, parameters, query=query)
         started = time.perf_counter()
         sent: list[tuple[str, str]] = []
+        warnings = self.warnings(plan)
+        self.monitor.on_read(plan.products)
         try:
             reader = self.execute(plan, sent=sent, query=query)
         except GatewayError as exc:
-            public = self._public_error(exc)
+            public = self._store_failure(plan, self._public_error(exc))
+            self.monitor.record_query(plan.products, reached=_reached_stores(public), ms=None)
             self._audit(
                 principal,
                 sql,
@@ -280,6 +343,7 @@ class Gateway:
                 error=public,
                 sent=sent,
                 query=query,
+                warnings=warnings,
             )
             raise public from None
         counted = {"rows": 0, "bytes": 0}
@@ -293,13 +357,19 @@ class Gateway:
                     counted["bytes"] += arrow_bytes(batch)
                     yield batch
             except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
-                error = self._public_error(exc)
+                error = self._store_failure(plan, self._public_error(exc))
                 raise error from None
             except BaseException as exc:
                 error = exc
                 raise
             finally:
                 reader.close()
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self.monitor.record_query(
+                    plan.products,
+                    reached=_reached_stores(error),
+                    ms=elapsed_ms if error is None else None,
+                )
                 self._audit(
                     principal,
                     sql,
@@ -309,10 +379,25 @@ class Gateway:
                     error=error,
                     sent=sent,
                     query=query,
+                    warnings=warnings,
                     **counted,
                 )
 
         return pa.RecordBatchReader.from_batches(plan.schema, batches())
+
+    def _store_failure(self, plan: Plan, error: GatewayError) -> GatewayError:
+        """A store failed a query: if its product drifted from the contract (a column dropped
+        or retyped under the gateway), say so, naming the column, instead of the store's words."""
+        if isinstance(error, QueryCancelled | ContractBroken):
+            return error
+        try:
+            self.monitor.recheck_contracts(plan.products)
+        except ContractBroken as drift:
+            log.warning("a query failed on contract drift: %s", drift)
+            return drift
+        except GatewayError:  # the check itself could not run: report the first failure
+            pass
+        return error
 
     def _public_error(self, error: Exception) -> GatewayError:
         """``error`` as the client may see it, without the excerpt of the SQL that DuckDB quotes
@@ -338,6 +423,7 @@ class Gateway:
         bytes: int = 0,  # noqa: A002 - the audit event's field name
         sent: list[tuple[str, str]] | None = None,
         query: QueryObservation | None = None,
+        warnings: list[str] | None = None,
     ) -> None:
         """The one place a query ends: its observation is finished and its audit event written."""
         if query is not None:
@@ -357,6 +443,7 @@ class Gateway:
             error=None if error is None else str(error) or type(error).__name__,
             query_id=None if query is None else query.query_id,
             trace_id=None if query is None else query.trace_id,
+            warnings=list(warnings or ()),
         )
         if plan is not None:
             event.products = list(plan.products)
@@ -425,7 +512,21 @@ class Gateway:
         if failures and mode == "strict":
             raise MeshConfigError(failures)
 
+    def product_metadata(self, product: Product) -> dict[str, str]:
+        """The product's life cycle and measured statuses, as GetTables schema metadata."""
+        found = {f"meshgate:status:{k}": v for k, v in self.monitor.statuses(product).items()}
+        deprecated = product.descriptor.deprecated
+        if deprecated is not None:
+            found["meshgate:deprecated"] = (
+                f"since {deprecated.since}; sunset {deprecated.sunset}; "
+                f"replacement {deprecated.replacement}"
+            )
+        return found
+
     def close(self) -> None:
+        monitor = getattr(self, "monitor", None)
+        if monitor is not None:
+            monitor.stop()
         if self._audit_log is not None:
             self._audit_log.close()
         if getattr(self, "observe", None) is not None:

@@ -57,6 +57,7 @@ def test_each_event_is_one_json_line_with_every_field(tmp_path):
         "bytes": 10,
         "duration_ms": 1.5,
         "error": None,
+        "warnings": [],
         "query_id": None,
         "trace_id": None,
     }

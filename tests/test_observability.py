@@ -12,8 +12,9 @@ import logging
 
 import pytest
 
+from tests.support.discovery import serving
 from tests.support.observed import observed_mesh, read_jsonl, samples, value
-from tests.support.server import connect, running_server
+from tests.support.server import connect
 
 JOIN = """SELECT c.c_custkey, c.c_name, n.n_name AS nation, upper(n.n_name) AS shout
           FROM sales.customer c JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
@@ -32,17 +33,23 @@ def observed(demo_mesh, tmp_path_factory):
         lineage={"transport": "file", "path": "lineage/events.jsonl"},
     )
     spans = InMemorySpanExporter()
-    with running_server(mesh, span_exporter=spans) as (uri, gateway):
-        yield uri, gateway, spans, mesh
+    with serving(mesh, span_exporter=spans) as served:
+        yield served.flight_uri, served.gateway, spans, served.http_url
 
 
-def scrape(gateway) -> dict:
-    return samples(gateway.observe.metrics.exposition().decode())
+def scrape(http_url: str) -> dict:
+    """``GET /metrics`` on the HTTP port, as Prometheus scrapes it (no credentials)."""
+    import httpx
+
+    answer = httpx.get(f"{http_url}/metrics", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return samples(answer.text)
 
 
 def test_counters_and_histograms_move_with_known_queries(observed):
-    uri, gateway, _, _ = observed
-    before = scrape(gateway)
+    uri, gateway, _, http_url = observed
+    before = scrape(http_url)
     with connect(uri, "analyst") as conn, conn.cursor() as cur:
         cur.execute(JOIN)
         assert cur.fetch_arrow_table().num_rows == 10
@@ -56,7 +63,7 @@ def test_counters_and_histograms_move_with_known_queries(observed):
         pytest.raises(Exception, match="may not read sales.customer"),
     ):
         cur.execute("SELECT c_name FROM sales.customer")
-    after = scrape(gateway)
+    after = scrape(http_url)
 
     def moved(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
@@ -81,6 +88,12 @@ def test_counters_and_histograms_move_with_known_queries(observed):
     assert value(after, "meshgate_store_connections_in_use", store="sales_db", kind="duckdb") == 0
     assert value(after, "meshgate_store_pool_size", store="reference_db", kind="sqlite") == 4
     assert value(after, "meshgate_active_streams") == 0
+    statuses = {
+        dict(labels)["check"]
+        for (name, labels), _ in after.items()
+        if name == "meshgate_product_status" and dict(labels)["product"] == "sales.customer_v1"
+    }
+    assert "contract" in statuses  # the discovery monitor's statuses, one gauge per check
     # every answered query observed each phase once; the second point query was a cache hit
     for phase in ("plan", "first_batch", "total"):
         assert moved("meshgate_query_duration_seconds_count", phase=phase) >= 3
@@ -92,13 +105,19 @@ def test_counters_and_histograms_move_with_known_queries(observed):
     assert not any(key == "principal" for _, labels in after for key, _ in labels)
 
 
-def test_principal_labels_only_when_configured(demo_mesh, tmp_path):
-    mesh = observed_mesh(demo_mesh, tmp_path / "mesh", metrics_principal_labels=True)
-    with running_server(mesh) as (uri, gateway):
-        with connect(uri, "eu_analyst") as conn, conn.cursor() as cur:
+def test_principal_labels_and_scrape_credentials_only_when_configured(demo_mesh, tmp_path):
+    import httpx
+
+    mesh = observed_mesh(
+        demo_mesh, tmp_path / "mesh", metrics_principal_labels=True, metrics_require_auth=True
+    )
+    with serving(mesh) as served:
+        with connect(served.flight_uri, "eu_analyst") as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM reference.region")
             cur.fetch_arrow_table()
-        found = scrape(gateway)
+        assert httpx.get(f"{served.http_url}/metrics").status_code == 401
+        answer = httpx.get(f"{served.http_url}/metrics", auth=("guest", "guest"))
+        found = samples(answer.text)
     labels = {"outcome": "ok", "code": "OK", "role": "analyst", "principal": "eu_analyst"}
     assert value(found, "meshgate_queries_total", **labels) == 1
 

@@ -68,6 +68,8 @@ class ObservabilitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metrics: bool = True
+    metrics_require_auth: bool = False
+    """Ask ``GET /metrics`` for credentials (off: open, as Prometheus scrapes by default)."""
     metrics_principal_labels: bool = False
     """Label query metrics with the principal's name: one series per principal, so only for
     meshes with a bounded set of principals."""

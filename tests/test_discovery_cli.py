@@ -1,0 +1,75 @@
+"""``meshgate serve``/``demo`` start the discovery port beside Flight SQL, as a user runs them."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import httpx
+
+from tests.test_cli import MESHGATE, _free_port, _wait_for
+
+
+def test_demo_serves_the_discovery_port_and_prints_its_url(demo_mesh, tmp_path):
+    mesh = tmp_path / "demo"
+    shutil.copytree(demo_mesh, mesh)
+    port, http_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [*MESHGATE, "demo", "--dir", str(mesh), "--port", str(port), "--http-port", str(http_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = _wait_for(process, "Press Ctrl-C")
+        assert f"http://localhost:{http_port}" in banner
+        response = httpx.get(
+            f"http://127.0.0.1:{http_port}/api/products", auth=("guest", "guest"), timeout=30
+        )
+        assert [p["address"] for p in response.json()["products"]] == [
+            "reference.nation",
+            "reference.region",
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_with_the_discovery_port_off_and_a_busy_port_refused(demo_mesh, tmp_path):
+    mesh = tmp_path / "demo"
+    shutil.copytree(demo_mesh, mesh)
+    port = _free_port()
+    process = subprocess.Popen(
+        [*MESHGATE, "serve", "--mesh", str(mesh), "--port", str(port), "--http-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = _wait_for(process, "meshgate serving")
+        assert "discovery at" not in line
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                *MESHGATE,
+                "serve",
+                "--mesh",
+                str(mesh),
+                "--port",
+                str(_free_port()),
+                "--http-port",
+                str(taken),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert "--http-port" in result.stderr and str(taken) in result.stderr
