@@ -241,3 +241,94 @@ def test_json_logs_carry_the_query_ids(observed):
     assert all(line["principal"] == "analyst" for line in with_ids)
     assert all(line["trace_id"] == audit["trace_id"] for line in with_ids
                if line["query_id"] == audit["query_id"])  # fmt: skip
+
+
+def _lineage_of(gateway, run_id: str) -> list[dict]:
+    gateway.observe.flush()
+    events = read_jsonl(gateway.mesh.root / "lineage" / "events.jsonl")
+    return [e for e in events if e["run"]["runId"] == run_id]
+
+
+def test_one_start_and_one_complete_per_query_with_inputs_and_masked_lineage(observed):
+    from tests.support.openlineage_schema import validate
+
+    uri, gateway, _, _ = observed
+    with connect(uri, "analyst") as conn, conn.cursor() as cur:
+        cur.execute(JOIN)
+        assert cur.fetch_arrow_table().num_rows == 10
+    audit = read_jsonl(gateway.mesh.root / "audit" / "events.jsonl")[-1]
+    start, complete = _lineage_of(gateway, audit["query_id"])
+    for event in (start, complete):
+        validate(event)
+    assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+    assert start["job"] == complete["job"] and start["job"]["namespace"] == "meshgate://acme"
+    assert complete["job"]["facets"]["sql"]["query"] == JOIN
+    assert complete["job"]["facets"]["jobType"]["jobType"] == "QUERY"
+    meshgate = complete["run"]["facets"]["meshgate"]
+    assert meshgate["traceId"] == audit["trace_id"] and meshgate["roles"] == ["analyst"]
+    assert "principal" not in meshgate  # not configured: the principal is not named
+    inputs = {(d["namespace"], d["name"]) for d in complete["inputs"]}
+    root = gateway.mesh.root.resolve()
+    host = next(ns for ns, _ in inputs if ns.startswith("file://"))
+    assert inputs == {
+        ("meshgate://acme", "sales.customer"),
+        ("meshgate://acme", "reference.nation"),
+        (host, f"{root}/stores/sales.duckdb/main.customer"),
+        (host, f"{root}/stores/reference.sqlite/nation"),
+    }
+    customer = next(d for d in complete["inputs"] if d["name"] == "sales.customer")
+    assert customer["facets"]["symlinks"]["identifiers"] == [
+        {"namespace": host, "name": f"{root}/stores/sales.duckdb/main.customer", "type": "TABLE"}
+    ]
+    assert [f["name"] for f in customer["facets"]["schema"]["fields"]][:2] == [
+        "c_custkey",
+        "c_name",
+    ]
+    (output,) = complete["outputs"]
+    assert [f["name"] for f in output["facets"]["schema"]["fields"]] == [
+        "c_custkey", "c_name", "nation", "shout"
+    ]  # fmt: skip
+    assert output["outputFacets"]["outputStatistics"]["rowCount"] == 10
+    lineage = output["facets"]["columnLineage"]["fields"]
+
+    def source(column):
+        found = []
+        for field in lineage[column]["inputFields"]:
+            (how,) = field["transformations"]
+            found.append((field["name"], field["field"], how["subtype"], how["masking"]))
+        return found
+
+    assert source("c_custkey") == [("sales.customer", "c_custkey", "IDENTITY", False)]
+    assert source("c_name") == [("sales.customer", "c_name", "IDENTITY", True)]
+    assert lineage["c_name"]["transformationType"] == "MASKED"
+    assert source("nation") == [("reference.nation", "n_name", "IDENTITY", False)]
+    assert lineage["nation"]["transformationType"] == "IDENTITY"
+    assert source("shout") == [("reference.nation", "n_name", "TRANSFORMATION", False)]
+
+
+def test_an_admin_reads_unmasked_and_a_refusal_is_a_failed_run(observed):
+    from tests.support.openlineage_schema import validate
+
+    uri, gateway, _, _ = observed
+    with connect(uri, "admin") as conn, conn.cursor() as cur:
+        cur.execute(JOIN)
+        cur.fetch_arrow_table()
+    admin_run = read_jsonl(gateway.mesh.root / "audit" / "events.jsonl")[-1]["query_id"]
+    with (
+        connect(uri, "guest") as conn,
+        conn.cursor() as cur,
+        pytest.raises(Exception, match="may not read"),
+    ):
+        cur.execute("SELECT c_name FROM sales.customer")
+    refused = read_jsonl(gateway.mesh.root / "audit" / "events.jsonl")[-1]
+    assert refused["outcome"] == "denied" and refused["query_id"]
+    (_, complete) = _lineage_of(gateway, admin_run)
+    fields = complete["outputs"][0]["facets"]["columnLineage"]["fields"]
+    assert "transformationType" in fields["c_name"]
+    assert fields["c_name"]["transformationType"] == "IDENTITY"  # admin holds unmask:pii
+    start, fail = _lineage_of(gateway, refused["query_id"])
+    for event in (start, fail):
+        validate(event)
+    assert (start["eventType"], fail["eventType"]) == ("START", "FAIL")
+    assert "may not read sales.customer" in fail["run"]["facets"]["errorMessage"]["message"]
+    assert fail["run"]["facets"]["meshgate"]["outcome"] == "denied"

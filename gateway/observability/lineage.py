@@ -461,9 +461,9 @@ def _transformation_type(inputs: list[tuple[str, str, bool, str]]) -> str | None
     return None
 
 
-def _description(inputs: list[tuple[str, str, bool, str]]) -> str:
+def _description(inputs: list[tuple[str, str, bool, str]]) -> str | None:
     masked = [f"{a}.{c}" for a, c, m, _ in inputs if m]
-    return f"masked by policy: {', '.join(masked)}" if masked else ""
+    return f"masked by policy: {', '.join(masked)}" if masked else None
 
 
 def _schema(product: Product) -> schema_dataset.SchemaDatasetFacet:
