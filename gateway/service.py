@@ -308,8 +308,11 @@ class Gateway:
         if query is None:
             query = self.observe.query(sql, principal, planning_only=True)
         try:
-            with query.step("meshgate.plan"):
+            if planning_only:  # traced only if it plans: its root span is the plan
                 plan = make(sql, principal, parameters, query=query)
+            else:
+                with query.step("meshgate.plan"):
+                    plan = make(sql, principal, parameters, query=query)
         except GatewayError as exc:
             self._audit(
                 principal, sql, None, started, outcome=_outcome(exc), error=exc, query=query

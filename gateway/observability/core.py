@@ -142,25 +142,37 @@ class QueryObservation:
         self._stream_span = None
         self._streaming = False
         self._started_lineage = False
-        tracer = observe.tracer
-        if tracer is not None:
+        self._parent = None
+        if observe.tracer is not None:
             from gateway.observability import tracing
 
-            attributes = {
-                "meshgate.query_id": self.query_id,
-                "meshgate.roles": list(principal.roles),
-                "meshgate.call": "prepare" if planning_only else "query",
-            }
-            if observe.settings.tracing.include_sql:
-                attributes["db.query.text"] = statement
-            name = "meshgate.prepare" if planning_only else "meshgate.query"
-            self.span = tracing.start_query_span(
-                tracer, name=name, parent=None, attributes=attributes
-            )
-            self.trace_id = tracing.trace_id_of(self.span)
-            self._steps = tracing.StepTracer(tracer, self.span)
+            self._start_ns = time.time_ns()
+            self._parent = tracing.call_parent()
+            if not planning_only:
+                self._open_span()
         if not planning_only:
             CURRENT_QUERY.set((self.query_id, principal.name, self.trace_id))
+
+    def _open_span(self) -> None:
+        """Start the query's root span (a prepare's only once it plans or is refused: a prepare
+        answered from the plan cache has nothing to show)."""
+        from gateway.observability import tracing
+
+        attributes = {
+            "meshgate.query_id": self.query_id,
+            "meshgate.roles": list(self.principal.roles),
+        }
+        if self.observe.settings.tracing.include_sql:
+            attributes["db.query.text"] = self.statement
+        self.span = tracing.start_query_span(
+            self.observe.tracer,
+            name="meshgate.prepare" if self.planning_only else "meshgate.query",
+            parent=self._parent,
+            attributes=attributes,
+            start_time=self._start_ns,
+        )
+        self.trace_id = tracing.trace_id_of(self.span)
+        self._steps = tracing.StepTracer(self.observe.tracer, self.span)
 
     @property
     def query_id(self) -> str:
@@ -173,7 +185,11 @@ class QueryObservation:
 
     def step(self, name: str, **attributes: object) -> contextlib.AbstractContextManager:
         """A span for one step under the query (nothing when tracing is off)."""
-        return _NO_STEP if self._steps is None else self._steps.step(name, **attributes)
+        if self._steps is None:
+            if self.observe.tracer is None:
+                return _NO_STEP
+            self._open_span()
+        return self._steps.step(name, **attributes)
 
     def execute_step(self, name: str, **attributes: object) -> contextlib.AbstractContextManager:
         """A span for one step under ``meshgate.execute`` (the executor's local engine)."""
@@ -281,6 +297,12 @@ class QueryObservation:
         observe = self.observe
         code = status_name(error)
         refused = error is not None
+        if self.planning_only and not refused:
+            if self.span is not None:
+                self._end_span(outcome, code, error, rows, size)
+            return
+        if self.span is None and observe.tracer is not None:
+            self._open_span()  # a refused prepare
         # pyarrow runs each Flight callback in a fresh context: name the query again here
         CURRENT_QUERY.set((self.query_id, self.principal.name, self.trace_id))
         if log.isEnabledFor(logging.DEBUG):
@@ -296,10 +318,6 @@ class QueryObservation:
             from gateway.observability.tracing import end_span
 
             end_span(self._stream_span, error, **{"meshgate.rows": rows, "meshgate.bytes": size})
-        if self.planning_only and not refused:
-            self._end_span(outcome, code, error, rows, size)
-            CURRENT_QUERY.set(None)
-            return
         plan = plan if plan is not None else self.plan
         products = plan.products if plan is not None else ()
         metrics = observe.metrics

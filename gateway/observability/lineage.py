@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import attr
-from openlineage.client import OpenLineageClient
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.event_v2 import InputDataset, Job, RunEvent
 from openlineage.client.facet_v2 import (
     RunFacet,
     column_lineage_dataset,
@@ -47,6 +46,7 @@ from openlineage.client.facet_v2 import (
     sql_job,
     symlinks_dataset,
 )
+from openlineage.client.serde import Serde
 from openlineage.client.transport import get_default_factory
 from sqlglot import exp
 
@@ -226,9 +226,16 @@ class LineageEmitter:
         self._connectors = connectors
         self._policy = policy
         self._on_sent = on_sent or (lambda event_type, ok: None)
-        self._client = OpenLineageClient(transport=get_default_factory().create(self._config()))
+        self._transport = get_default_factory().create(self._config())
+        self._engine = Serde.to_dict(
+            processing_engine_run.ProcessingEngineRunFacet(
+                version=VERSION, name="meshgate", producer=PRODUCER
+            )
+        )
         self._queue: queue.Queue[LineageRecord | None] = queue.Queue(maxsize=settings.queue_size)
-        self._lineage_cache: dict[tuple, dict] = {}
+        self._static: dict[tuple, tuple] = {}
+        """(statement, products, principal, policy) -> the job, inputs and output facets of its
+        events: built once, as they only change with those."""
         self._worker = threading.Thread(target=self._run, name="meshgate-lineage", daemon=True)
         self._worker.start()
 
@@ -263,7 +270,7 @@ class LineageEmitter:
         self._queue.put(None)
         self._worker.join(timeout=5)
         with contextlib.suppress(Exception):  # a transport that fails to close
-            self._client.close()
+            self._transport.close()
 
     def _run(self) -> None:
         while True:
@@ -271,7 +278,9 @@ class LineageEmitter:
             try:
                 if record is None:
                     return
-                self._client.emit(self.event(record))
+                # the event as the dict openlineage's Serde makes of a RunEvent: its static
+                # parts serialized once per job, not walked again for every run
+                self._transport.emit(self.event(record))
                 self._on_sent(record.event_type, "sent")
             except Exception:  # noqa: BLE001 - lineage must never stop the gateway
                 log.warning("could not send an OpenLineage event", exc_info=True)
@@ -282,25 +291,68 @@ class LineageEmitter:
 
     # --- building events ------------------------------------------------------------------
 
-    def event(self, record: LineageRecord) -> RunEvent:
-        """The OpenLineage RunEvent of ``record``."""
-        run_facets: dict[str, RunFacet] = {
-            "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
-                version=VERSION, name="meshgate", producer=PRODUCER
-            ),
-            "meshgate": MeshgateRunFacet(
-                queryId=record.run_id,
-                roles=list(record.principal.roles),
-                traceId=record.trace_id,
-                principal=record.principal.name if self.settings.include_principal else None,
-                outcome=record.outcome,
-                producer=PRODUCER,
+    def event(self, record: LineageRecord) -> dict[str, Any]:
+        """The OpenLineage RunEvent of ``record``, serialized (as ``Serde.to_dict`` makes it)."""
+        run_facets: dict[str, Any] = {
+            "processing_engine": self._engine,
+            "meshgate": Serde.to_dict(
+                MeshgateRunFacet(
+                    queryId=record.run_id,
+                    roles=list(record.principal.roles),
+                    traceId=record.trace_id,
+                    principal=record.principal.name if self.settings.include_principal else None,
+                    outcome=record.outcome,
+                    producer=PRODUCER,
+                )
             ),
         }
         if record.error is not None:
-            run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=record.error, programmingLanguage="SQL", producer=PRODUCER
+            run_facets["errorMessage"] = Serde.to_dict(
+                error_message_run.ErrorMessageRunFacet(
+                    message=record.error, programmingLanguage="SQL", producer=PRODUCER
+                )
             )
+        job, inputs, output_facets = self._static_parts(record)
+        outputs = []
+        if output_facets is not None:
+            output: dict[str, Any] = {
+                "namespace": self.namespace,
+                "name": f"{job['name']}.result",
+                "facets": output_facets,
+            }
+            if record.rows is not None:
+                output["outputFacets"] = {
+                    "outputStatistics": Serde.to_dict(
+                        output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                            rowCount=record.rows, size=record.bytes, producer=PRODUCER
+                        )
+                    )
+                }
+            outputs.append(output)
+        return {
+            "eventType": record.event_type,
+            "eventTime": record.time or utc_now(),
+            "producer": PRODUCER,
+            "schemaURL": RunEvent._get_schema(),
+            "run": {"runId": record.run_id, "facets": run_facets},
+            "job": job,
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+
+    def _static_parts(self, record: LineageRecord) -> tuple[dict, list[dict], dict | None]:
+        principal = record.principal
+        key = (record.statement, record.products, record.output_columns, principal.name)
+        key += (principal.roles, repr(sorted(principal.attributes.items())))
+        key += (id(self._policy_snapshot()),)
+        parts = self._static.get(key)
+        if parts is None:
+            if len(self._static) > 1024:
+                self._static.clear()
+            parts = self._static[key] = self._build_static(record)
+        return parts
+
+    def _build_static(self, record: LineageRecord) -> tuple[dict, list[dict], dict | None]:
         job = Job(
             namespace=self.namespace,
             name=job_name(record.statement),
@@ -314,15 +366,11 @@ class LineageEmitter:
         )  # fmt: skip
         products = {a: self.mesh.products[a] for a in record.products if a in self.mesh.products}
         inputs = [d for a, product in products.items() for d in self._inputs(a, product)]
-        outputs = [self._output(record, products)] if record.output_columns else []
-        return RunEvent(
-            eventType=RunState[record.event_type],
-            eventTime=record.time or utc_now(),
-            run=Run(runId=record.run_id, facets=run_facets),
-            job=job,
-            inputs=inputs,
-            outputs=outputs,
-            producer=PRODUCER,
+        output = self._output_facets(record, products) if record.output_columns else None
+        return (
+            Serde.to_dict(job),
+            [Serde.to_dict(dataset) for dataset in inputs],
+            None if output is None else {k: Serde.to_dict(v) for k, v in output.items()},
         )
 
     def _inputs(self, address: str, product: Product) -> list[InputDataset]:
@@ -371,7 +419,10 @@ class LineageEmitter:
         ]
         return [product_dataset, *physical_inputs]
 
-    def _output(self, record: LineageRecord, products: Mapping[str, Product]) -> OutputDataset:
+    def _output_facets(
+        self, record: LineageRecord, products: Mapping[str, Product]
+    ) -> dict[str, Any]:
+        """The answer's schema and column lineage facets."""
         fields = schema_dataset.SchemaDatasetFacet(
             fields=[
                 schema_dataset.SchemaDatasetFacetFields(name=name, type=kind)
@@ -383,44 +434,25 @@ class LineageEmitter:
         lineage = self._column_lineage(record, products)
         if lineage is not None:
             facets["columnLineage"] = lineage
-        output_facets = {}
-        if record.rows is not None:
-            output_facets["outputStatistics"] = (
-                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                    rowCount=record.rows, size=record.bytes, producer=PRODUCER
-                )
-            )
-        return OutputDataset(
-            namespace=self.namespace,
-            name=f"{job_name(record.statement)}.result",
-            facets=facets,
-            outputFacets=output_facets,
-        )
+        return facets
 
     def _column_lineage(self, record: LineageRecord, products: Mapping[str, Product]):
         principal = record.principal
-        key = (record.statement, principal.name, principal.roles, record.products)
-        key += (repr(sorted(principal.attributes.items())), id(self._policy_snapshot()))
-        fields = self._lineage_cache.get(key)
-        if fields is None:
-            masked = {
-                address: set(self._policy.decide(principal, product).masks)
-                for address, product in products.items()
-            }
-            try:
-                fields = column_lineage(
-                    record.statement,
-                    [name for name, _ in record.output_columns],
-                    products,
-                    masked,
-                    dialect=self.mesh.config.gateway.dialect,
-                )
-            except Exception:  # noqa: BLE001 - a statement sqlglot cannot trace has no facet
-                log.debug("no column lineage for %s", record.statement, exc_info=True)
-                fields = {}
-            if len(self._lineage_cache) > 1024:
-                self._lineage_cache.clear()
-            self._lineage_cache[key] = fields
+        masked = {
+            address: set(self._policy.decide(principal, product).masks)
+            for address, product in products.items()
+        }
+        try:
+            fields = column_lineage(
+                record.statement,
+                [name for name, _ in record.output_columns],
+                products,
+                masked,
+                dialect=self.mesh.config.gateway.dialect,
+            )
+        except Exception:  # noqa: BLE001 - a statement sqlglot cannot trace has no facet
+            log.debug("no column lineage for %s", record.statement, exc_info=True)
+            fields = {}
         if not fields:
             return None
         return column_lineage_dataset.ColumnLineageDatasetFacet(

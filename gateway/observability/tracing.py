@@ -142,14 +142,26 @@ runs a call's middleware and handler on one thread, but each in a fresh Python c
 context cannot travel in contextvars."""
 
 
+def call_parent() -> otel_context.Context | None:
+    """The trace context the client of the Flight call this thread serves sent, if any."""
+    return _CALL_PARENTS.get(threading.get_ident())
+
+
 def start_query_span(
-    tracer: trace.Tracer, *, name: str, parent: otel_context.Context | None, attributes: dict
+    tracer: trace.Tracer,
+    *,
+    name: str,
+    parent: otel_context.Context | None,
+    attributes: dict,
+    start_time: int | None = None,
 ) -> Span:
     """The root span of a query: a child of the client's span when it sent one."""
-    if parent is None:
-        parent = _CALL_PARENTS.get(threading.get_ident())
     return tracer.start_span(
-        name, context=parent or otel_context.Context(), kind=SpanKind.SERVER, attributes=attributes
+        name,
+        context=parent or otel_context.Context(),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        start_time=start_time,
     )
 
 
