@@ -323,3 +323,44 @@ def test_an_admin_reads_unmasked_and_a_refusal_is_a_failed_run(observed):
     assert (start["eventType"], fail["eventType"]) == ("START", "FAIL")
     assert "may not read sales.customer" in fail["run"]["facets"]["errorMessage"]["message"]
     assert fail["run"]["facets"]["meshgate"]["outcome"] == "denied"
+
+
+def test_http_transport_posts_each_event_to_the_lineage_api(demo_mesh, tmp_path):
+    import http.server
+    import json
+    import threading
+
+    from tests.support.openlineage_schema import validate
+
+    received: list[tuple[str, dict]] = []
+
+    class Backend(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, json.loads(body)))
+            self.send_response(201)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{backend.server_address[1]}"
+    mesh = observed_mesh(demo_mesh, tmp_path / "mesh", lineage={"transport": "http", "url": url})
+    try:
+        with serving(mesh) as served:
+            with connect(served.flight_uri, "analyst") as conn, conn.cursor() as cur:
+                cur.execute("SELECT r_name FROM reference.region ORDER BY r_name")
+                assert cur.fetch_arrow_table().num_rows == 5
+            served.gateway.observe.flush()
+    finally:
+        backend.shutdown()
+        backend.server_close()
+    assert [path for path, _ in received] == ["/api/v1/lineage"] * 2
+    for _, event in received:
+        validate(event)
+    assert [e["eventType"] for _, e in received] == ["START", "COMPLETE"]
+    (output,) = received[1][1]["outputs"]
+    assert output["outputFacets"]["outputStatistics"]["rowCount"] == 5

@@ -45,6 +45,8 @@ class LineageSettings(BaseModel):
     url: str | None = None
     """``http``: the OpenLineage backend, e.g. ``http://marquez:5000``."""
     endpoint: str = "api/v1/lineage"
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    """``http``: how long one POST may take (events wait in the queue meanwhile)."""
     api_key_env: str | None = None
     """``http``: the environment variable holding the backend's API key, if it needs one."""
     namespace: str | None = None
