@@ -28,6 +28,8 @@ class TracingSettings(BaseModel):
     console: bool = False
     """Write finished spans to the gateway's log instead (for debugging)."""
     service_name: str = "meshgate"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """The share of queries traced (a client's sampled trace is always continued)."""
     include_sql: bool = True
     """Put the client's statement and the SQL sent to each store on the spans (mask key hidden)."""
 

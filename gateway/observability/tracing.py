@@ -62,7 +62,12 @@ def tracer_provider(
 ) -> TracerProvider:
     """A provider exporting to ``exporter`` (tests: an in-memory one, synchronously), else to the
     configured OTLP endpoint in batches off the query path, else to the log."""
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif settings.otlp_endpoint is not None:
