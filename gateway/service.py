@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import connectors
 from gateway.contracts import ContractReport, check_contracts
 from gateway.errors import (
     ContractBroken,
+    DeniedAsNotFound,
     GatewayError,
     MeshConfigError,
     PermissionDenied,
@@ -58,7 +60,7 @@ def open_stores(mesh: Mesh) -> dict[str, connectors.Connector]:
 
 
 def _outcome(error: GatewayError) -> str:
-    return "denied" if isinstance(error, PermissionDenied) else "error"
+    return "denied" if isinstance(error, PermissionDenied | DeniedAsNotFound) else "error"
 
 
 def _reached_stores(error: BaseException | None) -> bool:
@@ -69,6 +71,15 @@ def _reached_stores(error: BaseException | None) -> bool:
 
 
 POLICY_RELOAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A product as a principal may see it listed: the product, and whether it may read it
+    (if not, reading it fails with PERMISSION_DENIED naming the owner to ask)."""
+
+    product: Product
+    readable: bool
 
 
 class Gateway:
@@ -489,13 +500,25 @@ class Gateway:
         return columns, masks, filters
 
     def visible_products(self, principal: Principal) -> dict[str, Product]:
-        """Every address the principal may read, versioned and latest; nothing else exists."""
-        self.reload_policies()
+        """Every address the principal may read, versioned and latest."""
         return {
-            address: product
-            for address, product in sorted(self.mesh.products.items())
-            if self.policy.readable(principal, product)
+            a: entry.product
+            for a, entry in self.listed_products(principal).items()
+            if entry.readable
         }
+
+    def listed_products(self, principal: Principal) -> dict[str, Listing]:
+        """Every address the principal may know of, versioned and latest, and whether it may
+        read it: the products it may read, and those denied to it that are discoverable
+        (``denied_products: discoverable`` in mesh.yaml, or ``when_denied`` in a descriptor).
+        Flight SQL's metadata listings and the discovery page both show exactly these."""
+        self.reload_policies()
+        listing = {}
+        for address, product in sorted(self.mesh.products.items()):
+            readable = self.policy.readable(principal, product)
+            if readable or self.mesh.when_denied(product) == "discoverable":
+                listing[address] = Listing(product, readable)
+        return listing
 
     def check_contracts(self) -> list[ContractReport]:
         return check_contracts(self.mesh, self.connectors)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from gateway.errors import PermissionDenied, status_name
+from gateway.errors import DeniedAsNotFound, PermissionDenied, status_name
 from gateway.observability.logs import CURRENT_QUERY
 from gateway.observability.metrics import Metrics, role_label
 from gateway.observability.settings import ObservabilitySettings
@@ -330,8 +330,8 @@ class QueryObservation:
                 if rows:
                     metrics.product_rows.labels(product).inc(rows)
                     metrics.product_bytes.labels(product).inc(size)
-            if isinstance(error, PermissionDenied):
-                metrics.denials.labels(error.product or "", role).inc()
+            if isinstance(error, PermissionDenied | DeniedAsNotFound):
+                metrics.denials.labels(getattr(error, "product", None) or "", role).inc()
             if not self.planning_only:
                 metrics.duration.labels("total").observe(time.perf_counter() - self.started)
                 if self._streaming:
