@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def _serve(
         gateway.close()
         raise
     http = None
+    # SIGTERM (service managers, containers) stops like Ctrl-C: queued spans and lineage
+    # events are sent and the stores closed, where the default would drop them
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     gateway.monitor.start()  # SLOs, contracts and quality measured while serving
     try:
         if http_port is not None:

@@ -364,3 +364,56 @@ def test_http_transport_posts_each_event_to_the_lineage_api(demo_mesh, tmp_path)
     assert [e["eventType"] for _, e in received] == ["START", "COMPLETE"]
     (output,) = received[1][1]["outputs"]
     assert output["outputFacets"]["outputStatistics"]["rowCount"] == 5
+
+
+def test_meshgate_serve_with_everything_on_then_sigterm_sends_what_is_queued(demo_mesh, tmp_path):
+    """The real command: JSON logs on stderr carry the query id; `GET /metrics` on its HTTP
+    port counts the query; SIGTERM stops it like Ctrl-C, so the run's lineage events are in
+    the file when it exits."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    mesh = observed_mesh(
+        demo_mesh,
+        tmp_path / "mesh",
+        lineage={"transport": "file", "path": "lineage/events.jsonl"},
+        log_format="json",
+    )
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    command = [sys.executable, "-m", "gateway.cli", "--log-level", "DEBUG", "serve"]
+    command += ["--mesh", str(mesh), "--port", str(ports[0]), "--http-port", str(ports[1])]
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+    try:
+        banner = process.stdout.readline()
+        assert "serving mesh" in banner, stderr.read_text()[-2000:]
+        with connect(f"grpc://127.0.0.1:{ports[0]}", "analyst") as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) AS n FROM reference.nation")
+            assert cur.fetch_arrow_table().column("n").to_pylist() == [25]
+        found = samples(httpx.get(f"http://127.0.0.1:{ports[1]}/metrics", timeout=10).text)
+        ok = {"outcome": "ok", "code": "OK", "role": "analyst"}
+        assert value(found, "meshgate_queries_total", **ok) == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stdout.close()
+    (audit,) = [e for e in read_jsonl(mesh / "audit" / "events.jsonl") if e["outcome"] == "ok"]
+    events = [e for e in read_jsonl(mesh / "lineage" / "events.jsonl")]
+    assert [e["eventType"] for e in events if e["run"]["runId"] == audit["query_id"]] == [
+        "START",
+        "COMPLETE",
+    ]
+    logged = [json.loads(line) for line in stderr.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("query_id") == audit["query_id"] for line in logged)
