@@ -35,6 +35,8 @@ class Sink:
         self.counts = counts
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as collectors and Marquez serve
+
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 counts[self.path] = counts.get(self.path, 0) + 1

