@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import InvalidQuery, NotFound
+from gateway.errors import InvalidQuery, NotFound, PermissionDenied
 from gateway.mesh import Classification, Mesh, Product
 from gateway.principals import Principal
 
@@ -242,49 +242,100 @@ def worst(statuses: Iterable[str]) -> str:
 
 
 class Catalog:
-    """The catalog of one running gateway, for one principal at a time."""
+    """The catalog of one running gateway, for one principal at a time.
+
+    It lists what the gateway lists for the principal: the products it may read and, where the
+    mesh makes denied products discoverable (``Gateway.listed_products``), those it may not read,
+    marked ``readable: false`` with the owner to ask and nothing measured about who reads them.
+    """
 
     def __init__(self, gateway: Gateway, *, flight_uri: str):
         self.gateway = gateway
         self.flight_uri = flight_uri
 
-    def _measured(self, product: Product) -> Measurements:
+    def _measured(self, product: Product, *, readable: bool = True) -> Measurements:
         measured = self.gateway.monitor.measurements(product)
-        measured.usage = self.gateway.usage.usage(product)
+        measured.usage = self.gateway.usage.usage(product) if readable else {}
         return measured
 
     def visible(self, principal: Principal) -> dict[str, Product]:
+        """The addresses ``principal`` may read."""
         return self.gateway.visible_products(principal)
 
+    def listed(self, principal: Principal) -> dict[str, tuple[Product, bool]]:
+        """Every address the principal may know of, with whether it may read it."""
+        listing = getattr(self.gateway, "listed_products", None)
+        if listing is None:
+            return {a: (p, True) for a, p in self.visible(principal).items()}
+        return {a: (entry.product, entry.readable) for a, entry in listing(principal).items()}
+
     def record(
-        self, principal: Principal, address: str, *, visible: dict[str, Product] | None = None
+        self,
+        principal: Principal,
+        address: str,
+        *,
+        listed: dict[str, tuple[Product, bool]] | None = None,
     ) -> dict[str, Any]:
         """The product at ``address`` as ``principal`` may see it; NotFound if it may not."""
-        visible = self.visible(principal) if visible is None else visible
-        product = visible.get(address.lower())
-        if product is None:
-            close = [a for a in self.gateway.mesh.closest_addresses(address) if a in visible]
+        listed = self.listed(principal) if listed is None else listed
+        found = listed.get(address.lower())
+        if found is None:
+            close = [a for a in self.gateway.mesh.closest_addresses(address) if a in listed]
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise NotFound(f"no product {address!r} you may read{hint}")
-        self.gateway.monitor.on_read([address.lower()])
-        decision = self.gateway.policy.decide(principal, product, address=address.lower())
-        return product_record(
+        product, readable = found
+        address = address.lower()
+        self.gateway.monitor.on_read([address])
+        decision = self.gateway.policy.decide(principal, product, address=address)
+        record = product_record(
             self.gateway.mesh,
             product,
-            address=address.lower(),
-            masks=decision.masks,
-            visible=set(visible),
-            measured=self._measured(product),
+            address=address,
+            masks=decision.masks if readable else {},
+            visible=set(listed),
+            measured=self._measured(product, readable=readable),
             flight_uri=self.flight_uri,
             principal=principal.name,
         )
+        record["readable"] = readable
+        record["rows_filtered"] = readable and decision.row_filter is not None
+        if not readable:
+            for column in record["columns"]:
+                column["masked"] = None  # unknown: the principal may not read the product
+        return record
+
+    def readable_record(self, principal: Principal, address: str) -> dict[str, Any]:
+        """The record of a product the principal may read: PermissionDenied naming the owner
+        for a discoverable one it may not (exports are for readers)."""
+        record = self.record(principal, address)
+        if not record["readable"]:
+            raise PermissionDenied(
+                f"you may not read {record['address']}; ask its owner ({record['owner']}) "
+                "for access"
+            )
+        return record
+
+    def unfiltered_record(self, address: str) -> dict[str, Any]:
+        """The product at ``address`` as the mesh's owners see it: no policy applied (for the
+        offline ``meshgate products`` without a principal)."""
+        product = canonical(self.gateway.mesh, address)
+        return product_record(
+            self.gateway.mesh,
+            product,
+            address=address,
+            masks={},
+            visible=set(self.gateway.mesh.products),
+            measured=self._measured(product),
+            flight_uri=self.flight_uri,
+            principal="you",
+        ) | {"rows_filtered": False, "readable": True}
 
     def records(self, principal: Principal, search: Search | None = None) -> list[dict[str, Any]]:
-        """One record per product (its latest address) the principal may read, matching
+        """One record per product (its latest address) the principal may know of, matching
         ``search``, by domain and name."""
-        visible = self.visible(principal)
-        latest = sorted(a for a, p in visible.items() if a == latest_address(p))
+        listed = self.listed(principal)
+        latest = sorted(a for a, (p, _) in listed.items() if a == latest_address(p))
         self.gateway.monitor.on_read(latest)
-        records = [self.record(principal, a, visible=visible) for a in latest]
+        records = [self.record(principal, a, listed=listed) for a in latest]
         search = search or Search()
         return [r for r in records if search.matches(r)]

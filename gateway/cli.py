@@ -31,6 +31,7 @@ def _serve(
         from gateway.observability.logs import use_json_logs
 
         use_json_logs()  # every line a JSON object with its query's id, principal and trace id
+    http = None
     try:
         ensure_port_free(host, port)
         warning = getattr(gateway.policy, "mask_key_warning", lambda: None)()
@@ -40,7 +41,6 @@ def _serve(
     except BaseException:
         gateway.close()
         raise
-    http = None
     # SIGTERM (service managers, containers) stops like Ctrl-C: queued spans and lineage
     # events are sent and the stores closed, where the default would drop them
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -160,8 +160,8 @@ def _cmd_demo(args) -> None:
         uri=uri,
         mesh=directory,
         products=len(gateway.mesh.products),
-        discovery=discovery,
         snippet=snippet,
+        discovery=discovery,
     )
     _serve(gateway, host=args.host, port=args.port, http_port=http_port, banner=banner)
 
@@ -258,6 +258,68 @@ def _cmd_contracts(args) -> None:
         print(validation.report())
     if not validation.ok or not all(report.ok for report in validation.contracts):
         raise SystemExit(1)
+
+
+def _cmd_products(args) -> None:
+    """Every product the principal may read (all, without --principal), measured now."""
+    from gateway.catalog import Catalog, latest_address, worst
+    from gateway.service import Gateway
+
+    logging.getLogger("meshgate.monitor").setLevel(logging.ERROR)  # breaches: for `serve`'s log
+    gateway = Gateway.open(args.mesh)
+    try:
+        if args.principal is None:
+            principal = None
+            visible = sorted(a for a, p in gateway.mesh.products.items() if a == latest_address(p))
+        else:
+            principal = gateway.principals.get(args.principal)
+            if principal is None:
+                raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
+            visible = None
+        gateway.monitor.check_now()
+        catalog = Catalog(gateway, flight_uri=f"grpc://localhost:{DEFAULT_PORT}")
+        records = (
+            catalog.records(principal)
+            if principal is not None
+            else [catalog.unfiltered_record(a) for a in visible]
+        )
+        print(format_products(records, worst=worst))
+    finally:
+        gateway.close()
+
+
+def format_products(records: list[dict], *, worst) -> str:
+    """The ``meshgate products`` table: one line per product, its versions and statuses."""
+    header = ("product", "versions", "owner", "SLOs", "contract", "deprecation")
+    rows = [header]
+    for r in records:
+        versions = ", ".join(
+            f"v{v['version']}" + (" (deprecated)" if v["deprecation"] else "")
+            for v in r["versions"]
+        )
+        slos = ", ".join(f"{s['kind']} {s['status']}" for s in r["slos"]) if r["slos"] else "none"
+        overall = worst(s["status"] for s in r["slos"]) if r["slos"] else ""
+        deprecated = [v for v in r["versions"] if v["deprecation"]]
+        note = "; ".join(
+            f"v{v['version']} sunset {v['deprecation']['sunset']} -> "
+            f"{v['deprecation']['replacement']}"
+            for v in deprecated
+        )
+        rows.append(
+            (
+                r["address"] + ("" if r.get("readable", True) else " (no access)"),
+                versions,
+                r["owner"],
+                f"{overall.upper()}: {slos}" if overall else slos,
+                r["contract"].get("status", "unchecked"),
+                note or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _cmd_hash_password(args) -> None:
@@ -408,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contracts.add_argument("--mesh", required=True, help=MESH_HELP)
     contracts.set_defaults(run=_cmd_contracts)
+
+    products = commands.add_parser(
+        "products",
+        help="list the products a principal may read: owner, versions, deprecation, SLOs",
+    )
+    products.add_argument("--mesh", default=".", help="the mesh directory (default: here)")
+    products.add_argument(
+        "--principal", help="list what this principal may read (default: every product)"
+    )
+    products.set_defaults(run=_cmd_products)
 
     policy = commands.add_parser("policy", help="inspect the mesh's policies")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="CHECK")

@@ -262,14 +262,14 @@ class GatewaySettings(BaseModel):
     dialect: str = "duckdb"
     contract_check: Literal["strict", "warn", "off"] = "strict"
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
+    monitor_interval_seconds: float = Field(default=60.0, ge=0)
+    """How often SLOs, contracts and quality checks are measured at the stores while serving
+    (0: only when a product is read or its page is opened)."""
     denied_products: DeniedProducts = "invisible"
     """What a principal sees of products no grant lets it read; a descriptor's `when_denied`
     overrides it."""
     token_ttl_seconds: int = Field(default=8 * 3600, ge=5)
     """How long a connection may stay idle: tokens in use are renewed at half their life."""
-    monitor_interval_seconds: float = Field(default=60.0, ge=0)
-    """How often SLOs, contracts and quality checks are measured at the stores while serving
-    (0: only when a product is read or its page is opened)."""
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

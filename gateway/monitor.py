@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from sqlglot import exp
 
 from gateway import slos
 from gateway.catalog import Measurements
-from gateway.contracts import check_contract
+from gateway.contracts import ContractReport, check_contract
 from gateway.errors import ContractBroken, GatewayError, QueryTimeout, SourceUnavailable
 from gateway.mesh import Product, QualityRule, duration_seconds
 
@@ -46,6 +47,9 @@ READ_CHECK_SECONDS = 10.0
 WINDOW_SECONDS = 3600.0
 """Availability and latency are judged over this window."""
 MAX_SAMPLES = 1000
+JUDGE_SECONDS = 1.0
+"""A busy product's query samples are judged for breaches at most this often (and at once when
+its store stops or starts answering)."""
 
 
 @dataclass
@@ -64,6 +68,8 @@ class _ProductState:
     quality: dict[int, float | None] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
     """What was last logged per SLO / rule, to log a breach once when it starts and ends."""
+    judged_at: float = 0.0
+    """When queries' outcomes and latencies were last judged for breaches."""
 
 
 def _age_seconds(newest: Any, now: float) -> float | None:
@@ -79,8 +85,28 @@ def _age_seconds(newest: Any, now: float) -> float | None:
     return max(0.0, now - moment.timestamp())
 
 
+STORE_COLUMNS = re.compile(r" \(it has: [^)]*\)")
+
+
+def public_problems(problems: Iterable[str]) -> list[str]:
+    """Contract problems as any reader of the product may see them: what differs from the
+    contract, without the store's other column names (which may be physical or private).
+
+    >>> public_problems(["column 'a' is not in the store (it has: b, ssn); fix it"])
+    ["column 'a' is not in the store; fix it"]
+    """
+    return [STORE_COLUMNS.sub("", problem) for problem in problems]
+
+
 def _human_seconds(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    """An age as a person reads it.
+
+    >>> _human_seconds(7200), _human_seconds(90), _human_seconds(86400 * 400)
+    ('2.0h', '1.5m', '400 days')
+    """
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:,.0f} days"
+    for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
@@ -195,11 +221,11 @@ class ProductMonitor:
         reached = report.checked
         contract = {
             "status": "ok" if report.ok else "drift" if report.checked else "unchecked",
-            "problems": list(report.problems) if report.checked else [],
+            "problems": public_problems(report.problems) if report.checked else [],
             "checked_at": _iso(now),
         }
         if not report.checked:
-            contract["detail"] = report.problems[0] if report.problems else ""
+            log.info("contract of %s not checked: %s", product.versioned_address, report.problems)
         newest = rows = None
         quality: dict[int, float | None] = {}
         if reached and report.ok:
@@ -247,10 +273,15 @@ class ProductMonitor:
         for product in self._versions(addresses):
             state = self._state(product)
             with self._lock:
+                flipped = bool(state.outcomes) and state.outcomes[-1][1] != reached
                 state.outcomes.append((now, reached))
                 if ms is not None:
                     state.latencies.append((now, ms))
-        self._log_transitions_of(addresses)
+                due = flipped or not reached or now - state.judged_at >= JUDGE_SECONDS
+                if due:
+                    state.judged_at = now
+            if due:  # judging computes percentiles: not on every query of a busy product
+                self._log_transitions(product)
 
     def on_read(self, addresses: Iterable[str]) -> None:
         """A query reads ``addresses``: re-measure those not checked lately, in the background."""
@@ -292,6 +323,21 @@ class ProductMonitor:
                     f"{'; '.join(contract['problems'])}. Data is never served changed; ask its "
                     f"owner ({product.descriptor.owner}) to fix the store or the descriptor"
                 )
+
+    def record_contracts(self, reports: Iterable[ContractReport]) -> None:
+        """Contract reports made elsewhere (the check at load), as if measured here."""
+        now = self.clock()
+        for report in reports:
+            product = self.gateway.mesh.products[report.address]
+            state = self._state(product)
+            with self._lock:
+                if report.checked:
+                    state.contract = {
+                        "status": "ok" if report.ok else "drift",
+                        "problems": public_problems(report.problems),
+                        "checked_at": _iso(now),
+                    }
+            self._log_transitions(product)
 
     def recheck_contracts(self, addresses: Iterable[str]) -> None:
         """After a store failed a query over ``addresses``: was it drift? (ContractBroken if so)."""
@@ -411,10 +457,6 @@ class ProductMonitor:
         found["contract"] = measured.contract.get("status", "unchecked")
         found.update({f"quality:{q['name']}": q["status"] for q in measured.quality})
         return found
-
-    def _log_transitions_of(self, addresses: Iterable[str]) -> None:
-        for product in self._versions(addresses):
-            self._log_transitions(product)
 
     def _log_transitions(self, product: Product) -> None:
         """Log each breach once as it starts and once as it ends."""

@@ -19,7 +19,9 @@ RISK_FRACTION = 0.8
 
 
 def freshness_status(age_seconds: float | None, max_age_seconds: float) -> str:
-    """>>> freshness_status(3600, 86400), freshness_status(80000, 86400), freshness_status(9e5, 1)
+    """Broken past ``max_age``, at risk past four fifths of it.
+
+    >>> freshness_status(3600, 86400), freshness_status(80000, 86400), freshness_status(9e5, 1)
     ('met', 'at_risk', 'broken')
     """
     if age_seconds is None:
@@ -116,7 +118,9 @@ def quality_status(value: float | None, operator: str, operand: Any) -> str:
 
 
 def worst_status(statuses: Sequence[str]) -> str:
-    """>>> worst_status(["met", "broken", "at_risk"])
+    """The worst of ``statuses``: broken, then at risk, then met (unknown if none).
+
+    >>> worst_status(["met", "broken", "at_risk"])
     'broken'
     """
     for status in (BROKEN, AT_RISK, MET):

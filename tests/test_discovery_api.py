@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pyarrow.flight as flight
 import pytest
@@ -21,8 +23,10 @@ def _get(served, path: str, user: str | None = "analyst", **params) -> httpx.Res
 
 
 def _addresses(response: httpx.Response) -> list[str]:
+    """The products of a listing the principal may read (a mesh may also list, as not readable,
+    denied products it makes discoverable)."""
     assert response.status_code == 200, response.text
-    return [p["address"] for p in response.json()["products"]]
+    return [p["address"] for p in response.json()["products"] if p["readable"]]
 
 
 def test_each_principal_lists_only_the_products_it_may_read(served):
@@ -58,16 +62,24 @@ def test_masked_columns_are_shown_masked_for_whom_they_are_masked(served):
     assert not admin["c_name"]["masked"] and admin["c_name"]["mask"] is None
     assert not analyst["c_custkey"]["masked"]
     assert analyst["c_custkey"]["description"]
+    # a row filter is shown as applying, never as its SQL
+    eu = _get(served, "/api/products/sales.customer", "eu_analyst").json()
+    assert eu["rows_filtered"] is True and "EUROPE" not in str(eu)
+    assert _get(served, "/api/products/sales.customer", "admin").json()["rows_filtered"] is False
 
 
 def test_a_product_a_principal_may_not_read_does_not_exist_for_it(served):
-    denied = _get(served, "/api/products/sales.customer", "guest")
-    unknown = _get(served, "/api/products/sales.nothing", "guest")
+    denied = _get(served, "/api/products/audit.events", "analyst")
+    unknown = _get(served, "/api/products/audit.nothing", "analyst")
     assert denied.status_code == unknown.status_code == 404
     assert "you may read" in denied.json()["error"]
-    assert "sales.customer" not in denied.json()["error"].split("read")[-1]
-    assert _get(served, "/api/products/audit.events", "analyst").status_code == 404
+    assert "audit.events" not in denied.json()["error"].split("read")[-1]
     assert _get(served, "/api/products/audit.events", "admin").status_code == 200
+    # a product the guest may not read is absent for it, or listed as not readable
+    customer = _get(served, "/api/products/sales.customer", "guest")
+    assert customer.status_code == 404 or customer.json()["readable"] is False
+    odcs = _get(served, "/api/products/sales.customer/odcs.yaml", "guest")
+    assert odcs.status_code in (403, 404)
 
 
 def test_product_detail_has_versions_owner_store_kind_lineage_and_snippets(served):
@@ -139,3 +151,73 @@ def test_credentials_are_checked_like_the_flight_port(served):
     assert response.json()["principal"] == "guest"
     assert _addresses(response) == ["reference.nation", "reference.region"]
     assert _get(served, "/healthz", None).json() == {"status": "ok"}
+
+
+def test_usage_counts_queries_and_distinct_principals_from_the_audit_trail(served):
+    from tests.support.server import connect
+
+    def usage():
+        return _get(served, "/api/products/reference.region", "admin").json()["usage"]
+
+    before = usage()
+    for user, sql in (
+        ("analyst", "SELECT count(*) FROM reference.region"),
+        ("analyst", "SELECT r_name FROM reference.region_v1"),
+        ("guest", "SELECT * FROM reference.region"),
+    ):
+        with connect(served.flight_uri, user) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            cur.fetchall()
+    deadline = time.monotonic() + 30  # the summary is kept for a few seconds
+    while usage()["queries_day"] < before["queries_day"] + 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    after = usage()
+    assert after["queries_day"] == before["queries_day"] + 3
+    assert after["queries_week"] == before["queries_week"] + 3
+    assert {"analyst", "guest"} <= set(after["readers_week"])
+    assert after["principals_day"] >= 2 and after["last_read"] is not None
+
+
+def test_discoverable_denied_products_are_listed_as_not_readable(tmp_path):
+    """Where a mesh makes denied products discoverable (``gateway.denied_products``), the
+    catalog lists them as the Flight SQL metadata does: not readable, the owner to ask."""
+    from gateway.service import Gateway
+
+    if not hasattr(Gateway, "listed_products"):
+        pytest.skip("this gateway has no discoverable denied products (denied_products setting)")
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "s.duckdb")).execute("CREATE TABLE t AS SELECT 1 AS k").close()
+    (tmp_path / "mesh.yaml").write_text(
+        "name: t\nstores:\n  s: {kind: duckdb, path: s.duckdb}\n"
+        "gateway: {denied_products: discoverable}\n"
+    )
+    for domain in ("open", "closed"):
+        (tmp_path / domain).mkdir()
+        (tmp_path / domain / "t.yaml").write_text(
+            f"product: t\nversion: 1\nowner: {domain}@example.com\ndescription: {domain}\n"
+            "store: s\ntable: t\ncolumns:\n  - {name: k, type: integer}\n"
+        )
+    from tests.support.mesh import grant_everything
+
+    grant_everything(tmp_path)  # writes principals.yaml; the grant is narrowed below
+    (tmp_path / "policies" / "global.yaml").write_text(
+        "roles: {reader: []}\ngrants:\n  - {role: reader, products: 'open.*'}\n"
+    )
+    with serving(tmp_path) as running:
+        listing = httpx.get(
+            running.http_url + "/api/products", auth=("tester", "tester"), timeout=30
+        ).json()["products"]
+        assert {p["address"]: p["readable"] for p in listing} == {"open.t": True, "closed.t": False}
+        closed = next(p for p in listing if p["address"] == "closed.t")
+        assert closed["usage"] == {} and closed["owner"] == "closed@example.com"
+        odcs = httpx.get(
+            running.http_url + "/api/products/closed.t/odcs.yaml",
+            auth=("tester", "tester"),
+            timeout=30,
+        )
+        assert odcs.status_code == 403 and "closed@example.com" in odcs.json()["error"]
+        page = httpx.get(
+            running.http_url + "/products/closed.t", auth=("tester", "tester"), timeout=30
+        )
+        assert "Ask its owner" in page.text

@@ -27,7 +27,7 @@ def test_demo_serves_the_discovery_port_and_prints_its_url(demo_mesh, tmp_path):
         response = httpx.get(
             f"http://127.0.0.1:{http_port}/api/products", auth=("guest", "guest"), timeout=30
         )
-        assert [p["address"] for p in response.json()["products"]] == [
+        assert [p["address"] for p in response.json()["products"] if p["readable"]] == [
             "reference.nation",
             "reference.region",
         ]
@@ -73,3 +73,31 @@ def test_serve_with_the_discovery_port_off_and_a_busy_port_refused(demo_mesh, tm
         )
     assert result.returncode != 0
     assert "--http-port" in result.stderr and str(taken) in result.stderr
+
+
+def _products(mesh, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*MESHGATE, "products", "--mesh", str(mesh), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_products_lists_what_each_principal_may_read_with_versions_and_statuses(demo_mesh):
+    guest = _products(demo_mesh, "--principal", "guest")
+    assert guest.returncode == 0, guest.stderr
+    lines = guest.stdout.splitlines()
+    assert lines[0].split() == ["product", "versions", "owner", "SLOs", "contract", "deprecation"]
+    readable = [line.split()[0] for line in lines[1:] if "(no access)" not in line]
+    assert readable == ["reference.nation", "reference.region"]
+    analyst = _products(demo_mesh, "--principal", "analyst")
+    orders = next(line for line in analyst.stdout.splitlines() if line.startswith("sales.orders"))
+    assert "v1 (deprecated), v2" in orders and "sales-data@acme.example" in orders
+    assert "freshness broken" in orders  # TPC-H's last order is from 1998
+    assert "-> sales.orders_v2" in orders and "sunset" in orders
+    assert "audit.events" not in analyst.stdout
+    everyone = _products(demo_mesh)
+    assert "audit.events" in everyone.stdout
+    unknown = _products(demo_mesh, "--principal", "nobody")
+    assert unknown.returncode != 0 and "no principal 'nobody'" in unknown.stderr

@@ -204,6 +204,23 @@ def test_freshness_is_measured_on_a_schedule_without_anyone_asking(shop):
         assert _slos(served)["freshness"] == "broken"
 
 
+def test_a_read_measures_a_product_nobody_checked_yet(shop):
+    root, _, _, _ = shop
+    with serving(root) as served, connect(served.flight_uri, "tester") as conn:
+        monitor, product = served.gateway.monitor, served.gateway.mesh.products["shop.orders"]
+        assert {s["status"] for s in monitor.measurements(product).slos} == {"unknown"}
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM shop.orders")
+            assert cur.fetchone() == (4,)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            freshness = monitor.measurements(product).slos[0]
+            if freshness["status"] != "unknown":
+                break
+            time.sleep(0.1)
+        assert freshness["kind"] == "freshness" and freshness["status"] == "met"
+
+
 def test_availability_breaks_while_the_store_is_down_and_recovers(shop, caplog):
     root, _, _, proxy = shop
     caplog.set_level(logging.INFO, logger="meshgate.monitor")
@@ -289,6 +306,11 @@ def test_a_dropped_column_under_a_running_gateway_is_reported_and_named(shop, ca
         contract = _record(served)["contract"]
         assert contract["status"] == "drift"
         assert any("o_comment" in p for p in contract["problems"])
+        assert not any("o_status" in p for p in contract["problems"])  # no store column list
+        page = httpx.get(
+            f"{served.http_url}/products/shop.orders", auth=("tester", "tester"), timeout=30
+        )
+        assert "drift" in page.text and "&#39;o_comment&#39; is not in the store" in page.text
         # the product is not served changed: other columns are refused too, naming the drift
         with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error) as caught:
             cur.execute("SELECT o_id FROM shop.orders")

@@ -108,6 +108,50 @@ async def get_product(request: Request) -> Response:
     return JSONResponse(catalog_of(request).record(principal, request.path_params["address"]))
 
 
+def _yaml(text: str) -> Response:
+    return Response(text, media_type="application/yaml; charset=utf-8")
+
+
+async def product_odcs(request: Request) -> Response:
+    """``GET /api/products/{address}/odcs.yaml``: the product version's ODCS v3 contract."""
+    from gateway.standards import as_yaml, odcs_contract
+
+    principal = principal_of(request)
+    catalog = catalog_of(request)
+    record = catalog.readable_record(principal, request.path_params["address"])
+    product = catalog.gateway.mesh.products[record["address"]]
+    contract = odcs_contract(
+        record, product, mesh_name=catalog.gateway.mesh.name, flight_uri=catalog.flight_uri
+    )
+    return _yaml(as_yaml(contract))
+
+
+async def product_odps(request: Request) -> Response:
+    """``GET /api/products/{address}/odps.yaml``: the product as an ODPS v1 document."""
+    from gateway.standards import as_yaml, odps_product
+
+    principal = principal_of(request)
+    catalog = catalog_of(request)
+    record = catalog.readable_record(principal, request.path_params["address"])
+    return _yaml(as_yaml(odps_product(record, **_odps_context(request))))
+
+
+async def mesh_odps(request: Request) -> Response:
+    """``GET /api/odps.yaml``: every product the principal may read, one ODPS document each."""
+    from gateway.standards import as_yaml, odps_product
+
+    principal = principal_of(request)
+    records = [r for r in catalog_of(request).records(principal) if r["readable"]]
+    return _yaml(as_yaml([odps_product(r, **_odps_context(request)) for r in records]))
+
+
+def _odps_context(request: Request) -> dict[str, str]:
+    return {
+        "mesh_name": request.app.state.gateway.mesh.name,
+        "discovery_url": str(request.base_url).rstrip("/"),
+    }
+
+
 async def healthz(request: Request) -> Response:
     """Unauthenticated liveness: the port answers (says nothing about the mesh)."""
     return JSONResponse({"status": "ok"})
@@ -121,6 +165,9 @@ def base_routes() -> list[BaseRoute]:
         Route("/healthz", healthz),
         *metrics.routes(),
         Route("/api/products", list_products),
+        Route("/api/odps.yaml", mesh_odps),
+        Route("/api/products/{address:str}/odcs.yaml", product_odcs),
+        Route("/api/products/{address:str}/odps.yaml", product_odps),
         Route("/api/products/{address:str}", get_product),
         *pages.routes(),
     ]

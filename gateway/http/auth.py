@@ -38,17 +38,19 @@ class HttpAuthenticator:
         self._flight = AuthMiddlewareFactory(
             principals, signer, token_ttl_seconds=token_ttl_seconds, anonymous=anonymous
         )
-        self._remembered: dict[bytes, tuple[str, float]] = {}
+        self._remembered: dict[bytes, tuple[str, float, int]] = {}
         self._lock = threading.Lock()
 
     def principal(self, header: str | None) -> Principal:
         """Who sent ``header``; Unauthenticated when nobody valid did."""
         key = hashlib.sha256(header.encode()).digest() if header else None
+        directory = self._principals()
         if key is not None:
             with self._lock:
                 known = self._remembered.get(key)
-            if known is not None and known[1] > time.monotonic():
-                principal = self._principals().get(known[0])
+            # a reloaded principals.yaml (a changed password) checks the password again
+            if known is not None and known[1] > time.monotonic() and known[2] == id(directory):
+                principal = directory.get(known[0])
                 if principal is not None:
                     return principal
         principal = self._flight._authenticate(header).principal  # noqa: SLF001 - one auth path
@@ -56,7 +58,11 @@ class HttpAuthenticator:
             with self._lock:
                 if len(self._remembered) >= REMEMBERED:
                     self._remembered.clear()
-                self._remembered[key] = (principal.name, time.monotonic() + REMEMBER_SECONDS)
+                self._remembered[key] = (
+                    principal.name,
+                    time.monotonic() + REMEMBER_SECONDS,
+                    id(directory),
+                )
         return principal
 
 

@@ -67,9 +67,27 @@ async def product_page(request: Request) -> Response:
     return _render(request, "product.html", {"p": record})
 
 
+async def lineage_page(request: Request) -> Response:
+    """The mesh's lineage as the principal may see it, drawn as SVG on the server."""
+    from gateway.http.app import catalog_of, principal_of
+    from gateway.http.lineage import render_svg
+
+    principal = principal_of(request)
+    records = [r for r in catalog_of(request).records(principal) if r["readable"]]
+    nodes = {r["address"]: r["domain"] for r in records}
+    edges = sorted(
+        {(up, r["address"]) for r in records for up in r["lineage"]["upstream"] if up in nodes}
+    )
+    statuses = {r["address"]: worst(s["status"] for s in r["slos"]) for r in records}
+    focus = request.query_params.get("focus")
+    svg = render_svg(nodes, edges, statuses=statuses, focus=focus if focus in nodes else None)
+    return _render(request, "lineage.html", {"svg": svg, "count": len(nodes), "edges": edges})
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/", products_page),
+        Route("/lineage", lineage_page),
         Route("/products/{address:str}", product_page),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
