@@ -295,6 +295,18 @@ def test_one_start_and_one_complete_per_query_with_inputs_and_masked_lineage(obs
     assert source("nation") == [("reference.nation", "n_name", "IDENTITY", False)]
     assert lineage["nation"]["transformationType"] == "IDENTITY"
     assert source("shout") == [("reference.nation", "n_name", "TRANSFORMATION", False)]
+    # what shapes the whole answer: the join keys, the filter, the ordering (INDIRECT)
+    indirect = {
+        (f["name"], f["field"], f["transformations"][0]["subtype"])
+        for f in output["facets"]["columnLineage"]["dataset"]
+        if f["transformations"][0]["type"] == "INDIRECT"
+    }
+    assert indirect == {
+        ("reference.nation", "n_nationkey", "JOIN"),
+        ("sales.customer", "c_nationkey", "JOIN"),
+        ("sales.customer", "c_custkey", "FILTER"),
+        ("sales.customer", "c_custkey", "SORT"),
+    }
 
 
 def test_an_admin_reads_unmasked_and_a_refusal_is_a_failed_run(observed):

@@ -153,9 +153,10 @@ def column_lineage(
     masked: Mapping[str, set[str]],
     *,
     dialect: str,
-) -> dict[str, list[tuple[str, str, bool, str]]]:
+) -> tuple[dict[str, list[tuple[str, str, bool, str]]], list[tuple[str, str, bool, str]]]:
     """Each output column -> the (product, column, masked, subtype) it came from, by sqlglot's
-    column lineage over the statement as the client wrote it (product addresses as tables).
+    column lineage over the statement as the client wrote it (product addresses as tables), and
+    the columns that shape the whole answer (:func:`indirect_lineage`).
 
     ``subtype`` is IDENTITY (the column itself), TRANSFORMATION or AGGREGATION.
     """
@@ -196,7 +197,39 @@ def column_lineage(
             if entry not in inputs:
                 inputs.append(entry)
         result[output] = inputs
-    return result
+    return result, indirect_lineage(tree, products, masked)
+
+
+INDIRECT_CLAUSES = (("where", "FILTER"), ("having", "FILTER"), ("group", "GROUP_BY"),
+                    ("order", "SORT"))  # fmt: skip
+
+
+def indirect_lineage(
+    tree: exp.Expression, products: Mapping[str, Product], masked: Mapping[str, set[str]]
+) -> list[tuple[str, str, bool, str]]:
+    """The product columns that shape the answer as a whole rather than one of its columns:
+    those its joins (JOIN), filters (FILTER), grouping (GROUP_BY) and ordering (SORT) read, as
+    (product, column, masked, subtype), in each SELECT of the qualified ``tree``."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    found: list[tuple[str, str, bool, str]] = []
+    for scope in traverse_scope(tree):
+        select = scope.expression
+        if not isinstance(select, exp.Select):
+            continue
+        parts = [(select.args.get(key), subtype) for key, subtype in INDIRECT_CLAUSES]
+        parts += [(join.args.get("on"), "JOIN") for join in select.args.get("joins") or ()]
+        for node, subtype in parts:
+            for column in node.find_all(exp.Column) if node is not None else ():
+                source = scope.sources.get(column.table)
+                if not isinstance(source, exp.Table):
+                    continue  # a derived table or CTE: its own scope names the products
+                address = f"{source.db}.{source.name}"
+                if address in products:
+                    entry = (address, column.name, column.name in masked.get(address, ()), subtype)
+                    if entry not in found:
+                        found.append(entry)
+    return found
 
 
 def _is_identity(node) -> bool:
@@ -440,7 +473,7 @@ class LineageEmitter:
             for address, product in products.items()
         }
         try:
-            fields = column_lineage(
+            fields, indirect = column_lineage(
                 record.statement,
                 [name for name, _ in record.output_columns],
                 products,
@@ -449,31 +482,33 @@ class LineageEmitter:
             )
         except Exception:  # noqa: BLE001 - a statement sqlglot cannot trace has no facet
             log.debug("no column lineage for %s", record.statement, exc_info=True)
-            fields = {}
-        if not fields:
+            fields, indirect = {}, []
+        if not fields and not indirect:
             return None
+
+        def field(address: str, column: str, masked: bool, kind: str, subtype: str):
+            return column_lineage_dataset.InputField(
+                namespace=self.namespace,
+                name=address,
+                field=column,
+                transformations=[
+                    column_lineage_dataset.Transformation(
+                        type=kind, subtype=subtype, masking=masked
+                    )
+                ],
+            )
+
         return column_lineage_dataset.ColumnLineageDatasetFacet(
             fields={
                 output: column_lineage_dataset.Fields(
-                    inputFields=[
-                        column_lineage_dataset.InputField(
-                            namespace=self.namespace,
-                            name=address,
-                            field=column,
-                            transformations=[
-                                column_lineage_dataset.Transformation(
-                                    type="DIRECT", subtype=subtype, masking=masked
-                                )
-                            ],
-                        )
-                        for address, column, masked, subtype in inputs
-                    ],
+                    inputFields=[field(*entry[:3], "DIRECT", entry[3]) for entry in inputs],
                     transformationType=_transformation_type(inputs),
                     transformationDescription=_description(inputs),
                 )
                 for output, inputs in fields.items()
                 if inputs
             },
+            dataset=[field(*entry[:3], "INDIRECT", entry[3]) for entry in indirect],
             producer=PRODUCER,
         )
 
