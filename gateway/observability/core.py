@@ -89,7 +89,7 @@ class Observability:
 
     def plan_cache(self, hit: bool) -> None:
         if self.metrics is not None:
-            self.metrics.plan_cache.labels("hit" if hit else "miss").inc()
+            self.metrics.child(self.metrics.plan_cache, "hit" if hit else "miss").inc()
 
     def policy_reloaded(self) -> None:
         if self.metrics is not None:
@@ -118,7 +118,7 @@ class Observability:
 
     def _lineage_sent(self, event_type: str, result: str) -> None:
         if self.metrics is not None:
-            self.metrics.lineage_events.labels(event_type, result).inc()
+            self.metrics.child(self.metrics.lineage_events, event_type, result).inc()
 
 
 class QueryObservation:
@@ -211,7 +211,9 @@ class QueryObservation:
         self.plan = plan
         self.observe.plan_cache(cached)
         if self.observe.metrics is not None and not self.planning_only:
-            self.observe.metrics.duration.labels("plan").observe(time.perf_counter() - self.started)
+            self.observe.metrics.child(self.observe.metrics.duration, "plan").observe(
+                time.perf_counter() - self.started
+            )
         if not self.planning_only:
             self._lineage("START")
 
@@ -222,7 +224,9 @@ class QueryObservation:
         self._streaming = True
         if metrics is not None:
             metrics.active_streams.inc()
-            metrics.duration.labels("first_batch").observe(time.perf_counter() - self.started)
+            metrics.child(metrics.duration, "first_batch").observe(
+                time.perf_counter() - self.started
+            )
         if self._steps is not None:
             self._stream_span = self.observe.tracer.start_span(
                 "meshgate.stream", context=self._steps.parent
@@ -252,7 +256,7 @@ class QueryObservation:
         if tables:
             self.key_tables[store] = self.key_tables.get(store, 0) + 1
         if metrics is not None:
-            metrics.connections.labels(store, kind).inc()
+            metrics.child(metrics.connections, store, kind).inc()
         try:
             reader = start()
         except BaseException as exc:
@@ -268,13 +272,13 @@ class QueryObservation:
         metrics = self.observe.metrics
         code = status_name(error)
         if metrics is not None:
-            metrics.connections.labels(store, kind).dec()
-            metrics.store_rows.labels(store, kind).inc(rows)
-            metrics.store_bytes.labels(store, kind).inc(size)
+            metrics.child(metrics.connections, store, kind).dec()
+            metrics.child(metrics.store_rows, store, kind).inc(rows)
+            metrics.child(metrics.store_bytes, store, kind).inc(size)
             if error is not None and code != "CANCELLED":
-                metrics.store_errors.labels(store, kind, code).inc()
+                metrics.child(metrics.store_errors, store, kind, code).inc()
             if error is None or code in DOWN_CODES:
-                metrics.store_up.labels(store, kind).set(0 if code in DOWN_CODES else 1)
+                metrics.child(metrics.store_up, store, kind).set(0 if code in DOWN_CODES else 1)
         if span is not None:
             from gateway.observability.tracing import end_span
 
@@ -324,16 +328,16 @@ class QueryObservation:
         if metrics is not None:
             role = role_label(self.principal.roles)
             who = (role, self.principal.name) if metrics.principal_labels else (role,)
-            metrics.queries.labels(outcome, code, *who).inc()
+            metrics.child(metrics.queries, outcome, code, *who).inc()
             for product in products:
-                metrics.product_queries.labels(product, outcome, code, *who).inc()
+                metrics.child(metrics.product_queries, product, outcome, code, *who).inc()
                 if rows:
-                    metrics.product_rows.labels(product).inc(rows)
-                    metrics.product_bytes.labels(product).inc(size)
+                    metrics.child(metrics.product_rows, product).inc(rows)
+                    metrics.child(metrics.product_bytes, product).inc(size)
             if isinstance(error, PermissionDenied | DeniedAsNotFound):
-                metrics.denials.labels(getattr(error, "product", None) or "", role).inc()
+                metrics.child(metrics.denials, getattr(error, "product", None) or "", role).inc()
             if not self.planning_only:
-                metrics.duration.labels("total").observe(time.perf_counter() - self.started)
+                metrics.child(metrics.duration, "total").observe(time.perf_counter() - self.started)
                 if self._streaming:
                     metrics.active_streams.dec()
             if plan is not None and sent:
@@ -357,12 +361,12 @@ class QueryObservation:
             metrics.dynamic_filters.inc(len(plan.dynamic_filters))
         key_tables = dict(self.key_tables)
         for store, sql in sent:
-            metrics.fragments.labels(store, kinds.get(store, "")).inc()
+            metrics.child(metrics.fragments, store, kinds.get(store, "")).inc()
             if sql not in planned:
                 how = "key_table" if key_tables.get(store, 0) > 0 else "sql"
                 if how == "key_table":
                     key_tables[store] -= 1
-                metrics.narrowed.labels(store, how).inc()
+                metrics.child(metrics.narrowed, store, how).inc()
 
     def _end_span(self, outcome: str, code: str, error, rows: int, size: int) -> None:
         if self.span is None:

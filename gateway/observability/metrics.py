@@ -51,6 +51,7 @@ class Metrics:
 
     def __init__(self, *, principal_labels: bool = False):
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple, object] = {}
         self.principal_labels = principal_labels
         who = ["role", "principal"] if principal_labels else ["role"]
         r = self.registry
@@ -137,6 +138,16 @@ class Metrics:
             "meshgate_lineage_events", "OpenLineage events sent, by event type and result.",
             ["type", "result"], registry=r,
         )  # fmt: skip
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, looked up in a dict: ``labels()`` takes a lock and checks
+        its arguments each time, and the query path asks for the same few children again and
+        again."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def add_gauges(
         self, name: str, doc: str, labels: list[str], read: Callable[[], Iterable]
