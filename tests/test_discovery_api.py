@@ -221,3 +221,4 @@ def test_discoverable_denied_products_are_listed_as_not_readable(tmp_path):
             running.http_url + "/products/closed.t", auth=("tester", "tester"), timeout=30
         )
         assert "Ask its owner" in page.text
+        assert "Read it" not in page.text and "odcs.yaml" not in page.text
