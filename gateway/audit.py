@@ -76,6 +76,10 @@ class AuditEvent:
     """Where the cross-store part ran: ``local`` or the engine's name (gateway.routing)."""
     replica: str = field(default_factory=replica_id)
     """The gateway process that served the query."""
+    query_id: str | None = None
+    """The query's id: its OpenLineage run id and the ``query_id`` of its log lines."""
+    trace_id: str | None = None
+    """The query's OpenTelemetry trace id, when tracing is on."""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

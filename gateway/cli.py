@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def _serve(
     """Serve Flight SQL on ``port`` and, unless ``http_port`` is None, the discovery port."""
     from gateway.flightsql.server import MeshFlightServer
 
+    if gateway.settings.observability.log_format == "json":
+        from gateway.observability.logs import use_json_logs
+
+        use_json_logs()  # every line a JSON object with its query's id, principal and trace id
     http = None
     try:
         ensure_port_free(host, port)
@@ -36,6 +41,9 @@ def _serve(
     except BaseException:
         gateway.close()
         raise
+    # SIGTERM (service managers, containers) stops like Ctrl-C: queued spans and lineage
+    # events are sent and the stores closed, where the default would drop them
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     gateway.monitor.start()  # SLOs, contracts and quality measured while serving
     try:
         if http_port is not None:

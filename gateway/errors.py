@@ -31,6 +31,11 @@ class DeniedAsNotFound(NotFound):
 class PermissionDenied(GatewayError):
     """The principal is authenticated but a policy forbids the request."""
 
+    def __init__(self, message: str, *, product: str | None = None):
+        super().__init__(message)
+        self.product = product
+        """The product address the policy denied, where one did (for metrics)."""
+
 
 class Unauthenticated(GatewayError):
     """Missing, wrong or expired credentials."""
@@ -102,3 +107,28 @@ def to_flight_error(error: GatewayError) -> Exception:
         case Unsupported():
             return NotImplementedError(message)
     return flight.FlightInternalError(message)
+
+
+def status_name(error: BaseException | None) -> str:
+    """The Flight status code name ``error`` reaches the client with (``OK`` for None), as
+    metrics and traces label outcomes; the same mapping as :func:`to_flight_error`."""
+    match error:
+        case None:
+            return "OK"
+        case InvalidQuery() | MeshConfigError():
+            return "INVALID_ARGUMENT"
+        case NotFound():
+            return "NOT_FOUND"
+        case PermissionDenied():
+            return "PERMISSION_DENIED"
+        case Unauthenticated():
+            return "UNAUTHENTICATED"
+        case SourceUnavailable():
+            return "UNAVAILABLE"
+        case QueryTimeout():
+            return "TIMED_OUT"
+        case QueryCancelled() | GeneratorExit() | KeyboardInterrupt():
+            return "CANCELLED"
+        case Unsupported():
+            return "UNIMPLEMENTED"
+    return "INTERNAL"

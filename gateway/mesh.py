@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
+from gateway.observability.settings import ObservabilitySettings
 from gateway.types import arrow_type, contract_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -312,6 +313,8 @@ class GatewaySettings(BaseModel):
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
     routing: Routing = Field(default_factory=Routing)
     """Where cross-store queries run: the local engine, the mesh's Trino engine, or by size."""
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    """Metrics, traces, lineage events and the log format (gateway.observability.settings)."""
 
 
 class MeshFile(BaseModel):

@@ -62,6 +62,8 @@ def test_each_event_is_one_json_line_with_every_field(tmp_path):
         "warnings": [],
         "engine": "local",
         "replica": first["replica"],
+        "query_id": None,
+        "trace_id": None,
     }
     assert first["replica"] == os.environ.get(
         "MESHGATE_REPLICA", f"{socket.gethostname()}:{os.getpid()}"

@@ -150,6 +150,7 @@ class MeshFlightServer(flight.FlightServerBase):
                     anonymous=anonymous,
                 ),
                 NOTICES_KEY: NoticeMiddlewareFactory(),
+                **gateway.observe.flight_middleware(),  # a client's trace context, if traced
             },
             **kwargs,
         )

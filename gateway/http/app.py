@@ -159,10 +159,11 @@ async def healthz(request: Request) -> Response:
 
 def base_routes() -> list[BaseRoute]:
     """The discovery port's own routes. Mount other ports of the product experience here."""
-    from gateway.http import pages
+    from gateway.http import metrics, pages
 
     return [
         Route("/healthz", healthz),
+        *metrics.routes(),
         Route("/api/products", list_products),
         Route("/api/odps.yaml", mesh_odps),
         Route("/api/products/{address:str}/odcs.yaml", product_odcs),

@@ -23,7 +23,13 @@ class HttpServer:
         import uvicorn
 
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            log_config=None,  # through meshgate's logging (and its JSON lines when configured)
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True, name="meshgate-http")

@@ -9,6 +9,7 @@ says which engine runs what. Nothing here touches a store.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -98,12 +99,34 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | None = None) -> Plan:
+def _no_step(name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def plan_query(
+    sql: str,
+    *,
+    context: PlanContext,
+    parameters: list[object] | None = None,
+    step: Callable[[str], contextlib.AbstractContextManager] = _no_step,
+) -> Plan:
+    """The plan of ``sql``; ``step(name)`` wraps each step (parse, each rule, optimize), which
+    is how the gateway traces them."""
     parameters = tuple(parameters or ())
-    expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
-    expression = bind_parameters(expression, parameters)
+    with step("parse"):
+        expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
+        expression = bind_parameters(expression, parameters)
     for rule in RULES:
-        expression = rule(expression, context=context)
+        with step(rule.__name__):
+            expression = rule(expression, context=context)
+    with step("optimize"):
+        return _optimized(sql, expression, context=context, parameters=parameters)
+
+
+def _optimized(
+    sql: str, expression: exp.Expression, *, context: PlanContext, parameters: tuple
+) -> Plan:
+    """The plan of a governed ``expression``: pushed down, split by store, transpiled."""
     schema = infer_schema(expression, context=context)
     products = tuple(sorted(named_products(expression)))
     expression = pin_decimal_outputs(expression, schema=schema)
