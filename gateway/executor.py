@@ -16,7 +16,7 @@ import logging
 import threading
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
@@ -330,10 +330,12 @@ def execute_plan(
     *,
     max_batch_bytes: int,
     sent: list[tuple[str, str]] | None = None,
+    step: Callable[[str], contextlib.AbstractContextManager] = lambda _: contextlib.nullcontext(),
 ) -> pa.RecordBatchReader:
     """The answer to ``plan`` as a stream in ``plan.schema``.
 
-    ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included).
+    ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included);
+    ``step("meshgate.local_engine")`` wraps the start of the local engine's query (tracing).
     """
     sent = sent if sent is not None else []
     if plan.local_sql is None:
@@ -379,7 +381,8 @@ def execute_plan(
                     owned.append(OwnedStream(reader))
                     relation = owned[-1].engine_reader()
             con.register(fragment.name, relation)
-        result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
+        with step("meshgate.local_engine"):
+            result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
     except GatewayError:
         finish()
         raise
