@@ -61,7 +61,8 @@ class EmbeddedDuckDB:
                 if self.must_exist and not Path(self.database).is_file():
                     raise SourceUnavailable(
                         f"store {self.store!r}: database file {self.database} does not exist; "
-                        "check `path` in mesh.yaml"
+                        "check `path` in mesh.yaml",
+                        public=f"store {self.store!r} is unavailable",
                     )
                 read_only = self.database != ":memory:"
                 try:
@@ -75,7 +76,8 @@ class EmbeddedDuckDB:
                     self._connection = connection  # seen by others only once it is set up
                 except duckdb.Error as exc:
                     raise SourceUnavailable(
-                        f"store {self.store!r} cannot be opened: {exc}"
+                        f"store {self.store!r} cannot be opened: {exc}",
+                        public=f"store {self.store!r} cannot be opened",
                     ) from exc
             return self._connection
 
@@ -107,9 +109,15 @@ class EmbeddedDuckDB:
             reason = str(exc).splitlines()[0]
             raise InvalidQuery(f"store {self.store!r} rejected the query: {reason}") from exc
         except duckdb.IOException as exc:
-            raise SourceUnavailable(f"store {self.store!r} cannot be read: {exc}") from exc
+            raise SourceUnavailable(
+                f"store {self.store!r} cannot be read: {exc}",
+                public=f"store {self.store!r} cannot be read",  # DuckDB names the files
+            ) from exc
         except duckdb.Error as exc:
-            raise InvalidQuery(f"store {self.store!r} failed to run the query: {exc}") from exc
+            raise InvalidQuery(
+                f"store {self.store!r} failed to run the query: {exc}",
+                public=f"store {self.store!r} failed to run the query: {str(exc).splitlines()[0]}",
+            ) from exc
         finally:
             cancel_deadline()
 

@@ -145,7 +145,8 @@ class MySQLConnector(Connector):
         ):
             return SourceUnavailable(
                 f"store {self.name!r} ({self._where()}) is unavailable: {message}; "
-                "the query can be retried once the server is back"
+                "the query can be retried once the server is back",
+                public=f"store {self.name!r} is unavailable; retry once it is back",
             )
         if code in _TIMEOUT_ERRORS or "max_statement_time" in lowered:
             return QueryTimeout(
@@ -153,7 +154,10 @@ class MySQLConnector(Connector):
                 f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
                 "`query_timeout_seconds` in mesh.yaml"
             )
-        return InvalidQuery(f"store {self.name!r} rejected the query: {message}")
+        return InvalidQuery(
+            f"store {self.name!r} rejected the query: {message}",
+            public=f"store {self.name!r} rejected the query",  # MariaDB quotes the SQL
+        )
 
     def _control(self, sql: str, args: tuple = ()) -> tuple[tuple, tuple]:
         """Run a small statement on a pooled PyMySQL connection: (rows, column metadata).

@@ -155,7 +155,8 @@ class PostgresConnector(Connector):
             self._forget_connection()
             return SourceUnavailable(
                 f"store {self.name!r} ({self._where()}) is unavailable: {message.strip()}; "
-                "the query can be retried once the server is back"
+                "the query can be retried once the server is back",
+                public=f"store {self.name!r} is unavailable; retry once it is back",
             )
         if "statement timeout" in lowered:
             return QueryTimeout(
@@ -163,7 +164,13 @@ class PostgresConnector(Connector):
                 f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
                 "`query_timeout_seconds` in mesh.yaml"
             )
-        return InvalidQuery(f"store {self.name!r} rejected the query: {message.strip()}")
+        # the scanner quotes the whole SQL it sent; PostgreSQL's own words follow "ERROR:"
+        reason = message.rpartition("ERROR:")[2].strip() if "ERROR:" in message else None
+        return InvalidQuery(
+            f"store {self.name!r} rejected the query: {message.strip()}",
+            public=f"store {self.name!r} rejected the query"
+            + (f": {reason.splitlines()[0]}" if reason else ""),
+        )
 
     def _forget_connection(self) -> None:
         """Drop the ATTACH so the next query reconnects (the server went away or restarted)."""

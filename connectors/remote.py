@@ -101,7 +101,8 @@ def probe(host: str, port: int, *, timeout: float, store: str, kind: str) -> Non
     except OSError as exc:
         raise SourceUnavailable(
             f"store {store!r} ({kind} at {host}:{port}) cannot be reached: {exc.strerror or exc}; "
-            "check that the server is running and `host`/`port` in mesh.yaml"
+            "check that the server is running and `host`/`port` in mesh.yaml",
+            public=f"store {store!r} cannot be reached; retry once it is back",
         ) from None
 
 

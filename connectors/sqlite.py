@@ -43,7 +43,8 @@ class SQLiteConnector(Connector):
         if not self.path.is_file():
             raise SourceUnavailable(
                 f"store {self.name!r}: database file {self.path} does not exist; check `path` in "
-                "mesh.yaml"
+                "mesh.yaml",
+                public=f"store {self.name!r} is unavailable",
             )
         connection = adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
         # SQLite's LIKE ignores ASCII case by default; the gateway's (DuckDB's) does not

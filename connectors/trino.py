@@ -303,8 +303,14 @@ class _TrinoStream:
             if exc.error_name in ("USER_CANCELED", "ADMINISTRATIVELY_KILLED"):
                 return QueryCancelled(f"store {name!r} (Trino) cancelled the query: {detail}")
             if exc.error_type == "USER_ERROR":
-                return InvalidQuery(f"store {name!r} (Trino) rejected the query: {detail}")
-            return SourceUnavailable(f"store {name!r} (Trino) failed while answering: {detail}")
+                return InvalidQuery(
+                    f"store {name!r} (Trino) rejected the query: {detail}",
+                    public=f"store {name!r} rejected the query: {exc.error_name}",
+                )
+            return SourceUnavailable(
+                f"store {name!r} (Trino) failed while answering: {detail}",
+                public=f"store {name!r} failed while answering: {exc.error_name}",
+            )
         if isinstance(exc, errors.HttpError | errors.OperationalError) and "error 401" in str(exc):
             return SourceUnavailable(
                 f"store {name!r}: Trino at {url} refused the credentials; check `user` and the "
@@ -313,7 +319,8 @@ class _TrinoStream:
         if isinstance(exc, errors.HttpError | errors.OperationalError | requests.RequestException):
             return SourceUnavailable(
                 f"store {name!r}: Trino at {url} cannot be reached ({exc}); check `host` and "
-                "`port` in mesh.yaml and that the coordinator is running"
+                "`port` in mesh.yaml and that the coordinator is running",
+                public=f"store {name!r} cannot be reached; retry once it is back",
             )
         if isinstance(exc, ValueError):
             return SourceUnavailable(

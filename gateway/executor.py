@@ -374,7 +374,10 @@ def execute_plan(
         _close_all(list(readers.values()))
         con.close()
         give_back()
-        raise InvalidQuery(f"the local engine could not run the query: {exc}") from exc
+        raise InvalidQuery(
+            f"the local engine could not run the query: {exc}",
+            public=f"the local engine could not run the query: {str(exc).splitlines()[0]}",
+        ) from exc
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:

@@ -25,6 +25,7 @@ from gateway.planner.context import PlanContext, Policy
 from gateway.planner.dynamic_filters import abbreviated
 from gateway.planner.parameters import exact_key, shape_key
 from gateway.principals import Principal, PrincipalDirectory
+from gateway.redact import Redactor
 from gateway.streaming import arrow_bytes
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Gateway:
         except MeshConfigError:
             self.close()
             raise
+        self.redactor = Redactor(mesh, self.connectors)
 
     @classmethod
     def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
@@ -149,6 +151,13 @@ class Gateway:
         """The plan as text for the principal who asked; secrets such as the hash key hidden."""
         hide = getattr(self.policy, "hide_mask_key", None)
         return hide(plan.explain()) if hide is not None else plan.explain()
+
+    def explain_for(self, plan: Plan, principal: Principal) -> str:
+        """The plan as EXPLAIN shows it to ``principal``: physical relations only where the
+        policies' roles let them see those (gateway.redact), product addresses elsewhere."""
+        policy_set = getattr(self.policy, "policy", None)
+        includes = getattr(policy_set, "roles", None) or {}
+        return self.redactor.explain(self.explain(plan), principal, includes=includes)
 
     def execute(
         self, plan: Plan, *, sent: list[tuple[str, str]] | None = None
@@ -233,9 +242,14 @@ class Gateway:
         hide = getattr(self.policy, "hide_mask_key", None)
         message = hide(message) if hide is not None else message
         if isinstance(error, GatewayError) and not isinstance(error, MeshConfigError):
-            return type(error)(message)
+            public = error.public
+            public = hide(public) if hide is not None and public is not None else public
+            return type(error)(message, public=public)
         log.error("a query failed while streaming", exc_info=error)
-        return GatewayError(f"the query failed while streaming: {message}")
+        return GatewayError(
+            f"the query failed while streaming: {message}",
+            public="the query failed while streaming",
+        )
 
     def _audit(
         self,

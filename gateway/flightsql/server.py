@@ -14,15 +14,14 @@ import logging
 import secrets
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from sqlglot import exp
 
-from gateway.errors import GatewayError, InvalidQuery, NotFound, Unsupported, to_flight_error
+from gateway.errors import InvalidQuery, NotFound, Unsupported, client_error, hide_python_details
 from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
@@ -95,37 +94,28 @@ CACHED_PARAMETERS_BYTES = 16 * 1024
 
 
 def _edge(method):
-    """Map GatewayErrors to Flight errors and hide unexpected ones behind a log reference."""
+    """Every error of a Flight call leaves through gateway.errors.client_error: its status,
+    its public message scrubbed of physical names, unexpected ones as INTERNAL with a log
+    reference; never a traceback."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except GatewayError as exc:
-            raise to_flight_error(exc) from None
-        except flight.FlightError:
-            raise
-        except Exception:
-            reference = uuid.uuid4().hex[:12]
-            log.exception("internal error in %s (reference %s)", method.__name__, reference)
-            raise flight.FlightInternalError(
-                f"internal error (reference {reference}); the gateway's log has the details"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - each one is mapped, none leaves as it is
+            raise client_error(exc, log=log, scrub=self.gateway.redactor.scrub) from None
 
     return wrapper
 
 
-def _guarded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """Errors raised while streaming leave as Flight errors too."""
+def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> pa.RecordBatchReader:
+    """Errors raised while streaming leave as the same client errors as any other."""
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
-        except GatewayError as exc:
-            raise to_flight_error(exc) from None
-        except Exception as exc:
-            log.exception("a stream failed")
-            raise flight.FlightInternalError(f"the query failed while streaming: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - each one is mapped, none leaves as it is
+            raise client_error(exc, log=log, scrub=scrub) from None
         finally:
             reader.close()
 
@@ -136,6 +126,7 @@ class MeshFlightServer(flight.FlightServerBase):
     def __init__(self, gateway: Gateway, location: str = "grpc://127.0.0.1:8815", **kwargs):
         self.gateway = gateway
         self.signer = Signer()
+        hide_python_details()
         anonymous = Principal("anonymous") if not gateway.principals.names() else None
         super().__init__(
             location,
@@ -263,12 +254,15 @@ class MeshFlightServer(flight.FlightServerBase):
         parameters = self._decode_parameters(payload.get("b"))
         explain, statement = split_explain(payload["q"])
         if explain:
-            lines = self.gateway.explain(self.gateway.describe(statement, principal, parameters))
+            plan = self.gateway.describe(statement, principal, parameters)
+            lines = self.gateway.explain_for(plan, principal)
             return pa.RecordBatchReader.from_batches(
                 EXPLAIN_SCHEMA,
                 [pa.record_batch([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)],
             )
-        return _guarded(self.gateway.run(statement, principal, parameters))
+        return _guarded(
+            self.gateway.run(statement, principal, parameters), self.gateway.redactor.scrub
+        )
 
     def _metadata_table(self, command, principal: Principal) -> pa.Table:
         match command:
