@@ -17,8 +17,9 @@ def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
     from gateway.flightsql.server import MeshFlightServer
 
     server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
+    scheme = server.listen_location.partition("://")[0]
     print(
-        banner or f"meshgate serving mesh {gateway.mesh.name!r} at grpc://{host}:{server.port}",
+        banner or f"meshgate serving mesh {gateway.mesh.name!r} at {scheme}://{host}:{server.port}",
         flush=True,
     )
     try:
@@ -33,7 +34,24 @@ def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
 def _cmd_serve(args) -> None:
     from gateway.service import Gateway
 
-    _serve(Gateway.open(args.mesh), host=args.host, port=args.port)
+    gateway = Gateway.open(args.mesh)
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        _use_tls_flags(gateway, args)
+    _serve(gateway, host=args.host, port=args.port)
+
+
+def _use_tls_flags(gateway, args) -> None:
+    """``--tls-cert``/``--tls-key``/``--tls-client-ca`` in place of mesh.yaml's ``gateway.tls``."""
+    from gateway.tls import TlsSettings
+
+    if not (args.tls_cert and args.tls_key):
+        gateway.close()
+        raise SystemExit("meshgate: TLS needs both --tls-cert and --tls-key")
+    gateway.settings.tls = TlsSettings(
+        cert=str(Path(args.tls_cert).resolve()),
+        key=str(Path(args.tls_key).resolve()),
+        client_ca=str(Path(args.tls_client_ca).resolve()) if args.tls_client_ca else None,
+    )
 
 
 def _cmd_demo(args) -> None:
@@ -146,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--mesh", required=True, help="the mesh directory (holds mesh.yaml)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--tls-cert", help="serve grpc+tls:// with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", help="mutual TLS: accept only client certificates this CA signed"
+    )
     serve.set_defaults(run=_cmd_serve)
 
     demo = commands.add_parser("demo", help="build (once) and serve the demo mesh")

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
+from gateway.tls import TlsSettings
 from gateway.types import arrow_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -135,6 +136,8 @@ class GatewaySettings(BaseModel):
     token_ttl_seconds: int = Field(default=8 * 3600, ge=60)
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
+    tls: TlsSettings | None = None
+    """TLS (and mutual TLS) on the Flight endpoint (gateway.tls); off by default."""
 
 
 class MeshFile(BaseModel):

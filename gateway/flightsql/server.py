@@ -29,6 +29,7 @@ from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHa
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
+from gateway.tls import server_tls_options, tls_location
 from gateway.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,11 @@ class MeshFlightServer(flight.FlightServerBase):
         self.signer = Signer()
         hide_python_details()
         anonymous = Principal("anonymous") if not gateway.principals.names() else None
+        if gateway.settings.tls is not None and "tls_certificates" not in kwargs:
+            kwargs.update(server_tls_options(gateway.settings.tls, gateway.mesh.root))
+        if kwargs.get("tls_certificates"):
+            location = tls_location(location)
+        self.listen_location = location
         super().__init__(
             location,
             auth_handler=NoOpHandshake(),
