@@ -1,4 +1,4 @@
-"""Certificates the TLS tests make: a CA, a server certificate for localhost, client certificates."""
+"""Certificates the TLS tests make: a CA, a server certificate for localhost, client ones."""
 
 from __future__ import annotations
 
