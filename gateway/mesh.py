@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
+from gateway.jwt_auth import IdentityProviderSettings
 from gateway.tls import TlsSettings
 from gateway.types import arrow_type
 
@@ -138,6 +139,8 @@ class GatewaySettings(BaseModel):
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
     tls: TlsSettings | None = None
     """TLS (and mutual TLS) on the Flight endpoint (gateway.tls); off by default."""
+    identity_provider: IdentityProviderSettings | None = None
+    """Accept JWT bearer tokens this identity provider signed (gateway.jwt_auth)."""
 
 
 class MeshFile(BaseModel):

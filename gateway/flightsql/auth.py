@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import pyarrow.flight as flight
 
-from gateway.errors import Unauthenticated, to_flight_error
+from gateway.errors import Unauthenticated, client_error, to_flight_error
+from gateway.jwt_auth import IdentityProvider, looks_like_jwt
 from gateway.principals import Principal, PrincipalDirectory
 from gateway.tokens import Signer
 
@@ -49,11 +50,13 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         *,
         token_ttl_seconds: int,
         anonymous: Principal | None,
+        identity_provider: IdentityProvider | None = None,
     ):
         self._principals = principals
         self._signer = signer
         self._ttl = token_ttl_seconds
         self._anonymous = anonymous
+        self._identity_provider = identity_provider
 
     def _header(self, headers: dict) -> str | None:
         for key, values in headers.items():
@@ -67,6 +70,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         except Unauthenticated as exc:
             log.info("refused a %s call: %s", info.method, exc)
             raise to_flight_error(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a bug must not reach the client as a traceback
+            raise client_error(exc, log=log) from None
 
     def _authenticate(self, header: str | None) -> AuthMiddleware:
         if header is None:
@@ -87,6 +92,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 raise Unauthenticated("wrong username or password")
             return AuthMiddleware(principal, self._signer.bearer(principal.name, self._ttl))
         if scheme.lower() == "bearer":
+            if self._identity_provider is not None and looks_like_jwt(value.strip()):
+                return AuthMiddleware(self._identity_provider.principal(value.strip()), None)
             name = self._signer.principal_of_bearer(value.strip())
             principal = self._principals().get(name)
             if principal is None:

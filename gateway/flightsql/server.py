@@ -26,6 +26,7 @@ from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
 from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
+from gateway.jwt_auth import IdentityProvider
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -128,7 +129,16 @@ class MeshFlightServer(flight.FlightServerBase):
         self.gateway = gateway
         self.signer = Signer()
         hide_python_details()
-        anonymous = Principal("anonymous") if not gateway.principals.names() else None
+        identity_provider = None
+        if gateway.settings.identity_provider is not None:
+            identity_provider = IdentityProvider(
+                gateway.settings.identity_provider, gateway.mesh.root
+            )
+        anonymous = (
+            Principal("anonymous")
+            if not gateway.principals.names() and identity_provider is None
+            else None
+        )
         if gateway.settings.tls is not None and "tls_certificates" not in kwargs:
             kwargs.update(server_tls_options(gateway.settings.tls, gateway.mesh.root))
         if kwargs.get("tls_certificates"):
@@ -143,6 +153,7 @@ class MeshFlightServer(flight.FlightServerBase):
                     self.signer,
                     token_ttl_seconds=gateway.settings.token_ttl_seconds,
                     anonymous=anonymous,
+                    identity_provider=identity_provider,
                 )
             },
             **kwargs,
