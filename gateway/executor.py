@@ -16,7 +16,7 @@ import logging
 import threading
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
@@ -330,10 +330,13 @@ def execute_plan(
     *,
     max_batch_bytes: int,
     sent: list[tuple[str, str]] | None = None,
+    cancellers: list[Callable[[], object]] | None = None,
 ) -> pa.RecordBatchReader:
     """The answer to ``plan`` as a stream in ``plan.schema``.
 
     ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included).
+    ``cancellers`` receives the functions that interrupt the local engine's part of the query
+    (a deadline calls them from another thread).
     """
     sent = sent if sent is not None else []
     if plan.local_sql is None:
@@ -357,6 +360,8 @@ def execute_plan(
     give_back({f.store for f in plan.fragments} - streamed)  # their connections are back
 
     con = local_engine()
+    if cancellers is not None:
+        cancellers.append(con.interrupt)
     try:
         for fragment in plan.fragments:
             relation = relations.get(fragment.name)

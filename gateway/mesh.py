@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.errors import MeshConfigError
 from gateway.jwt_auth import IdentityProviderSettings
+from gateway.limits import LimitsSettings
 from gateway.tls import TlsSettings
 from gateway.types import arrow_type
 
@@ -141,6 +142,10 @@ class GatewaySettings(BaseModel):
     """TLS (and mutual TLS) on the Flight endpoint (gateway.tls); off by default."""
     identity_provider: IdentityProviderSettings | None = None
     """Accept JWT bearer tokens this identity provider signed (gateway.jwt_auth)."""
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Timeouts, concurrency, result size and memory (gateway.limits)."""
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    """On SIGTERM, how long running streams may take to finish before they are cut."""
 
 
 class MeshFile(BaseModel):

@@ -7,7 +7,9 @@ source of truth for what products exist, who may see them and how a query runs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +17,18 @@ import pyarrow as pa
 from sqlglot import exp
 
 import connectors
+from connectors.watchdog import watchdog
 from gateway.contracts import ContractReport, check_contracts
-from gateway.errors import GatewayError, MeshConfigError, PermissionDenied
+from gateway.errors import GatewayError, MeshConfigError, PermissionDenied, QueryTimeout
 from gateway.executor import execute_plan
+from gateway.limits import Admission, limits_for, result_limit_error
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.planner.dynamic_filters import abbreviated
 from gateway.planner.parameters import exact_key, shape_key
+from gateway.planner.schema import configure_local_engine
 from gateway.principals import Principal, PrincipalDirectory
 from gateway.redact import Redactor
 from gateway.streaming import arrow_bytes
@@ -78,6 +83,11 @@ class Gateway:
             self.close()
             raise
         self.redactor = Redactor(mesh, self.connectors)
+        self.admission = Admission(self.settings.limits)
+        configure_local_engine(
+            memory_limit=self.settings.limits.memory_limit,
+            temp_directory=self._spill_directory(),
+        )
 
     @classmethod
     def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
@@ -94,6 +104,17 @@ class Gateway:
             gateway.close()
             raise
         return gateway
+
+    def _spill_directory(self) -> str | None:
+        """Where the local engine spills past its memory limit (absolute; None: no limit)."""
+        limits = self.settings.limits
+        if limits.temp_directory is not None:
+            return str((self.mesh.root / limits.temp_directory).resolve())
+        if limits.memory_limit is not None:
+            import tempfile
+
+            return str(Path(tempfile.gettempdir()) / "meshgate-spill")
+        return None
 
     def reload_policies(self) -> None:
         """Pick up changed policy files, looking at most once a second (deny stays the default)."""
@@ -160,11 +181,19 @@ class Gateway:
         return self.redactor.explain(self.explain(plan), principal, includes=includes)
 
     def execute(
-        self, plan: Plan, *, sent: list[tuple[str, str]] | None = None
+        self,
+        plan: Plan,
+        *,
+        sent: list[tuple[str, str]] | None = None,
+        cancellers: list | None = None,
     ) -> pa.RecordBatchReader:
         """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
         return execute_plan(
-            plan, self.connectors, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+            plan,
+            self.connectors,
+            max_batch_bytes=self.settings.max_batch_bytes,
+            sent=sent,
+            cancellers=cancellers,
         )
 
     def describe(
@@ -196,32 +225,73 @@ class Gateway:
         """Plan, execute and stream; one audit event when the stream ends, however it ends."""
         plan = self.describe(sql, principal, parameters)
         started = time.perf_counter()
-        sent: list[tuple[str, str]] = []
+        limits = limits_for(self.settings.limits, principal)
         try:
-            reader = self.execute(plan, sent=sent)
+            slot = self.admission.admit(principal, limits)
         except GatewayError as exc:
+            self._audit(principal, sql, plan, started, outcome="refused", error=str(exc))
+            raise
+        sent: list[tuple[str, str]] = []
+        cancellers: list = []
+        timed_out = threading.Event()
+
+        def on_deadline() -> None:
+            timed_out.set()
+            for cancel in cancellers:
+                cancel()
+
+        stop_deadline = watchdog.schedule(limits.query_timeout_seconds, on_deadline)
+
+        def timeout() -> QueryTimeout:
+            return QueryTimeout(
+                f"the query ran past {limits.query_timeout_seconds:g} s, the limit "
+                f"`{limits.source['query_timeout_seconds']}` in mesh.yaml, and was cancelled; "
+                "narrow it or ask the governance group to raise the limit"
+            )
+
+        try:
+            reader = self.execute(plan, sent=sent, cancellers=cancellers)
+            if timed_out.is_set():  # the stores' first answers came too late
+                reader.close()
+                raise timeout()
+        except GatewayError as exc:
+            stop_deadline()
+            slot.release()
             public = self._public_error(exc)
             self._audit(
                 principal, sql, plan, started, outcome=_outcome(exc), error=str(public), sent=sent
             )
             raise public from None
+        except BaseException:
+            stop_deadline()
+            slot.release()
+            raise
         counted = {"rows": 0, "bytes": 0}
 
         def batches() -> Iterator[pa.RecordBatch]:
             error: BaseException | None = None
             try:
                 for batch in reader:
+                    if timed_out.is_set():
+                        raise timeout()
                     counted["rows"] += batch.num_rows
                     counted["bytes"] += arrow_bytes(batch)
+                    exceeded = result_limit_error(
+                        limits, rows=counted["rows"], size=counted["bytes"]
+                    )
+                    if exceeded is not None:
+                        raise exceeded
                     yield batch
             except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
-                error = self._public_error(exc)
+                error = self._public_error(timeout() if timed_out.is_set() else exc)
                 raise error from None
             except BaseException as exc:
                 error = exc
                 raise
             finally:
+                stop_deadline()
                 reader.close()
+                slot.release()
                 self._audit(
                     principal,
                     sql,
@@ -233,7 +303,11 @@ class Gateway:
                     **counted,
                 )
 
-        return pa.RecordBatchReader.from_batches(plan.schema, batches())
+        stream = batches()
+        # a stream dropped before its first batch never enters the generator's `finally`
+        weakref.finalize(stream, slot.release)
+        weakref.finalize(stream, stop_deadline)
+        return pa.RecordBatchReader.from_batches(plan.schema, stream)
 
     def _public_error(self, error: Exception) -> GatewayError:
         """``error`` as the client may see it, without the excerpt of the SQL that DuckDB quotes

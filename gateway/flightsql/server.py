@@ -110,8 +110,13 @@ def _edge(method):
     return wrapper
 
 
-def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> pa.RecordBatchReader:
-    """Errors raised while streaming leave as the same client errors as any other."""
+def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> flight.GeneratorStream:
+    """The answer's stream, whose errors leave as the same client errors as any other.
+
+    A GeneratorStream, not a RecordBatchStream over a Python reader: pyarrow maps the Flight
+    errors a generator raises to their status, while an error raised inside a reader leaves as
+    UNKNOWN with the Python traceback as its detail.
+    """
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -121,7 +126,7 @@ def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> pa.Re
         finally:
             reader.close()
 
-    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+    return flight.GeneratorStream(reader.schema, batches())
 
 
 class MeshFlightServer(flight.FlightServerBase):
@@ -261,10 +266,10 @@ class MeshFlightServer(flight.FlightServerBase):
         principal = self._principal(context)
         command = _unpack(ticket.ticket)
         if isinstance(command, sql_pb2.TicketStatementQuery):
-            return flight.RecordBatchStream(self._run_ticket(command.statement_handle, principal))
+            return self._run_ticket(command.statement_handle, principal)
         return flight.RecordBatchStream(self._metadata_table(command, principal))
 
-    def _run_ticket(self, handle: bytes, principal: Principal) -> pa.RecordBatchReader:
+    def _run_ticket(self, handle: bytes, principal: Principal) -> flight.FlightDataStream:
         payload = self.signer.verify("ticket", handle)
         if payload["p"] != principal.name:
             raise NotFound("unknown ticket; run the query again")
@@ -273,9 +278,8 @@ class MeshFlightServer(flight.FlightServerBase):
         if explain:
             plan = self.gateway.describe(statement, principal, parameters)
             lines = self.gateway.explain_for(plan, principal)
-            return pa.RecordBatchReader.from_batches(
-                EXPLAIN_SCHEMA,
-                [pa.record_batch([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)],
+            return flight.RecordBatchStream(
+                pa.table([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)
             )
         return _guarded(
             self.gateway.run(statement, principal, parameters), self.gateway.redactor.scrub
