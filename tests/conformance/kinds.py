@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import sqlite3
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,14 +27,15 @@ from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
 from tests.support.stores import (
     MARIADB,
     POSTGRES,
-    Service,
+    TRINO,
     TcpProxy,
     free_port,
     mysql_admin,
     postgres_admin,
     require,
+    trino_admin,
+    trino_settings,
 )
-from tests.support.trino_server import TrinoTestServer
 
 # The contract type of each column of the suite's type table, by column name.
 CONTRACT_TYPES = {
@@ -472,98 +471,6 @@ def _mysql_value(value: Any) -> Any:
     return value
 
 
-def _trino_rows(rows: int, columns: str) -> str:
-    """Trino SQL selecting ``columns`` over ``rows`` rows numbered ``i`` from 0.
-
-    Trino has no range table and caps ``sequence()`` at 10,000 elements: the rows are a cross
-    join of sequences of 1,000, which streams on Trino and on DuckDB behind the test server.
-    """
-    factors = 1
-    while 1000**factors < rows:
-        factors += 1
-    number = " + ".join(f"d{k} * {1000**k}" for k in range(factors))
-    sources = " CROSS JOIN ".join(f"UNNEST(sequence(0, 999)) AS t{k}(d{k})" for k in range(factors))
-    limit = "" if 1000**factors == rows else f" LIMIT {rows}"
-    return f"SELECT {columns} FROM (SELECT {number} AS i FROM {sources}) AS g{limit}"
-
-
-class TrinoKind(StoreKind):
-    """Trino through the suite's TrinoTestServer: the tables live in a DuckDB file it serves."""
-
-    name = "trino"
-    dialect = "trino"
-    rows_per_page = 10_000
-    """Rows per protocol page (~2 MB of the streaming case's rows); with the server's default
-    of 1,000 that case took 1.7 times as long, in per-request overhead."""
-
-    def __init__(self) -> None:
-        self._servers: list[TrinoTestServer] = []
-
-    @contextlib.contextmanager
-    def store(self, tmp_path, tables):
-        path = _duckdb_file(tmp_path / f"{uuid.uuid4().hex}.duckdb", tables)
-        with self._serving(path) as server:
-            yield server.store_settings(), {name: name for name in tables}
-
-    @contextlib.contextmanager
-    def _serving(self, path: Path, **options: Any) -> Iterator[TrinoTestServer]:
-        server = TrinoTestServer(path, rows_per_page=self.rows_per_page, **options).start()
-        self._servers.append(server)
-        try:
-            yield server
-        finally:
-            self._servers.remove(server)
-            server.stop()
-
-    def settings(self, port: int) -> dict[str, Any]:
-        """Settings for a coordinator at ``port`` on this machine."""
-        return {
-            "kind": "trino",
-            "host": "127.0.0.1",
-            "port": port,
-            "user": "meshgate",
-            "catalog": "duck",
-            "schema": "main",
-            "connect_timeout_seconds": 3,
-        }
-
-    def down(self, tmp_path):
-        return self.settings(free_port())
-
-    @contextlib.contextmanager
-    def outage(self, tmp_path):
-        """A server that comes back as a new process would: a new server on the same port."""
-        path = _duckdb_file(tmp_path / "late.duckdb", {})
-        settings = self.down(tmp_path)
-        with contextlib.ExitStack() as running:
-
-            def bring_up():
-                running.enter_context(self._serving(path, port=settings["port"]))
-
-            yield settings, bring_up, running.close
-
-    def rows_sql(self, rows, marker):
-        return _trino_rows(rows, f"i, rpad('', 200, 'x') AS s, '{marker}' AS m")
-
-    def slow_sql(self, marker):
-        # 10^12 rows to sum before the first (only) row
-        return (
-            f"SELECT '{marker}' AS m, sum(a.x + b.x + c.x) AS h FROM UNNEST(sequence(1, 10000)) "
-            "AS a(x) CROSS JOIN UNNEST(sequence(1, 10000)) AS b(x) "
-            "CROSS JOIN UNNEST(sequence(1, 10000)) AS c(x)"
-        )
-
-    def running(self, marker):
-        """Queries tagged ``marker`` whose producer still runs; one that stopped early must have
-        been stopped by the client's DELETE (``cancelled_queries``), not abandoned."""
-        queries = [q for s in self._servers for q in s.queries if marker in q.sql]
-        for query in queries:
-            if query.finished.is_set() and query.state != "FINISHED":
-                cancelled = any(query.query_id in s.cancelled_queries for s in self._servers)
-                assert cancelled, f"{query.query_id} stopped with {query.error_name}, no DELETE"
-        return sum(not query.finished.is_set() for query in queries)
-
-
 _TRINO_TYPES = {
     "bigint": "bigint",
     "integer": "integer",
@@ -577,74 +484,58 @@ _TRINO_TYPES = {
     "timestamptz": "timestamp(6) with time zone",
     "blob": "varbinary",
 }
+"""The Trino type each contract type of the suite is created as."""
 
 
-class RealTrinoKind(TrinoKind):
-    """A real coordinator at ``MESHGATE_TRINO_URL`` (``http://user@host:8080/catalog/schema``).
+def _trino_rows(rows: int, columns: str) -> str:
+    """Trino SQL selecting ``columns`` over ``rows`` rows numbered ``i`` from 0.
 
-    The suite's tables are created through Trino in the URL's catalog and schema, which must
-    take CREATE TABLE (e.g. the memory connector); otherwise the cases needing them skip, saying
-    so. The store goes down and returns through a TCP proxy; running queries are read from
-    ``system.runtime.queries``.
+    Trino has no range table and caps ``sequence()`` at 10,000 elements: the rows are a cross
+    join of sequences of 1,000, which streams.
     """
+    factors = 1
+    while 1000**factors < rows:
+        factors += 1
+    number = " + ".join(f"d{k} * {1000**k}" for k in range(factors))
+    sources = " CROSS JOIN ".join(f"UNNEST(sequence(0, 999)) AS t{k}(d{k})" for k in range(factors))
+    limit = "" if 1000**factors == rows else f" LIMIT {rows}"
+    return f"SELECT {columns} FROM (SELECT {number} AS i FROM {sources}) AS g{limit}"
 
-    _password_env = "MESHGATE_CONFORMANCE_TRINO_PASSWORD"
 
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        parts = urllib.parse.urlsplit(url)
-        catalog, _, schema = parts.path.strip("/").partition("/")
-        self.url = url
-        self.service = Service(
-            "Trino (MESHGATE_TRINO_URL)",
-            parts.hostname or "127.0.0.1",
-            parts.port or (443 if parts.scheme == "https" else 8080),
-            user=parts.username or "meshgate",
-            database=f"{catalog}.{schema or 'default'}",
-        )
-        self._base = {
-            "kind": "trino",
-            "http_scheme": parts.scheme,
-            "user": self.service.user,
-            "catalog": catalog,
-            "schema": schema or "default",
-            "connect_timeout_seconds": 5,
-        }
-        if parts.password:
-            os.environ[self._password_env] = urllib.parse.unquote(parts.password)
-            self._base["password_env"] = self._password_env
+class TrinoKind(StoreKind):
+    """A real Trino coordinator (``TRINO_URL`` in tests.support.stores; scripts/test-services
+    starts Trino 476 with a writable PostgreSQL catalog). The suite's tables are created through
+    Trino in the URL's catalog and schema; the store goes down and returns through a TCP proxy;
+    running queries are read from ``system.runtime.queries``."""
+
+    name = "trino"
+    dialect = "trino"
 
     def available(self):
-        require(self.service)
+        require(TRINO)
 
     def settings(self, port: int | None = None) -> dict[str, Any]:
-        local = port is not None  # a proxy or a closed port on this machine
-        host = "127.0.0.1" if local else self.service.host
-        return self._base | {"host": host, "port": port or self.service.port}
+        """Settings for the coordinator, or for a port on this machine (a proxy or nothing)."""
+        if port is None:
+            return trino_settings()
+        return trino_settings(host="127.0.0.1", port=port)
 
-    def _admin(self) -> Any:
-        import trino.auth
-        import trino.dbapi
+    def rows_sql(self, rows, marker):
+        return _trino_rows(rows, f"i, rpad('', 200, 'x') AS s, '{marker}' AS m")
 
-        auth = None
-        if "password_env" in self._base:
-            password = os.environ[self._password_env]
-            auth = trino.auth.BasicAuthentication(self.service.user, password)
-        return trino.dbapi.connect(
-            host=self.service.host,
-            port=self.service.port,
-            user=self.service.user,
-            catalog=self._base["catalog"],
-            schema=self._base["schema"],
-            http_scheme=self._base["http_scheme"],
-            auth=auth,
+    def slow_sql(self, marker):
+        # 10^12 rows to sum before the first (only) row
+        return (
+            f"SELECT '{marker}' AS m, sum(a.x + b.x + c.x) AS h FROM UNNEST(sequence(1, 10000)) "
+            "AS a(x) CROSS JOIN UNNEST(sequence(1, 10000)) AS b(x) "
+            "CROSS JOIN UNNEST(sequence(1, 10000)) AS c(x)"
         )
 
     @contextlib.contextmanager
     def store(self, tmp_path, tables):
         prefix = f"mg_conformance_{uuid.uuid4().hex[:12]}"
         created: list[str] = []
-        with contextlib.closing(self._admin()) as admin:
+        with contextlib.closing(trino_admin()) as admin:
             cursor = admin.cursor()
             try:
                 refused = self._create(cursor, prefix, tables, created)
@@ -667,7 +558,7 @@ class RealTrinoKind(TrinoKind):
                 self._run(cursor, f"CREATE TABLE {prefix}_{name} ({columns})")
             except trino.exceptions.TrinoUserError as error:
                 return (
-                    f"{self.service.database} of MESHGATE_TRINO_URL refuses CREATE TABLE "
+                    f"{TRINO.database} of MESHGATE_TRINO_URL refuses CREATE TABLE "
                     f"({error.error_name}: {error.message}); point the URL at a writable "
                     "catalog (e.g. memory) to run the cases that need the suite's tables"
                 )
@@ -688,16 +579,16 @@ class RealTrinoKind(TrinoKind):
 
     @contextlib.contextmanager
     def outage(self, tmp_path):
-        if self._base["http_scheme"] == "https":
+        if self.settings()["http_scheme"] == "https":
             pytest.skip("a TLS coordinator cannot be proxied under another host name")
-        proxy = TcpProxy(self.service.host, self.service.port)
+        proxy = TcpProxy(TRINO.host, TRINO.port)
         try:
             yield self.settings(proxy.port), proxy.start, proxy.stop
         finally:
             proxy.stop()
 
     def running(self, marker):
-        with contextlib.closing(self._admin()) as admin:
+        with contextlib.closing(trino_admin()) as admin:
             cursor = admin.cursor()
             cursor.execute(
                 "SELECT count(*) FROM system.runtime.queries "
@@ -744,8 +635,6 @@ def _contract_name(arrow: pa.DataType) -> str:
     return names[arrow]
 
 
-_TRINO_URL = os.environ.get("MESHGATE_TRINO_URL")
-
 KINDS: dict[str, StoreKind] = {
     kind.name: kind
     for kind in (
@@ -754,7 +643,7 @@ KINDS: dict[str, StoreKind] = {
         FilesKind(),
         PostgresKind(),
         MySQLKind(),
-        RealTrinoKind(_TRINO_URL) if _TRINO_URL else TrinoKind(),
+        TrinoKind(),
     )
 }
 """Every kind the suite runs over."""

@@ -1,9 +1,11 @@
-"""The PostgreSQL and MariaDB services tests talk to, and a TCP proxy to take them "down".
+"""The PostgreSQL, MariaDB and Trino services tests talk to, and a TCP proxy to take them "down".
 
-Tests that need a service call :func:`require`: it skips the test with a clear reason when the
-service does not answer, and fails it instead when ``MESHGATE_REQUIRE_STORES=1`` (CI), so a
-missing service can never turn a red suite green. Addresses can be moved with
-``MESHGATE_PG_HOST``/``_PORT`` and ``MESHGATE_MYSQL_HOST``/``_PORT``.
+``scripts/test-services`` brings all three up on loopback. Tests that need a service call
+:func:`require`: it skips the test with a clear reason when the service does not answer, and
+fails it instead when ``MESHGATE_REQUIRE_STORES=1`` (CI), so a missing service can never turn a
+red suite green. Addresses can be moved with ``MESHGATE_PG_HOST``/``_PORT``,
+``MESHGATE_MYSQL_HOST``/``_PORT`` and ``MESHGATE_TRINO_URL``
+(``http://user@host:port/catalog/schema``; a password in the URL needs ``https``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import os
 import socket
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,60 @@ MARIADB = Service(
 )
 
 
+TRINO_URL = os.environ.get("MESHGATE_TRINO_URL", "http://meshgate@127.0.0.1:8080/postgresql/public")
+"""The coordinator the Trino tests use; its catalog and schema must take CREATE TABLE."""
+_trino = urllib.parse.urlsplit(TRINO_URL)
+TRINO = Service(
+    "Trino",
+    _trino.hostname or "127.0.0.1",
+    _trino.port or (443 if _trino.scheme == "https" else 8080),
+    user=_trino.username or "meshgate",
+    database=_trino.path.strip("/").replace("/", ".") or "memory.default",
+)
+TRINO_PASSWORD_ENV = "MESHGATE_TEST_TRINO_PASSWORD"
+
+
+def trino_settings(**overrides: Any) -> dict[str, Any]:
+    """Trino store settings for ``TRINO_URL`` (its password, if any, in ``TRINO_PASSWORD_ENV``)."""
+    catalog, _, schema = TRINO.database.partition(".")
+    settings = {
+        "kind": "trino",
+        "host": TRINO.host,
+        "port": TRINO.port,
+        "http_scheme": _trino.scheme or "http",
+        "user": TRINO.user,
+        "catalog": catalog,
+        "schema": schema or "default",
+        "connect_timeout_seconds": 5,
+    }
+    if _trino.password:
+        os.environ[TRINO_PASSWORD_ENV] = urllib.parse.unquote(_trino.password)
+        settings["password_env"] = TRINO_PASSWORD_ENV
+    return settings | overrides
+
+
+def trino_admin(**session: Any) -> Any:
+    """A ``trino.dbapi`` connection to ``TRINO_URL`` (for setting up and checking)."""
+    import trino.auth
+    import trino.dbapi
+
+    service = require(TRINO)
+    settings = trino_settings()
+    auth = None
+    if "password_env" in settings:
+        auth = trino.auth.BasicAuthentication(service.user, os.environ[TRINO_PASSWORD_ENV])
+    return trino.dbapi.connect(
+        host=service.host,
+        port=service.port,
+        user=service.user,
+        catalog=settings["catalog"],
+        schema=settings["schema"],
+        http_scheme=settings["http_scheme"],
+        auth=auth,
+        **session,
+    )
+
+
 def stores_required() -> bool:
     return os.environ.get("MESHGATE_REQUIRE_STORES") == "1"
 
@@ -62,7 +119,8 @@ def require(service: Service) -> Service:
         return service
     reason = (
         f"{service.name} is not reachable at {service.host}:{service.port}; start it "
-        f"(user {service.user}, database {service.database}) to run this test"
+        f"(user {service.user}, database {service.database}) to run this test: "
+        "scripts/test-services brings up every service the suite uses"
     )
     if stores_required():
         pytest.fail(f"MESHGATE_REQUIRE_STORES=1 but {reason}", pytrace=False)
