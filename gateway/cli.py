@@ -13,21 +13,39 @@ from gateway.errors import GatewayError
 DEFAULT_PORT = 8815
 
 
-def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
+def _serve(
+    gateway, *, host: str, port: int, banner: str | None = None, health_port: int | None = None
+) -> None:
     from gateway.flightsql.server import MeshFlightServer
+    from gateway.lifecycle import drain_on_sigterm, serve_health
 
     server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
+    running = gateway.admission.running
+    drain_on_sigterm(server, running=running, grace_seconds=gateway.settings.shutdown_grace_seconds)
+    health_port = health_port if health_port is not None else gateway.settings.health_port
+    health = None
+    if health_port is not None:
+        health = serve_health(server.lifecycle, running=running, host=host, port=health_port)
+        print(f"health check at http://{host}:{health.server_port}/healthz", flush=True)
     scheme = server.listen_location.partition("://")[0]
     print(
         banner or f"meshgate serving mesh {gateway.mesh.name!r} at {scheme}://{host}:{server.port}",
         flush=True,
     )
     try:
-        server.serve()
+        # the server answers from construction on; waiting here rather than in serve() keeps
+        # SIGTERM for our handler (serve() would shut gRPC down on it at once)
+        while not server.lifecycle.stopped.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        if server.lifecycle.draining.is_set():
+            server.lifecycle.stopped.wait()
+        else:
+            server.shutdown()
+        if health is not None:
+            health.shutdown()
         gateway.close()
 
 
@@ -37,7 +55,7 @@ def _cmd_serve(args) -> None:
     gateway = Gateway.open(args.mesh)
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         _use_tls_flags(gateway, args)
-    _serve(gateway, host=args.host, port=args.port)
+    _serve(gateway, host=args.host, port=args.port, health_port=args.health_port)
 
 
 def _use_tls_flags(gateway, args) -> None:
@@ -168,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
     serve.add_argument(
         "--tls-client-ca", help="mutual TLS: accept only client certificates this CA signed"
+    )
+    serve.add_argument(
+        "--health-port", type=int, help="answer GET /healthz over HTTP on this port (for LBs)"
     )
     serve.set_defaults(run=_cmd_serve)
 

@@ -61,6 +61,10 @@ class QueryCancelled(GatewayError):
     """The client cancelled the query or went away."""
 
 
+class ShuttingDown(SourceUnavailable):
+    """The gateway is draining before it stops: new queries go to another replica."""
+
+
 class ResourceExhausted(GatewayError):
     """A limit of the gateway was reached: concurrent queries, result rows or bytes, memory."""
 

@@ -146,6 +146,8 @@ class GatewaySettings(BaseModel):
     """Timeouts, concurrency, result size and memory (gateway.limits)."""
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     """On SIGTERM, how long running streams may take to finish before they are cut."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``GET /healthz`` over HTTP on this port (gateway.lifecycle); off when unset."""
 
 
 class MeshFile(BaseModel):

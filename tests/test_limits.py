@@ -5,76 +5,16 @@ engine's memory limit with spilling. A principal at its limit does not hold up t
 
 from __future__ import annotations
 
-import textwrap
 import threading
 import time
 import uuid
 
 import adbc_driver_manager
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from gateway.principals import hash_password
 from tests.support.server import connect, running_server
-from tests.support.stores import POSTGRES, require
-
-SLOW_SECONDS = 3
-
-
-def _mesh(root, limits: str):
-    """crm.slow: a PostgreSQL query that sleeps SLOW_SECONDS; lake.events: 100 Parquet rows."""
-    require(POSTGRES)
-    root.mkdir(exist_ok=True)
-    (root / "data").mkdir()
-    pq.write_table(
-        pa.table({"e": list(range(100)), "label": ["x" * 50] * 100}), root / "data" / "ev.parquet"
-    )
-    (root / "mesh.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            name: t
-            stores:
-              crm_pg: {{kind: postgres, host: {POSTGRES.host}, port: {POSTGRES.port},
-                        user: {POSTGRES.user}, database: {POSTGRES.database}}}
-              lake: {{kind: files, root: data}}
-            gateway:
-              audit_log: null
-              limits:
-            """
-        )
-        + textwrap.indent(textwrap.dedent(limits).strip(), " " * 4)
-        + "\n"
-    )
-    for domain, product, body in (
-        ("crm", "slow", f"store: crm_pg\nsql: SELECT 1::bigint AS k FROM pg_sleep({SLOW_SECONDS})"),
-        ("lake", "events", "store: lake\ntable: ev.parquet"),
-    ):
-        (root / domain).mkdir()
-        columns = (
-            "  - {name: k, type: bigint}\n"
-            if product == "slow"
-            else ("  - {name: e, type: bigint}\n  - {name: label, type: varchar}\n")
-        )
-        (root / domain / f"{product}.yaml").write_text(
-            f"product: {product}\nversion: 1\nowner: o@example.com\ndescription: d\n{body}\n"
-            f"columns:\n{columns}"
-        )
-    (root / "policies").mkdir()
-    (root / "policies" / "global.yaml").write_text(
-        "roles: {reader: [], slowpoke: [], limited: []}\n"
-        "grants:\n  - {role: [reader, slowpoke, limited], products: '*'}\n"
-    )
-    users = {"alice": "reader", "bob": "reader", "slowpoke": "slowpoke", "limited": "limited"}
-    (root / "principals.yaml").write_text(
-        "principals:\n"
-        + "".join(
-            f"  {name}:\n    password_hash: '{hash_password(name, rounds=4)}'\n"
-            f"    roles: [{role}]\n"
-            for name, role in users.items()
-        )
-    )
-    return root
+from tests.support.slow_mesh import SLOW_SECONDS
+from tests.support.slow_mesh import slow_mesh as _mesh
 
 
 def _run(uri: str, user: str, sql: str):

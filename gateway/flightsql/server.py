@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import secrets
 import threading
@@ -21,12 +22,20 @@ import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from sqlglot import exp
 
-from gateway.errors import InvalidQuery, NotFound, Unsupported, client_error, hide_python_details
+from gateway.errors import (
+    InvalidQuery,
+    NotFound,
+    ShuttingDown,
+    Unsupported,
+    client_error,
+    hide_python_details,
+)
 from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
 from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
 from gateway.jwt_auth import IdentityProvider
+from gateway.lifecycle import Lifecycle
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -163,6 +172,7 @@ class MeshFlightServer(flight.FlightServerBase):
             },
             **kwargs,
         )
+        self.lifecycle = Lifecycle()
         self._bound: dict[str, tuple[float, bytes]] = {}  # prepared id -> (time, parameters IPC)
         self._bound_lock = threading.Lock()
         self._pruned_at = time.monotonic()
@@ -172,6 +182,13 @@ class MeshFlightServer(flight.FlightServerBase):
     @staticmethod
     def _principal(context) -> Principal:
         return context.get_middleware(MIDDLEWARE_KEY).principal
+
+    def _refuse_if_draining(self) -> None:
+        if self.lifecycle.draining.is_set():
+            raise ShuttingDown(
+                "the gateway is shutting down and takes no new queries; retry, another replica "
+                "(or this one, restarted) will answer"
+            )
 
     def _statement_schema(
         self, sql: str, principal: Principal, parameters: list | None
@@ -212,6 +229,7 @@ class MeshFlightServer(flight.FlightServerBase):
     @_edge
     def get_flight_info(self, context, descriptor):
         principal = self._principal(context)
+        self._refuse_if_draining()
         command = _unpack(descriptor.command)
         schema, ticket = self._describe(command, principal, descriptor.command)
         return self._flight_info(descriptor, schema, ticket)
@@ -266,6 +284,7 @@ class MeshFlightServer(flight.FlightServerBase):
         principal = self._principal(context)
         command = _unpack(ticket.ticket)
         if isinstance(command, sql_pb2.TicketStatementQuery):
+            self._refuse_if_draining()
             return self._run_ticket(command.statement_handle, principal)
         return flight.RecordBatchStream(self._metadata_table(command, principal))
 
@@ -380,7 +399,11 @@ class MeshFlightServer(flight.FlightServerBase):
     def do_action(self, context, action):
         principal = self._principal(context)
         kind = action.type
+        if kind == "HealthCheck":
+            status = self.lifecycle.status(self.gateway.admission.running())
+            return [flight.Result(pa.py_buffer(json.dumps(status).encode()))]
         if kind == "CreatePreparedStatement":
+            self._refuse_if_draining()
             request = _unpack(action.body.to_pybytes())
             if not isinstance(request, sql_pb2.ActionCreatePreparedStatementRequest):
                 raise InvalidQuery(
@@ -421,4 +444,5 @@ class MeshFlightServer(flight.FlightServerBase):
             ("CreatePreparedStatement", "Prepare a SQL query"),
             ("ClosePreparedStatement", "Release a prepared statement"),
             ("CloseSession", "End the client's session"),
+            ("HealthCheck", 'JSON {"status": "serving" | "draining", "running_queries": n}'),
         ]
