@@ -140,6 +140,10 @@ class MySQLConnector(Connector):
                     "timed out waiting for connection",
                     "server disconnected",
                     "broken pipe",
+                    # KILL QUERY / KILL by an operator, or the server shutting down
+                    "query execution was interrupted",
+                    "connection was killed",
+                    "server shutdown in progress",
                 )
             )
         ):

@@ -150,6 +150,9 @@ class PostgresConnector(Connector):
                 "terminating connection",
                 "no connection to the server",
                 "ssl syscall",
+                # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
+                "unable to read binary copy data",
+                "unexpected eof",
             )
         ):
             self._forget_connection()

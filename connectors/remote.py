@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from connectors.watchdog import watchdog
 from gateway.errors import GatewayError, InvalidQuery, QueryTimeout, SourceUnavailable
+from gateway.streaming import stream_reader
 from gateway.types import serving_type
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def stream(
                 _quietly(cancel)
             _quietly(close)
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return stream_reader(schema, batches())
 
 
 def _quietly(action: Callable[[], None]) -> None:

@@ -34,6 +34,7 @@ from gateway.errors import (
     QueryTimeout,
     SourceUnavailable,
 )
+from gateway.streaming import stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class _TrinoStream:
         self.schema = pa.schema(fields)
 
     def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+        return stream_reader(self.schema, self._batches())
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         size = self._connector.settings.batch_rows

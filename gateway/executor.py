@@ -11,6 +11,7 @@ source reader, which stops the queries at the stores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -33,7 +34,7 @@ from gateway.planner.dynamic_filters import (
     narrowed_sql,
 )
 from gateway.planner.schema import local_engine
-from gateway.streaming import serve_stream
+from gateway.streaming import close_stream, serve_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ _reservations = ConnectionReservations()
 def _close_all(readers: list[pa.RecordBatchReader]) -> None:
     for reader in readers:
         try:
-            reader.close()
+            close_stream(reader)
         except Exception:  # noqa: BLE001 - closing must not hide the error being reported
             log.debug("closing a fragment reader failed", exc_info=True)
 
@@ -143,8 +144,10 @@ def _read_small(reader: pa.RecordBatchReader) -> tuple[pa.Table | None, pa.Recor
         rows += batch.num_rows
         size += batch.nbytes
         if rows > MAX_BUILD_ROWS or size > MAX_BUILD_BYTES:
-            rest = pa.RecordBatchReader.from_batches(
-                reader.schema, itertools.chain(batches, reader)
+            rest = stream_reader(
+                reader.schema,
+                itertools.chain(batches, reader),
+                on_close=functools.partial(close_stream, reader),
             )
             return None, rest
     return pa.Table.from_batches(batches, schema=reader.schema), reader
@@ -396,5 +399,5 @@ def execute_plan(
     stream = batches()
     # a stream dropped before its first batch never enters the generator's `finally`
     weakref.finalize(stream, give_back)
-    local = pa.RecordBatchReader.from_batches(result.schema, stream)
+    local = stream_reader(result.schema, stream)
     return serve_stream(local, plan.schema, max_batch_bytes=max_batch_bytes)

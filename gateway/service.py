@@ -31,7 +31,7 @@ from gateway.planner.parameters import exact_key, shape_key
 from gateway.planner.schema import configure_local_engine
 from gateway.principals import Principal, PrincipalDirectory
 from gateway.redact import Redactor
-from gateway.streaming import arrow_bytes
+from gateway.streaming import arrow_bytes, close_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class Gateway:
         try:
             reader = self.execute(plan, sent=sent, cancellers=cancellers)
             if timed_out.is_set():  # the stores' first answers came too late
-                reader.close()
+                close_stream(reader)
                 raise timeout()
         except GatewayError as exc:
             stop_deadline()
@@ -290,7 +290,7 @@ class Gateway:
                 raise
             finally:
                 stop_deadline()
-                reader.close()
+                close_stream(reader)
                 slot.release()
                 self._audit(
                     principal,
@@ -307,7 +307,7 @@ class Gateway:
         # a stream dropped before its first batch never enters the generator's `finally`
         weakref.finalize(stream, slot.release)
         weakref.finalize(stream, stop_deadline)
-        return pa.RecordBatchReader.from_batches(plan.schema, stream)
+        return stream_reader(plan.schema, stream)
 
     def _public_error(self, error: Exception) -> GatewayError:
         """``error`` as the client may see it, without the excerpt of the SQL that DuckDB quotes

@@ -39,6 +39,7 @@ from gateway.lifecycle import Lifecycle
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
+from gateway.streaming import close_stream
 from gateway.tls import server_tls_options, tls_location
 from gateway.tokens import Signer
 
@@ -133,7 +134,7 @@ def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> fligh
         except Exception as exc:  # noqa: BLE001 - each one is mapped, none leaves as it is
             raise client_error(exc, log=log, scrub=scrub) from None
         finally:
-            reader.close()
+            close_stream(reader)
 
     return flight.GeneratorStream(reader.schema, batches())
 
