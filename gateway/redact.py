@@ -155,12 +155,17 @@ class Redactor:
             for name in self._names
             if not self.may_see_physical(principal, name.domain, includes)
         ]
-        for name in hidden:
-            for spelling in name.spellings:
-                text = re.sub(_pattern(spelling), f"<product {name.address}>", text)
-        if hidden:
-            text = QUOTED_PATH.sub("'<path>'", text)
-        return text
+        if not hidden:
+            return text
+        # one pass, longest spelling first: a `sql:` product's query may name another's table
+        address_of = {s: n.address for n in hidden for s in n.spellings}
+        spellings = sorted(address_of, key=len, reverse=True)
+        pattern = re.compile("|".join(f"(?P<s{i}>{_pattern(s)})" for i, s in enumerate(spellings)))
+
+        def product(match: re.Match) -> str:
+            return f"<product {address_of[spellings[int(match.lastgroup[1:])]]}>"
+
+        return QUOTED_PATH.sub("'<path>'", pattern.sub(product, text))
 
 
 def _pattern(spelling: str) -> str:

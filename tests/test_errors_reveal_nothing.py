@@ -321,3 +321,13 @@ def test_holds_follows_included_roles():
     includes = {"admin": ["gov"], "gov": ["see:physical"]}
     assert holds(Principal("a", roles=("admin",)), "see:physical", includes)
     assert not holds(Principal("b", roles=("analyst",)), "see:physical", includes)
+
+
+def test_explain_hides_the_query_behind_a_sql_product(secure_mesh):
+    uri, _, secrets, _ = secure_mesh
+    text = _explain(uri, "reader", "SELECT k FROM crm.slow")
+    assert "<product crm.slow_v1>" in text and "crm_pg" in text, text
+    assert_reveals_nothing(text, secrets)
+    assert "pg_sleep" in _explain(uri, "owner", "SELECT k FROM crm.slow").lower(), (
+        "its owner sees it"
+    )
