@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow as pa
 from connectors.base import Capabilities, Connector
 from connectors.watchdog import watchdog
 from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
+from gateway.streaming import OwnedStream
 
 ROWS_PER_BATCH = 65_536
 STORE_ENGINE_CONFIG = {
@@ -24,6 +26,14 @@ def _sql_value(value: bool | int | str) -> str:
     if isinstance(value, bool | int):
         return str(value).lower()
     return "'" + value.replace("'", "''") + "'"
+
+
+def _interrupt(cursor) -> None:
+    """Interrupt ``cursor``'s query; a cursor closed meanwhile has nothing left to stop."""
+    import duckdb
+
+    with contextlib.suppress(duckdb.Error):
+        cursor.interrupt()
 
 
 class EmbeddedDuckDB:
@@ -89,37 +99,54 @@ class EmbeddedDuckDB:
         tables: Mapping[str, pa.Table] | None = None,
     ) -> pa.RecordBatchReader:
         """``sql`` on a cursor of its own; ``tables`` are registered on that cursor only, so
-        no other query sees them."""
+        no other query sees them.
+
+        The cursor lives exactly as long as the stream and is closed after it (OwnedStream):
+        DuckDB's native result stream never leaves this module, so no other thread or engine
+        can release it while it is read.
+        """
         import duckdb
 
         cursor = self._connect().cursor()
         for name, table in (tables or {}).items():
             cursor.register(name, table)
         values = list(parameters.to_pylist()[0].values()) if parameters is not None else None
-        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, cursor.interrupt)
+        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, lambda: _interrupt(cursor))
+
+        def finish() -> None:
+            cancel_deadline()
+            cursor.close()
+
         try:
             result = cursor.execute(sql, values)
-            return result.to_arrow_reader(ROWS_PER_BATCH)
+            native = result.to_arrow_reader(ROWS_PER_BATCH)
         except duckdb.InterruptException as exc:
+            finish()
             raise QueryTimeout(
                 f"store {self.store!r} did not answer within {self.query_timeout_seconds:g} s"
             ) from exc
         except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
+            finish()
             # first line only: DuckDB goes on to quote the SQL, which names physical relations
             reason = str(exc).splitlines()[0]
             raise InvalidQuery(f"store {self.store!r} rejected the query: {reason}") from exc
         except duckdb.IOException as exc:
+            finish()
             raise SourceUnavailable(
                 f"store {self.store!r} cannot be read: {exc}",
                 public=f"store {self.store!r} cannot be read",  # DuckDB names the files
             ) from exc
         except duckdb.Error as exc:
+            finish()
             raise InvalidQuery(
                 f"store {self.store!r} failed to run the query: {exc}",
                 public=f"store {self.store!r} failed to run the query: {str(exc).splitlines()[0]}",
             ) from exc
-        finally:
-            cancel_deadline()
+        except BaseException:
+            finish()
+            raise
+        # the deadline covers the stream too: a query that starts fast can stream for ever
+        return OwnedStream(native, owner=finish).reader()
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""The ``meshgate`` command line: serve a mesh, run the demo, explain a query."""
+"""The ``meshgate`` command line: serve a mesh, run the demo, validate a mesh, explain a query."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, MeshConfigError
 
 DEFAULT_PORT = 8815
 
@@ -19,7 +19,15 @@ def _serve(
     from gateway.flightsql.server import MeshFlightServer
     from gateway.lifecycle import drain_on_sigterm, serve_health
 
-    server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
+    try:
+        ensure_port_free(host, port)
+        warning = getattr(gateway.policy, "mask_key_warning", lambda: None)()
+        if warning:
+            logging.getLogger("meshgate").warning(warning)
+        server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
+    except BaseException:
+        gateway.close()
+        raise
     running = gateway.admission.running
     drain_on_sigterm(server, running=running, grace_seconds=gateway.settings.shutdown_grace_seconds)
     health_port = health_port if health_port is not None else gateway.settings.health_port
@@ -49,9 +57,45 @@ def _serve(
         gateway.close()
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse, in one line naming the port and the flag, to start on a port already taken.
+
+    gRPC would only say "Server did not start properly", and it binds with SO_REUSEPORT, so a
+    plain bind (which that option does not let share a port) is the reliable test.
+    """
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"port {port} on {host} is already in use (another meshgate?); stop it or "
+                    "choose another port with --port"
+                ) from None
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); check --host"
+            ) from None
+
+
+class UsageError(GatewayError):
+    """A command-line request that cannot be carried out; the message says what to change."""
+
+
 def _cmd_serve(args) -> None:
     from gateway.service import Gateway
+    from gateway.validate import validate_mesh
 
+    validation = validate_mesh(args.mesh, unreachable_is_problem=False)
+    for warning in validation.warnings:
+        logging.getLogger("meshgate").warning(warning)
+    if not validation.ok:
+        raise MeshConfigError(validation.problems)
     gateway = Gateway.open(args.mesh)
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         _use_tls_flags(gateway, args)
@@ -64,11 +108,26 @@ def _use_tls_flags(gateway, args) -> None:
 
     if not (args.tls_cert and args.tls_key):
         gateway.close()
-        raise SystemExit("meshgate: TLS needs both --tls-cert and --tls-key")
+        raise UsageError("TLS needs both --tls-cert and --tls-key")
     gateway.settings.tls = TlsSettings(
         cert=str(Path(args.tls_cert).resolve()),
         key=str(Path(args.tls_key).resolve()),
         client_ca=str(Path(args.tls_client_ca).resolve()) if args.tls_client_ca else None,
+    )
+
+
+def _cmd_validate(args) -> None:
+    from gateway.validate import validate_mesh
+
+    validation = validate_mesh(args.mesh)
+    if validation.report():
+        print(validation.report(), file=sys.stderr if not validation.ok else sys.stdout)
+    if not validation.ok:
+        raise SystemExit(1)
+    versions = len({p.versioned_address for p in validation.mesh.products.values()})
+    print(
+        f"{validation.root}: ok ({versions} product version(s), {len(validation.contracts)} "
+        "contract(s) checked against their stores)"
     )
 
 
@@ -81,7 +140,12 @@ def _cmd_demo(args) -> None:
     uri = (
         f"grpc://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
     )
-    banner = DEMO_BANNER.format(uri=uri, mesh=directory, products=len(gateway.mesh.products))
+    snippet = client_snippet(
+        uri, user="analyst", password="analyst", query=DEMO_QUERY, python=sys.executable
+    )
+    banner = DEMO_BANNER.format(
+        uri=uri, mesh=directory, products=len(gateway.mesh.products), snippet=snippet
+    )
     _serve(gateway, host=args.host, port=args.port, banner=banner)
 
 
@@ -100,6 +164,55 @@ def _as_principal(mesh: str, name: str):
         gateway.close()
 
 
+def _cmd_init(args) -> None:
+    from gateway.scaffold import write_scaffold
+
+    directory = Path(args.dir)
+    password = write_scaffold(directory, user=args.user, password=args.password)
+    uri = f"grpc://localhost:{DEFAULT_PORT}"
+    snippet = client_snippet(
+        uri,
+        user=args.user,
+        password=password,
+        query="SELECT city, people, mayor_email FROM geo.cities ORDER BY people DESC",
+        python=sys.executable,
+    )
+    print(
+        INIT_BANNER.format(
+            dir=directory,
+            user=args.user,
+            password=password,
+            serve=_meshgate_command(),
+            snippet=snippet,
+        )
+    )
+
+
+def _meshgate_command() -> str:
+    """How to run meshgate again from any shell: the script beside this Python, by full path."""
+    import shlex
+
+    script = Path(sys.executable).with_name("meshgate")
+    return shlex.quote(str(script)) if script.exists() else "meshgate"
+
+
+INIT_BANNER = """\
+Wrote a new mesh in {dir}: mesh.yaml, data/cities.csv, geo/cities.yaml (the product geo.cities),
+policies/global.yaml and principals.yaml.
+
+  principal   {user} / {password}      (keep it; principals.yaml has only its bcrypt hash)
+
+Check it, then serve it:
+
+  {serve} validate --mesh {dir}
+  {serve} serve --mesh {dir}
+
+and read the product from another shell by pasting these lines:
+
+{snippet}
+"""
+
+
 def _cmd_explain(args) -> None:
     with _as_principal(args.mesh, args.principal) as (gateway, principal):
         print(gateway.explain(gateway.plan(args.sql, principal)))
@@ -116,24 +229,17 @@ def _cmd_policy_check(args) -> None:
 
 
 def _cmd_contracts(args) -> None:
-    import connectors
-    from gateway.contracts import check_contracts
-    from gateway.mesh import load_mesh
-    from gateway.service import open_stores
+    from gateway.validate import validate_mesh
 
-    mesh = load_mesh(args.mesh, known_store_kinds=set(connectors.KINDS))
-    stores = open_stores(mesh)
-    try:
-        reports = check_contracts(mesh, stores)
-    finally:
-        for store in stores.values():
-            store.close()
-    for report in reports:
+    validation = validate_mesh(args.mesh)
+    for report in validation.contracts:
         state = "ok" if report.ok else ("not checked" if not report.checked else "DRIFT")
         print(f"{report.address:40} {report.store:20} {state}")
         for problem in report.problems:
             print(f"    {problem}")
-    if not all(report.ok for report in reports):
+    if validation.report():
+        print(validation.report())
+    if not validation.ok or not all(report.ok for report in validation.contracts):
         raise SystemExit(1)
 
 
@@ -142,7 +248,13 @@ def _cmd_hash_password(args) -> None:
 
     from gateway.principals import hash_password
 
-    password = args.password or getpass.getpass("password: ")
+    password = args.password
+    if password is None:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("the same password again: ") != password:
+            raise UsageError("the two passwords differ; nothing was hashed, run it again")
+    if not password:
+        raise UsageError("the password is empty; choose one")
     print(hash_password(password))
 
 
@@ -155,33 +267,72 @@ meshgate demo mesh is up at {uri}   ({products} product addresses, mesh in {mesh
 
   credentials   admin/admin   analyst/analyst   eu_analyst/eu_analyst   guest/guest
 
-Read a product into pandas from another shell (the same venv has the ADBC driver):
+Read a product into pandas: paste these lines into another shell (they run this venv's Python):
 
-  python - <<'PY'
-  import adbc_driver_flightsql.dbapi as flightsql
-  with flightsql.connect("{uri}", db_kwargs={{"username": "analyst", "password": "analyst"}},
-                         autocommit=True) as conn, conn.cursor() as cur:
-      cur.execute('''SELECT n.n_name AS nation, count(*) AS orders, sum(o.o_totalprice) AS revenue
-                     FROM sales.orders o
-                     JOIN sales.customer c ON c.c_custkey = o.o_custkey
-                     JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
-                     GROUP BY n.n_name ORDER BY revenue DESC''')
-      print(cur.fetch_df())
-  PY
+{snippet}
 
 Press Ctrl-C to stop.
 """
 
+DEMO_QUERY = """SELECT n.n_name AS nation, count(*) AS orders, sum(o.o_totalprice) AS revenue
+                   FROM sales.orders o
+                   JOIN sales.customer c ON c.c_custkey = o.o_custkey
+                   JOIN reference.nation n ON n.n_nationkey = c.c_nationkey
+                   GROUP BY n.n_name ORDER BY revenue DESC"""
 
-def main(argv: list[str] | None = None) -> None:
+
+def client_snippet(uri: str, *, user: str, password: str, query: str, python: str) -> str:
+    """Shell lines that print ``query``'s answer as a pandas DataFrame, ready to paste.
+
+    Flush left, since a heredoc ends only at a line that is exactly its terminator, and run by
+    ``python`` (the interpreter meshgate runs in, which has the ADBC driver and pandas) by its
+    full path, since the user's shell need not have the venv on its PATH.
+    """
+    import json
+    import shlex
+
+    credentials = json.dumps({"username": user, "password": password})
+    lines = [
+        f"{shlex.quote(python)} - <<'PY'",
+        "import adbc_driver_flightsql.dbapi as flightsql",
+        f"with flightsql.connect({json.dumps(uri)}, db_kwargs={credentials},",
+        "                       autocommit=True) as conn, conn.cursor() as cur:",
+        f'    cur.execute("""{query}""")',
+        "    print(cur.fetch_df())",
+        "PY",
+    ]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"meshgate {version('meshgate')}"
+    except PackageNotFoundError:
+        return "meshgate (not installed)"
+
+
+MESH_HELP = "the mesh directory (the one holding mesh.yaml)"
+HOST_HELP = (
+    "the address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)"
+)
+PORT_HELP = f"the Flight SQL port (default {DEFAULT_PORT})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, each with its help text."""
     parser = argparse.ArgumentParser(prog="meshgate", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve a mesh directory over Flight SQL")
-    serve.add_argument("--mesh", required=True, help="the mesh directory (holds mesh.yaml)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--mesh", required=True, help=MESH_HELP)
+    serve.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=PORT_HELP)
     serve.add_argument("--tls-cert", help="serve grpc+tls:// with this certificate chain (PEM)")
     serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
     serve.add_argument(
@@ -196,41 +347,69 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument(
         "--dir", default="demo-mesh", help="where the demo mesh lives (default ./demo-mesh)"
     )
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    demo.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help=PORT_HELP)
     demo.add_argument(
         "--scale-factor", type=float, default=0.01, help="TPC-H scale factor (default 0.01)"
     )
     demo.set_defaults(run=_cmd_demo)
 
+    validate = commands.add_parser(
+        "validate",
+        help="check everything serve would refuse (descriptors, policies, principals, stores, "
+        "contracts) and report every problem at once; exit 1 if there is any",
+    )
+    validate.add_argument("--mesh", required=True, help=MESH_HELP)
+    validate.set_defaults(run=_cmd_validate)
+
+    init = commands.add_parser(
+        "init", help="write a small mesh that serves at once (one CSV product), to start from"
+    )
+    init.add_argument("dir", help="a new (or empty) directory for the mesh")
+    init.add_argument(
+        "--user", default="admin", help="the name of the principal to create (default admin)"
+    )
+    init.add_argument("--password", help="its password (default: a random one, printed once)")
+    init.set_defaults(run=_cmd_init)
+
     explain = commands.add_parser("explain", help="show where each part of a query would run")
-    explain.add_argument("--mesh", required=True)
+    explain.add_argument("--mesh", required=True, help=MESH_HELP)
     explain.add_argument(
         "--principal", required=True, help="plan as this principal: its policies apply"
     )
-    explain.add_argument("sql")
+    explain.add_argument("sql", help='the query, e.g. "SELECT count(*) FROM sales.orders"')
     explain.set_defaults(run=_cmd_explain)
 
     contracts = commands.add_parser(
-        "contracts", help="compare every product's descriptor with its store now"
+        "contracts",
+        help="compare every product's descriptor with its store now; exit 1 on drift or on "
+        "anything else serve would refuse",
     )
-    contracts.add_argument("--mesh", required=True)
+    contracts.add_argument("--mesh", required=True, help=MESH_HELP)
     contracts.set_defaults(run=_cmd_contracts)
 
     policy = commands.add_parser("policy", help="inspect the mesh's policies")
-    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="CHECK")
     check = policy_commands.add_parser(
         "check", help="explain every decision for one principal and one product"
     )
-    check.add_argument("--mesh", required=True)
-    check.add_argument("--principal", required=True)
+    check.add_argument("--mesh", required=True, help=MESH_HELP)
+    check.add_argument("--principal", required=True, help="a principal of principals.yaml")
     check.add_argument("--product", required=True, help="a product address, e.g. sales.customer")
     check.set_defaults(run=_cmd_policy_check)
 
-    hashpw = commands.add_parser("hash-password", help="print a bcrypt hash for principals.yaml")
-    hashpw.add_argument("--password", help="(default: prompt)")
+    hashpw = commands.add_parser(
+        "hash-password", help="print a bcrypt hash for principals.yaml (asks for it twice)"
+    )
+    hashpw.add_argument(
+        "--password", help="hash this instead of asking (it stays in your shell's history)"
+    )
     hashpw.set_defaults(run=_cmd_hash_password)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

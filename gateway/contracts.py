@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from connectors.base import Connector
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, QueryTimeout, SourceUnavailable
 from gateway.mesh import Mesh, Product
 from gateway.types import arrow_type
 
@@ -56,6 +56,8 @@ class ContractReport:
     store: str
     problems: tuple[str, ...]
     checked: bool = True
+    reachable: bool = True
+    """False when the store did not answer (rather than refusing the product's table or SQL)."""
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,13 @@ def check_contract(product: Product, connector: Connector) -> ContractReport:
         )
         actual = connector.describe(relation)
     except GatewayError as exc:
-        return ContractReport(address, product.store, (f"not checked: {exc}",), checked=False)
+        return ContractReport(
+            address,
+            product.store,
+            (f"not checked: {exc}",),
+            checked=False,
+            reachable=not isinstance(exc, SourceUnavailable | QueryTimeout),
+        )
     found = {field.name.lower(): field.type for field in actual}
     problems = []
     for column in product.columns:

@@ -41,6 +41,11 @@ class NotFound(GatewayError):
     """A product, column, prepared statement or ticket that does not exist (for this principal)."""
 
 
+class DeniedAsNotFound(NotFound):
+    """A product exists but a policy denies it and it is invisible to the principal: the client
+    is told it does not exist, the audit trail records a denial."""
+
+
 class PermissionDenied(GatewayError):
     """The principal is authenticated but a policy forbids the request."""
 

@@ -34,7 +34,7 @@ from gateway.planner.dynamic_filters import (
     narrowed_sql,
 )
 from gateway.planner.schema import local_engine
-from gateway.streaming import close_stream, serve_stream, stream_reader
+from gateway.streaming import OwnedStream, close_stream, serve_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -365,23 +365,34 @@ def execute_plan(
     con = local_engine()
     if cancellers is not None:
         cancellers.append(con.interrupt)
+    owned: list[OwnedStream] = []
+
+    def finish() -> None:
+        """The local query's cursor first (its threads stop reading the fragments), then each
+        fragment's stream, then the connections: the one place a query's resources end."""
+        con.close()
+        for stream in owned:
+            stream.close()
+        _close_all(list(readers.values()))
+        give_back()
+
     try:
         for fragment in plan.fragments:
             relation = relations.get(fragment.name)
             if relation is None:
                 reader = readers[fragment.name]
-                relation = reader.read_all() if fragment.materialize else reader
+                if fragment.materialize:
+                    relation = reader.read_all()
+                else:
+                    owned.append(OwnedStream(reader))
+                    relation = owned[-1].engine_reader()
             con.register(fragment.name, relation)
         result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
     except GatewayError:
-        _close_all(list(readers.values()))
-        con.close()
-        give_back()
+        finish()
         raise
     except Exception as exc:
-        _close_all(list(readers.values()))
-        con.close()
-        give_back()
+        finish()
         raise InvalidQuery(
             f"the local engine could not run the query: {exc}",
             public=f"the local engine could not run the query: {str(exc).splitlines()[0]}",
@@ -392,9 +403,7 @@ def execute_plan(
             yield from result
         finally:
             result.close()
-            _close_all(list(readers.values()))
-            con.close()
-            give_back()
+            finish()
 
     stream = batches()
     # a stream dropped before its first batch never enters the generator's `finally`

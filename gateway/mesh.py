@@ -28,7 +28,7 @@ from gateway.errors import MeshConfigError
 from gateway.jwt_auth import IdentityProviderSettings
 from gateway.limits import LimitsSettings
 from gateway.tls import TlsSettings
-from gateway.types import arrow_type
+from gateway.types import arrow_type, contract_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 VERSIONED = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)_v(?P<major>\d+)$")
@@ -70,7 +70,7 @@ class Column(BaseModel):
                 f"type {value!r} is cut at a comma; in a YAML flow mapping quote it: "
                 'type: "decimal(15,2)"'
             )
-        arrow_type(value)  # raises ValueError naming the supported types
+        contract_type(value)  # raises ValueError naming the supported types
         return value
 
 
@@ -85,6 +85,14 @@ class Slo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     freshness: Freshness | None = None
+
+
+DeniedProducts = Literal["invisible", "discoverable"]
+"""What principals no grant lets read a product see of it.
+
+``invisible``: nothing; it is missing from metadata listings and reading it fails as for a
+product that does not exist (NOT_FOUND). ``discoverable``: it is listed with its schema and
+descriptions, and reading it fails with PERMISSION_DENIED naming its owner to ask for access."""
 
 
 class Descriptor(BaseModel):
@@ -103,6 +111,8 @@ class Descriptor(BaseModel):
     slo: Slo | None = None
     lineage: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+    when_denied: DeniedProducts | None = None
+    """Overrides the mesh's ``gateway.denied_products`` for this product."""
 
     @field_validator("product")
     @classmethod
@@ -135,7 +145,11 @@ class GatewaySettings(BaseModel):
     dialect: str = "duckdb"
     contract_check: Literal["strict", "warn", "off"] = "strict"
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
-    token_ttl_seconds: int = Field(default=8 * 3600, ge=60)
+    denied_products: DeniedProducts = "invisible"
+    """What a principal sees of products no grant lets it read; a descriptor's `when_denied`
+    overrides it."""
+    token_ttl_seconds: int = Field(default=8 * 3600, ge=5)
+    """How long a connection may stay idle: tokens in use are renewed at half their life."""
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
     tls: TlsSettings | None = None
@@ -230,6 +244,10 @@ class Mesh(BaseModel):
     def addresses(self) -> list[str]:
         return sorted(self.products)
 
+    def when_denied(self, product: Product) -> DeniedProducts:
+        """Whether ``product`` stays discoverable to principals that may not read it."""
+        return product.descriptor.when_denied or self.config.gateway.denied_products
+
     def closest_addresses(self, address: str, n: int = 3) -> list[str]:
         return difflib.get_close_matches(address.lower(), self.addresses(), n=n, cutoff=0.5)
 
@@ -261,11 +279,27 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
 
 def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) -> Mesh:
     """Read and validate the mesh at ``root``; MeshConfigError lists every problem found."""
+    mesh, problems = read_mesh(root, known_store_kinds=known_store_kinds)
+    if problems or mesh is None:
+        raise MeshConfigError(problems)
+    return mesh
+
+
+def read_mesh(
+    root: str | Path, *, known_store_kinds: set[str] | None = None
+) -> tuple[Mesh | None, list[str]]:
+    """The mesh at ``root`` as far as it can be read, and every problem found on the way.
+
+    Products whose descriptor cannot be parsed are left out; those that parse but name, say, an
+    unknown store are kept, so that ``meshgate validate`` can go on to check policies, principals
+    and contracts and report every problem of the mesh in one run. None when mesh.yaml itself
+    cannot be read.
+    """
     root = Path(root).resolve()
     problems: list[str] = []
     mesh_path = root / "mesh.yaml"
     if not mesh_path.is_file():
-        raise MeshConfigError([f"{mesh_path}: not found; a mesh directory needs a mesh.yaml"])
+        return None, [f"{mesh_path}: not found; a mesh directory needs a mesh.yaml"]
     raw = _read_yaml(mesh_path, problems)
     config: MeshFile | None = None
     if raw is not None:
@@ -274,7 +308,15 @@ def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) ->
         except ValidationError as exc:
             problems.extend(_describe_validation_error(mesh_path, exc))
     if config is None:
-        raise MeshConfigError(problems or [f"{mesh_path}: empty; give the mesh a name and stores"])
+        problems = problems or [f"{mesh_path}: empty; give the mesh a name and stores"]
+        for path in _descriptor_paths(root, problems):  # their own problems, all the same
+            raw = _read_yaml(path, problems)
+            if raw is not None:
+                try:
+                    Descriptor.model_validate(raw)
+                except ValidationError as exc:
+                    problems.extend(_describe_validation_error(path, exc))
+        return None, problems
 
     for store_name, store in config.stores.items():
         if known_store_kinds is not None and store.kind not in known_store_kinds:
@@ -285,15 +327,8 @@ def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) ->
 
     products: dict[str, Product] = {}
     latest: dict[str, Product] = {}
-    for path in sorted(root.glob("*/*.yaml")):
+    for path in _descriptor_paths(root, problems):
         domain = path.parent.name
-        if domain in {"policies"} or domain.startswith("."):
-            continue
-        if not IDENTIFIER.match(domain):
-            problems.append(
-                f"{path}: domain folder {domain!r} is not a lowercase identifier; rename the folder"
-            )
-            continue
         raw = _read_yaml(path, problems)
         if raw is None:
             continue
@@ -324,9 +359,24 @@ def load_mesh(root: str | Path, *, known_store_kinds: set[str] | None = None) ->
             latest[unversioned] = product
 
     products.update(latest)
-    if problems:
-        raise MeshConfigError(problems)
-    return Mesh(root=root, config=config, products=products)
+    return Mesh(root=root, config=config, products=products), problems
+
+
+def _descriptor_paths(root: Path, problems: list[str]) -> list[Path]:
+    """Every ``<domain>/<product>.yaml`` under ``root``; badly named domain folders are
+    problems."""
+    paths = []
+    for path in sorted(root.glob("*/*.yaml")):
+        domain = path.parent.name
+        if domain in {"policies"} or domain.startswith("."):
+            continue
+        if not IDENTIFIER.match(domain):
+            problems.append(
+                f"{path}: domain folder {domain!r} is not a lowercase identifier; rename the folder"
+            )
+            continue
+        paths.append(path)
+    return paths
 
 
 def _check_descriptor(product: Product, config: MeshFile) -> list[str]:

@@ -14,6 +14,8 @@ indistinguishable to the client.
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.errors import MeshConfigError
 
 PRINCIPALS_FILE = "principals.yaml"
+DEFAULT_ROUNDS = 12
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,30 @@ class _File(BaseModel):
     principals: dict[str, _Entry]
 
 
+def bcrypt_cost(password_hash: str) -> int:
+    """The cost (log2 rounds) a bcrypt hash was made with.
+
+    >>> bcrypt_cost("$2b$10$abcdefghijklmnopqrstuv")
+    10
+    """
+    try:
+        return int(password_hash.split("$")[2])
+    except (IndexError, ValueError):
+        return DEFAULT_ROUNDS
+
+
 class PrincipalDirectory:
     """The principals of one mesh, checked by bcrypt."""
 
     def __init__(self, entries: dict[str, _Entry]):
+        import bcrypt
+
         self._entries = entries
+        # An unknown name is checked against a hash of the cost most principals' hashes have, so
+        # it is refused after the same time as a known name with a wrong password.
+        costs = Counter(bcrypt_cost(e.password_hash) for e in entries.values())
+        cost = costs.most_common(1)[0][0] if costs else DEFAULT_ROUNDS
+        self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(cost)) if costs else b""
 
     @classmethod
     def load(cls, mesh_root: Path) -> PrincipalDirectory:
@@ -105,15 +127,23 @@ class PrincipalDirectory:
 
         entry = self._entries.get(name)
         if entry is None:
-            # spend the same time as a real check so names cannot be probed by timing
-            bcrypt.checkpw(b"x", b"$2b$12$kPYMtQ/GHf7nlW/ojRLGteMCH4G1IRMnWlXjLgyhEybeaoc0PXc4u")
+            if self._dummy_hash:  # spend the time of a real check: names cannot be probed
+                bcrypt.checkpw(password.encode(), self._dummy_hash)
             return None
         if not bcrypt.checkpw(password.encode(), entry.password_hash.encode()):
             return None
         return self.get(name)
 
+    def credential_tag(self, name: str) -> str | None:
+        """A short tag of the principal's password hash, carried in its bearer tokens: when the
+        hash changes (a new password), tokens issued before stop working."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        return hashlib.sha256(entry.password_hash.encode()).hexdigest()[:16]
 
-def hash_password(password: str, *, rounds: int = 12) -> str:
+
+def hash_password(password: str, *, rounds: int = DEFAULT_ROUNDS) -> str:
     import bcrypt
 
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +20,13 @@ from sqlglot import exp
 import connectors
 from connectors.watchdog import watchdog
 from gateway.contracts import ContractReport, check_contracts
-from gateway.errors import GatewayError, MeshConfigError, PermissionDenied, QueryTimeout
+from gateway.errors import (
+    DeniedAsNotFound,
+    GatewayError,
+    MeshConfigError,
+    PermissionDenied,
+    QueryTimeout,
+)
 from gateway.executor import execute_plan
 from gateway.limits import Admission, limits_for, result_limit_error
 from gateway.mesh import Mesh, Product, load_mesh
@@ -55,10 +62,19 @@ def open_stores(mesh: Mesh) -> dict[str, connectors.Connector]:
 
 
 def _outcome(error: GatewayError) -> str:
-    return "denied" if isinstance(error, PermissionDenied) else "error"
+    return "denied" if isinstance(error, PermissionDenied | DeniedAsNotFound) else "error"
 
 
 POLICY_RELOAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A product as a principal may see it listed: the product, and whether it may read it
+    (if not, reading it fails with PERMISSION_DENIED naming the owner to ask)."""
+
+    product: Product
+    readable: bool
 
 
 class Gateway:
@@ -393,13 +409,25 @@ class Gateway:
         return columns, masks, filters
 
     def visible_products(self, principal: Principal) -> dict[str, Product]:
-        """Every address the principal may read, versioned and latest; nothing else exists."""
-        self.reload_policies()
+        """Every address the principal may read, versioned and latest."""
         return {
-            address: product
-            for address, product in sorted(self.mesh.products.items())
-            if self.policy.readable(principal, product)
+            a: entry.product
+            for a, entry in self.listed_products(principal).items()
+            if entry.readable
         }
+
+    def listed_products(self, principal: Principal) -> dict[str, Listing]:
+        """Every address the principal may know of, versioned and latest, and whether it may
+        read it: the products it may read, and those denied to it that are discoverable
+        (``denied_products: discoverable`` in mesh.yaml, or ``when_denied`` in a descriptor).
+        Flight SQL's metadata listings and the discovery page both show exactly these."""
+        self.reload_policies()
+        listing = {}
+        for address, product in sorted(self.mesh.products.items()):
+            readable = self.policy.readable(principal, product)
+            if readable or self.mesh.when_denied(product) == "discoverable":
+                listing[address] = Listing(product, readable)
+        return listing
 
     def check_contracts(self) -> list[ContractReport]:
         return check_contracts(self.mesh, self.connectors)

@@ -177,3 +177,62 @@ def serve_stream(
             close_stream(reader)
 
     return stream_reader(schema, read_ahead(batches(), READ_AHEAD_BATCHES))
+
+
+class OwnedStream:
+    """A store's stream as the gateway owns it: one lock orders every read and the close.
+
+    A store's native Arrow stream (DuckDB's above all) is handed to the local engine, whose
+    worker threads, and the Arrow scanner DuckDB puts over a registered reader, pull from it on
+    threads the gateway neither owns nor joins, and drop it whenever they finish. Given DuckDB's
+    own stream, the local engine released it (and the store query behind it) on one thread while
+    another still read it: "pure virtual method called" and segfaults that killed the process
+    (issue 11). Through this object the native stream is read by one thread at a time, closed
+    exactly once, after any read in progress, and its ``owner`` (the cursor that ran it) only
+    after it; a read after the close is the end of the stream.
+    """
+
+    def __init__(
+        self, reader: pa.RecordBatchReader, *, owner: Callable[[], object] | None = None
+    ) -> None:
+        self.schema = reader.schema
+        self._reader: pa.RecordBatchReader | None = reader
+        self._owner = owner
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> OwnedStream:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        with self._lock:
+            if self._reader is None:
+                raise StopIteration
+            return self._reader.read_next_batch()
+
+    def close(self) -> None:
+        """Close the native stream, then its owner; later calls do nothing."""
+        with self._lock:
+            reader, self._reader = self._reader, None
+            owner, self._owner = self._owner, None
+        if reader is not None:
+            with contextlib.suppress(Exception):  # it may have failed already
+                reader.close()
+        if owner is not None:
+            owner()
+
+    def reader(self) -> pa.RecordBatchReader:
+        """A pyarrow reader over this stream for one consumer; :func:`close_stream` of it
+        closes the stream (``RecordBatchReader.close`` alone would leave it open)."""
+        return stream_reader(self.schema, _closing(self), on_close=self.close)
+
+    def engine_reader(self) -> pa.RecordBatchReader:
+        """A pyarrow reader over this stream for the local engine, whose threads may call it at
+        once (a generator would refuse them); the executor closes the stream itself."""
+        return pa.RecordBatchReader.from_batches(self.schema, self)
+
+
+def _closing(stream: OwnedStream) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from stream
+    finally:
+        stream.close()

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import NotFound, Unauthenticated
@@ -30,11 +31,22 @@ def _unb64(data: bytes) -> bytes:
     return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
 
 
+@dataclass(frozen=True)
+class BearerClaims:
+    """What a verified bearer token says: whose it is, until when, and for which credential."""
+
+    principal: str
+    expires: float
+    credential: str | None
+    """A tag of the password hash it was issued for (None for tokens from other sources):
+    a changed password ends every token issued before the change."""
+
+
 class Signer:
     def __init__(self, secret: bytes | None = None):
         configured = os.environ.get("MESHGATE_SECRET")
         self._key = secret or (configured.encode() if configured else secrets.token_bytes(32))
-        self._bearers: dict[str, tuple[str, float]] = {}  # verified token -> (principal, expiry)
+        self._bearers: dict[str, BearerClaims] = {}  # verified token -> its claims
 
     def sign(self, kind: str, payload: dict[str, Any]) -> bytes:
         body = _b64(json.dumps({"k": kind, **payload}, separators=(",", ":")).encode())
@@ -52,27 +64,35 @@ class Signer:
             raise NotFound(f"unknown or altered {kind}; request a new one")
         return payload
 
-    def bearer(self, principal: str, ttl_seconds: int) -> str:
-        token = self.sign("bearer", {"p": principal, "exp": int(time.time()) + ttl_seconds})
-        return token.decode()
+    def bearer(self, principal: str, ttl_seconds: int, *, credential: str | None = None) -> str:
+        payload: dict[str, Any] = {"p": principal, "exp": int(time.time()) + ttl_seconds}
+        if credential is not None:
+            payload["c"] = credential
+        return self.sign("bearer", payload).decode()
 
     def principal_of_bearer(self, token: str) -> str:
-        """The principal a valid, unexpired bearer token names; Unauthenticated otherwise.
+        """The principal a valid, unexpired bearer token names; Unauthenticated otherwise."""
+        return self.bearer_claims(token).principal
+
+    def bearer_claims(self, token: str) -> BearerClaims:
+        """The claims of a valid, unexpired bearer token; Unauthenticated otherwise.
 
         A client sends its token with every call (five per query), so tokens already verified
-        are remembered with their expiry rather than checked again.
+        are remembered with their claims rather than checked again.
         """
         known = self._bearers.get(token)
         if known is None:
             try:
                 payload = self.verify("bearer", token.encode())
             except (NotFound, ValueError):
-                raise Unauthenticated("invalid bearer token; authenticate again") from None
-            known = (payload["p"], payload["exp"])
+                raise Unauthenticated("invalid bearer token; connect again") from None
+            known = BearerClaims(payload["p"], payload["exp"], payload.get("c"))
             if len(self._bearers) >= REMEMBERED_BEARERS:
                 self._bearers.clear()
             self._bearers[token] = known
-        name, expires = known
-        if expires < time.time():
-            raise Unauthenticated("the bearer token has expired; authenticate again")
-        return name
+        if known.expires < time.time():
+            raise Unauthenticated(
+                "the session expired after being idle longer than the mesh's token_ttl_seconds; "
+                "connect again"
+            )
+        return known

@@ -51,15 +51,64 @@ _SIMPLE: dict[exp.DataType.Type, pa.DataType] = {
     T.BINARY: pa.binary(),
 }
 
+SPELLINGS: dict[str, tuple[str, ...]] = {
+    "boolean": ("bool",),
+    "tinyint": ("int1",),
+    "smallint": ("int2",),
+    "integer": ("int", "int4"),
+    "bigint": ("int8",),
+    "utinyint": (),
+    "usmallint": (),
+    "uinteger": (),
+    "ubigint": (),
+    "real": ("float", "float4"),
+    "double": ("float8", "double precision"),
+    "decimal(p,s)": ("numeric(p,s)",),
+    "varchar": ("text", "string", "char", "character", "character varying", "nvarchar", "nchar"),
+    "uuid": (),
+    "json": (),
+    "date": (),
+    "time": (),
+    "timestamp": ("datetime", "timestamp without time zone"),
+    "timestamptz": ("timestamp with time zone",),
+    "blob": ("bytea", "varbinary", "binary"),
+}
+"""Every type name a descriptor may write: the canonical names and their aliases. sqlglot would
+read more (``str``, ``long``, ``number``), but a typo should be refused, not guessed at."""
+
 SUPPORTED = (
-    "boolean, tinyint, smallint, integer, bigint, real, double, decimal(p,s), varchar/text, "
-    "date, time, timestamp, timestamptz, blob"
+    ", ".join(SPELLINGS)
+    + "; aliases: "
+    + ", ".join(f"{alias} = {name}" for name, aliases in SPELLINGS.items() for alias in aliases)
 )
+_ACCEPTED = frozenset(
+    spelling.removesuffix("(p,s)")
+    for name, aliases in SPELLINGS.items()
+    for spelling in (name, *aliases)
+)
+
+
+def _base_name(sql_type: str) -> str:
+    """``" Decimal (15, 2)"`` -> ``"decimal"``: the name without parameters, lowercased."""
+    return " ".join(sql_type.partition("(")[0].lower().split())
+
+
+def contract_type(sql_type: str) -> pa.DataType:
+    """The Arrow type of a type name a descriptor may write (:data:`SPELLINGS`); ValueError
+    listing them otherwise.
+
+    >>> contract_type("string")
+    DataType(string)
+    """
+    if _base_name(sql_type) not in _ACCEPTED:
+        raise ValueError(f"unknown type {sql_type!r}; use one of {SUPPORTED}")
+    return arrow_type(sql_type)
 
 
 @lru_cache(maxsize=512)
 def arrow_type(sql_type: str) -> pa.DataType:
-    """The Arrow type of a contract type name; ValueError naming the supported types otherwise."""
+    """The Arrow type of a SQL type name (a contract's, or one a store declares); ValueError
+    naming the supported types otherwise. Descriptors are held to :data:`SPELLINGS` first."""
     try:
         parsed = exp.DataType.build(sql_type, dialect="duckdb")
     except (ParseError, ValueError):

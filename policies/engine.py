@@ -178,6 +178,17 @@ class PolicyEngine:
         """The secret key hash masks are computed with; never show it (see hide_mask_key)."""
         return self._snapshot.mask_key
 
+    def mask_key_warning(self) -> str | None:
+        """What to tell whoever starts a server when the hash key is random (None when it is
+        set): only serving makes hashes that clients keep, so offline commands stay quiet."""
+        variable = self._snapshot.policy.mask_key_env
+        if variable in os.environ:
+            return None
+        return (
+            f"{variable} is not set: hash masks use a random key until the gateway restarts; set "
+            "it to keep masked identifiers stable across restarts and replicas"
+        )
+
     def hide_mask_key(self, text: str) -> str:
         """``text`` (SQL for EXPLAIN, audit or errors) with the hash key replaced."""
         return text.replace(self.mask_key, "<mask key>")
@@ -260,11 +271,6 @@ def _mask_key(variable: str, problems: list[str]) -> str:
         return value
     if _process_mask_key is None:
         _process_mask_key = secrets.token_hex(32)
-        log.warning(
-            "%s is not set: hash masks use a random key until the gateway restarts; set it to "
-            "keep masked identifiers stable across restarts and replicas",
-            variable,
-        )
     return _process_mask_key
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -38,7 +37,17 @@ def _wait_for(process: subprocess.Popen, marker: str, timeout: float = 120) -> s
     raise AssertionError(f"{marker!r} never appeared; the process printed:\n{''.join(output)}")
 
 
-def test_demo_prints_a_snippet_that_reads_through_the_gateway(demo_mesh, tmp_path):
+def pasted_snippet(banner: str) -> str:
+    """The lines of the banner a user selects and pastes: from the command to the heredoc's end."""
+    lines = banner.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("- <<'PY'"))
+    end = lines.index("PY", start)
+    return "\n".join(lines[start : end + 1]) + "\n"
+
+
+def test_demo_prints_a_snippet_that_runs_verbatim_in_a_shell(demo_mesh, tmp_path):
+    """The banner's snippet, pasted into a plain shell whose PATH lacks the venv (no bare
+    ``python`` there), in another directory, prints the answer."""
     mesh = tmp_path / "demo"
     shutil.copytree(demo_mesh, mesh)
     port = _free_port()
@@ -52,10 +61,18 @@ def test_demo_prints_a_snippet_that_reads_through_the_gateway(demo_mesh, tmp_pat
         banner = _wait_for(process, "Press Ctrl-C")
         assert f"grpc://localhost:{port}" in banner
         assert "analyst/analyst" in banner
-        snippet = re.search(r"python - <<'PY'\n(.*?)\n\s*PY\n", banner, re.DOTALL).group(1)
-        snippet = "\n".join(line.removeprefix("  ") for line in snippet.splitlines())
+        snippet = pasted_snippet(banner)
+        assert not snippet.startswith((" ", "python ")), snippet
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
         result = subprocess.run(
-            [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120
+            ["bash", "--noprofile", "--norc"],
+            input=snippet,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=elsewhere,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(elsewhere), "LANG": "C.UTF-8"},
         )
         assert result.returncode == 0, result.stderr
         assert "GERMANY" in result.stdout and "revenue" in result.stdout

@@ -254,10 +254,12 @@ def test_demo_policies_mask_filter_and_hide(server, reference):
         assert cur.fetchone() == european
     with connect(server, "guest") as conn:
         schemas = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
-        assert [s["db_schema_name"] for s in schemas[0]["catalog_db_schemas"]] == ["reference"]
+        listed = [s["db_schema_name"] for s in schemas[0]["catalog_db_schemas"]]
+        assert sorted(listed) == ["fulfillment", "reference", "sales", "supply"]  # discoverable
         with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error) as caught:
             cur.execute("SELECT * FROM sales.customer")
         assert "PermissionDenied" in str(caught.value)  # gRPC PERMISSION_DENIED
+        assert "ask its owner (sales-data@acme.example)" in str(caught.value)
 
 
 def _audit_events(mesh) -> list[dict]:

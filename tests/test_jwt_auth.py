@@ -16,9 +16,11 @@ import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import jwt
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.support.mesh import set_gateway_settings
 from tests.support.server import connect, running_server
 
 ISSUER = "https://login.acme.example/"
@@ -46,13 +48,14 @@ def keys():
 def _mesh(demo_mesh, tmp_path, provider: str):
     root = tmp_path / "mesh"
     shutil.copytree(demo_mesh, root)
-    config = (root / "mesh.yaml").read_text()
-    assert "gateway:" not in config
-    (root / "mesh.yaml").write_text(
-        f"{config}gateway:\n  identity_provider:\n    issuer: {ISSUER}\n    audience: {AUDIENCE}\n"
-        "    roles_claim: realm_access.roles\n    attribute_claims: {region: region}\n"
-        + "".join(f"    {line}\n" for line in provider.strip().splitlines())
-    )
+    settings = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "roles_claim": "realm_access.roles",
+        "attribute_claims": {"region": "region"},
+        **yaml.safe_load(provider),
+    }
+    set_gateway_settings(root, {"identity_provider": settings})
     return root
 
 

@@ -17,6 +17,7 @@ import adbc_driver_manager
 import pytest
 
 from tests.support.certs import issue, make_ca
+from tests.support.mesh import set_gateway_settings
 from tests.support.server import connect, running_server
 from tests.support.stores import free_port
 
@@ -48,11 +49,8 @@ def tls_mesh(demo_mesh, tmp_path, pki):
         shutil.copy(pki["dir"] / name, root / name)
 
     def configure(*, mutual: bool):
-        config = (root / "mesh.yaml").read_text()
-        extra = "\n    client_ca: ca.pem" if mutual else ""
-        tls = f"  tls:\n    cert: server.pem\n    key: server.key{extra}\n"
-        assert "gateway:" not in config
-        (root / "mesh.yaml").write_text(f"{config}gateway:\n{tls}")
+        tls = {"cert": "server.pem", "key": "server.key"}
+        set_gateway_settings(root, {"tls": {**tls, "client_ca": "ca.pem"} if mutual else tls})
         return root
 
     return configure

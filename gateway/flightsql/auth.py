@@ -3,12 +3,20 @@
 ADBC and JDBC clients send ``authorization: Basic ...`` on their first call (the Handshake) and
 expect ``authorization: Bearer <token>`` back; every later call carries the bearer token. The
 middleware authenticates each call and hands the principal to the handlers.
+
+Tokens live ``token_ttl_seconds`` (mesh.yaml, default 8 h) and are renewed while in use: a call
+whose token is past half its life gets a fresh one in its response headers, which the ADBC driver
+(and Flight's Java client) adopt for later calls, so a connection kept busy never expires and
+one idle longer than the lifetime must connect again. Revocation does not wait for expiry: every
+call looks its principal up in the current principals.yaml (re-read within a second of a change),
+and a token issued before the principal's password changed is refused.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable
 
 import pyarrow.flight as flight
@@ -87,16 +95,35 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 )
             except (ValueError, UnicodeDecodeError):
                 raise Unauthenticated("malformed Basic credentials") from None
-            principal = self._principals().authenticate(name, password)
+            directory = self._principals()
+            principal = directory.authenticate(name, password)
             if principal is None:
                 raise Unauthenticated("wrong username or password")
-            return AuthMiddleware(principal, self._signer.bearer(principal.name, self._ttl))
+            return AuthMiddleware(principal, self._issue(principal.name, directory))
         if scheme.lower() == "bearer":
             if self._identity_provider is not None and looks_like_jwt(value.strip()):
                 return AuthMiddleware(self._identity_provider.principal(value.strip()), None)
-            name = self._signer.principal_of_bearer(value.strip())
-            principal = self._principals().get(name)
-            if principal is None:
-                raise Unauthenticated("the principal of this token no longer exists")
-            return AuthMiddleware(principal, None)
+            return self._bearer(value.strip())
         raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")
+
+    def _issue(self, name: str, directory: PrincipalDirectory) -> str:
+        return self._signer.bearer(name, self._ttl, credential=directory.credential_tag(name))
+
+    def _bearer(self, token: str) -> AuthMiddleware:
+        """The principal of a bearer token, if it still exists with the same password, and a
+        renewed token once this one is past half its life."""
+        claims = self._signer.bearer_claims(token)
+        directory = self._principals()
+        principal = directory.get(claims.principal)
+        if principal is None:
+            raise Unauthenticated(f"principal {claims.principal!r} no longer exists")
+        if claims.credential is not None and claims.credential != directory.credential_tag(
+            principal.name
+        ):
+            raise Unauthenticated(
+                f"the password of {principal.name!r} changed; connect again with the new one"
+            )
+        renewed = None
+        if claims.expires - time.time() < self._ttl / 2:
+            renewed = self._issue(principal.name, directory)
+        return AuthMiddleware(principal, renewed)

@@ -24,17 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66light_session.proto\x12\x15\x61rrow.flight.protocol\"\x15\n\x13\x43loseSessionRequest\"\x9d\x01\n\x12\x43loseSessionResult\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.arrow.flight.protocol.CloseSessionResult.Status\"E\n\x06Status\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\n\n\x06\x43LOSED\x10\x01\x12\x0b\n\x07\x43LOSING\x10\x02\x12\x11\n\rNOT_CLOSEABLE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66light_session.proto\x12\x15\x61rrow.flight.protocol\"\xfc\x01\n\x12SessionOptionValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x15\n\x0bint64_value\x18\x03 \x01(\x10H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12V\n\x11string_list_value\x18\x05 \x01(\x0b\x32\x39.arrow.flight.protocol.SessionOptionValue.StringListValueH\x00\x1a!\n\x0fStringListValue\x12\x0e\n\x06values\x18\x01 \x03(\tB\x0e\n\x0coption_value\"\xda\x01\n\x18SetSessionOptionsRequest\x12\\\n\x0fsession_options\x18\x01 \x03(\x0b\x32\x43.arrow.flight.protocol.SetSessionOptionsRequest.SessionOptionsEntry\x1a`\n\x13SessionOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x38\n\x05value\x18\x02 \x01(\x0b\x32).arrow.flight.protocol.SessionOptionValue:\x02\x38\x01\"\xec\x02\n\x17SetSessionOptionsResult\x12J\n\x06\x65rrors\x18\x01 \x03(\x0b\x32:.arrow.flight.protocol.SetSessionOptionsResult.ErrorsEntry\x1aQ\n\x05\x45rror\x12H\n\x05value\x18\x01 \x01(\x0e\x32\x39.arrow.flight.protocol.SetSessionOptionsResult.ErrorValue\x1a\x63\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x43\n\x05value\x18\x02 \x01(\x0b\x32\x34.arrow.flight.protocol.SetSessionOptionsResult.Error:\x02\x38\x01\"M\n\nErrorValue\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x10\n\x0cINVALID_NAME\x10\x01\x12\x11\n\rINVALID_VALUE\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"\x1a\n\x18GetSessionOptionsRequest\"\xd8\x01\n\x17GetSessionOptionsResult\x12[\n\x0fsession_options\x18\x01 \x03(\x0b\x32\x42.arrow.flight.protocol.GetSessionOptionsResult.SessionOptionsEntry\x1a`\n\x13SessionOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x38\n\x05value\x18\x02 \x01(\x0b\x32).arrow.flight.protocol.SessionOptionValue:\x02\x38\x01\"\x15\n\x13\x43loseSessionRequest\"\x9d\x01\n\x12\x43loseSessionResult\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.arrow.flight.protocol.CloseSessionResult.Status\"E\n\x06Status\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\n\n\x06\x43LOSED\x10\x01\x12\x0b\n\x07\x43LOSING\x10\x02\x12\x11\n\rNOT_CLOSEABLE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flight_session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=47
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=68
-  _globals['_CLOSESESSIONRESULT']._serialized_start=71
-  _globals['_CLOSESESSIONRESULT']._serialized_end=228
-  _globals['_CLOSESESSIONRESULT_STATUS']._serialized_start=159
-  _globals['_CLOSESESSIONRESULT_STATUS']._serialized_end=228
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._loaded_options = None
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._loaded_options = None
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._loaded_options = None
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_SESSIONOPTIONVALUE']._serialized_start=48
+  _globals['_SESSIONOPTIONVALUE']._serialized_end=300
+  _globals['_SESSIONOPTIONVALUE_STRINGLISTVALUE']._serialized_start=251
+  _globals['_SESSIONOPTIONVALUE_STRINGLISTVALUE']._serialized_end=284
+  _globals['_SETSESSIONOPTIONSREQUEST']._serialized_start=303
+  _globals['_SETSESSIONOPTIONSREQUEST']._serialized_end=521
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._serialized_start=425
+  _globals['_SETSESSIONOPTIONSREQUEST_SESSIONOPTIONSENTRY']._serialized_end=521
+  _globals['_SETSESSIONOPTIONSRESULT']._serialized_start=524
+  _globals['_SETSESSIONOPTIONSRESULT']._serialized_end=888
+  _globals['_SETSESSIONOPTIONSRESULT_ERROR']._serialized_start=627
+  _globals['_SETSESSIONOPTIONSRESULT_ERROR']._serialized_end=708
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._serialized_start=710
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORSENTRY']._serialized_end=809
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORVALUE']._serialized_start=811
+  _globals['_SETSESSIONOPTIONSRESULT_ERRORVALUE']._serialized_end=888
+  _globals['_GETSESSIONOPTIONSREQUEST']._serialized_start=890
+  _globals['_GETSESSIONOPTIONSREQUEST']._serialized_end=916
+  _globals['_GETSESSIONOPTIONSRESULT']._serialized_start=919
+  _globals['_GETSESSIONOPTIONSRESULT']._serialized_end=1135
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._serialized_start=425
+  _globals['_GETSESSIONOPTIONSRESULT_SESSIONOPTIONSENTRY']._serialized_end=521
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=1137
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=1158
+  _globals['_CLOSESESSIONRESULT']._serialized_start=1161
+  _globals['_CLOSESESSIONRESULT']._serialized_end=1318
+  _globals['_CLOSESESSIONRESULT_STATUS']._serialized_start=1249
+  _globals['_CLOSESESSIONRESULT_STATUS']._serialized_end=1318
 # @@protoc_insertion_point(module_scope)

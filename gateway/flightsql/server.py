@@ -34,6 +34,7 @@ from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
 from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
+from gateway.flightsql.parameter_types import parameter_schema
 from gateway.jwt_auth import IdentityProvider
 from gateway.lifecycle import Lifecycle
 from gateway.planner.parse import parse_statement, split_explain
@@ -198,7 +199,7 @@ class MeshFlightServer(flight.FlightServerBase):
         if explain:
             self.gateway.schema(statement, principal, parameters)  # validates and governs
             return EXPLAIN_SCHEMA
-        return self.gateway.schema(sql, principal, parameters)
+        return metadata.result_schema(self.gateway.schema(sql, principal, parameters))
 
     def _query_ticket(self, principal: Principal, sql: str, parameters_ipc: str | None) -> bytes:
         handle = self.signer.sign("ticket", {"p": principal.name, "q": sql, "b": parameters_ipc})
@@ -314,7 +315,7 @@ class MeshFlightServer(flight.FlightServerBase):
                     {"catalog_name": [metadata.CATALOG_NAME]}, schema=metadata.CATALOGS_SCHEMA
                 )
             case sql_pb2.CommandGetDbSchemas():
-                domains = {a.partition(".")[0] for a in self.gateway.visible_products(principal)}
+                domains = {a.partition(".")[0] for a in self.gateway.listed_products(principal)}
                 return metadata.db_schemas_table(
                     domains,
                     catalog=command.catalog if command.HasField("catalog") else None,
@@ -325,8 +326,9 @@ class MeshFlightServer(flight.FlightServerBase):
                     ),
                 )
             case sql_pb2.CommandGetTables():
+                listed = self.gateway.listed_products(principal)
                 return metadata.tables_table(
-                    self.gateway.visible_products(principal),
+                    {address: entry.product for address, entry in listed.items()},
                     catalog=command.catalog if command.HasField("catalog") else None,
                     schema_pattern=(
                         command.db_schema_filter_pattern
@@ -346,7 +348,7 @@ class MeshFlightServer(flight.FlightServerBase):
                     {"table_type": [metadata.TABLE_TYPE]}, schema=metadata.TABLE_TYPES_SCHEMA
                 )
             case sql_pb2.CommandGetPrimaryKeys():
-                return metadata.PRIMARY_KEYS_SCHEMA.empty_table()
+                return metadata.PRIMARY_KEYS_SCHEMA.empty_table()  # descriptors declare no keys
             case (
                 sql_pb2.CommandGetExportedKeys()
                 | sql_pb2.CommandGetImportedKeys()
@@ -354,7 +356,9 @@ class MeshFlightServer(flight.FlightServerBase):
             ):
                 return metadata.FOREIGN_KEYS_SCHEMA.empty_table()
             case sql_pb2.CommandGetXdbcTypeInfo():
-                return metadata.XDBC_TYPE_INFO_SCHEMA.empty_table()
+                return metadata.xdbc_type_info_table(
+                    command.data_type if command.HasField("data_type") else None
+                )
         raise Unsupported(f"{type(command).__name__} cannot be fetched with DoGet")
 
     @_edge
@@ -420,6 +424,9 @@ class MeshFlightServer(flight.FlightServerBase):
             result = sql_pb2.ActionCreatePreparedStatementResult(
                 prepared_statement_handle=handle, dataset_schema=schema.serialize().to_pybytes()
             )
+            parameters = self._parameter_schema(request.query, principal)
+            if parameters is not None:
+                result.parameter_schema = parameters.serialize().to_pybytes()
             return [flight.Result(pa.py_buffer(_pack(result)))]
         if kind == "ClosePreparedStatement":
             request = _unpack(action.body.to_pybytes())
@@ -427,12 +434,32 @@ class MeshFlightServer(flight.FlightServerBase):
             with self._bound_lock:
                 self._bound.pop(payload["id"], None)
             return []
+        if kind == "SetSessionOptions":
+            request = session_pb2.SetSessionOptionsRequest()
+            try:
+                request.ParseFromString(action.body.to_pybytes())
+            except Exception:  # noqa: BLE001 - protobuf raises DecodeError and others
+                raise InvalidQuery("SetSessionOptions needs a SetSessionOptionsRequest") from None
+            result = metadata.set_session_options(request)
+            return [flight.Result(pa.py_buffer(result.SerializeToString()))]
+        if kind == "GetSessionOptions":
+            result = metadata.session_options()
+            return [flight.Result(pa.py_buffer(result.SerializeToString()))]
         if kind == "CloseSession":
             result = session_pb2.CloseSessionResult(status=session_pb2.CloseSessionResult.CLOSED)
             return [flight.Result(pa.py_buffer(result.SerializeToString()))]
         if kind in {"BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"}:
             raise Unsupported("meshgate has no transactions; connect with autocommit=True")
         raise Unsupported(f"action {kind!r} is not supported by meshgate")
+
+    def _parameter_schema(self, sql: str, principal: Principal) -> pa.Schema | None:
+        """The types of the statement's ``?`` (the JDBC driver binds only into these)."""
+        _, statement = split_explain(sql)
+        if not _placeholder_count(statement, self.gateway.settings.dialect):
+            return None  # most statements: no policy lookups on their way
+        visible = self.gateway.visible_products(principal)
+        columns = {address: product.columns for address, product in visible.items()}
+        return parameter_schema(statement, columns, dialect=self.gateway.settings.dialect)
 
     def _prepare_schema(self, sql: str, principal: Principal) -> pa.Schema:
         """The schema of a statement whose parameters are not bound yet (they bind as NULL)."""
@@ -444,6 +471,8 @@ class MeshFlightServer(flight.FlightServerBase):
         return [
             ("CreatePreparedStatement", "Prepare a SQL query"),
             ("ClosePreparedStatement", "Release a prepared statement"),
+            ("SetSessionOptions", "Choose the catalog (only `mesh` exists)"),
+            ("GetSessionOptions", "The session's options: its catalog"),
             ("CloseSession", "End the client's session"),
             ("HealthCheck", 'JSON {"status": "serving" | "draining", "running_queries": n}'),
         ]

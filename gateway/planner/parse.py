@@ -38,6 +38,41 @@ FORBIDDEN_FUNCTIONS = frozenset(
 FORBIDDEN_PREFIXES = ("pg_", "duckdb_", "sqlite_", "mysql_", "sys_", "lo_")
 
 
+_TOKEN = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: [^>]*>")
+_MISSING = re.compile(r"Required keyword: '(\w+)' missing for <class '[\w.]*\.(\w+)'>")
+_COMPARISONS = {"EQ", "NEQ", "GT", "GTE", "LT", "LTE", "Like", "ILike", "Is"}
+_CLAUSES = {"Where": "WHERE", "Having": "HAVING", "Qualify": "QUALIFY", "Join": "JOIN ... ON"}
+
+
+def describe_syntax_error(description: str) -> str:
+    """sqlglot's description of a parse error in words a SQL user knows, without its class
+    names and token dumps.
+
+    >>> describe_syntax_error("Required keyword: 'this' missing for <class 'sqlglot.expressions.query.Where'>")
+    'WHERE needs a condition'
+    >>> describe_syntax_error("Expected table name but got <Token token_type: TokenType.SENTINEL, text: SENTINEL, line: 1, col: 1>")
+    'expected a table name but the statement ended'
+    """  # noqa: E501
+    missing = _MISSING.search(description)
+    if missing:
+        _, node = missing.groups()
+        if node in _CLAUSES:
+            return f"{_CLAUSES[node]} needs a condition"
+        if node in _COMPARISONS:
+            return "a comparison needs a value on each side"
+        return f"an incomplete {re.sub(r'(?<!^)(?=[A-Z])', ' ', node).lower()}"
+
+    def token(match: re.Match) -> str:
+        kind, text = match.groups()
+        return "the statement ended" if kind == "SENTINEL" else f"found {text!r}"
+
+    text = _TOKEN.sub(token, description)
+    text = text.replace("Expected table name but got", "expected a table name but")
+    text = text.replace("Invalid expression / Unexpected token", "unexpected token")
+    text = re.sub(r"^Expecting (\S+)", r"expected \1", text)
+    return re.sub(r"<class '[\w.]*\.(\w+)'>", r"\1", text)
+
+
 def split_explain(sql: str) -> tuple[bool, str]:
     """Whether ``sql`` asks for EXPLAIN, and the statement to explain."""
     match = EXPLAIN.match(sql)
@@ -56,12 +91,15 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
         first = exc.errors[0] if exc.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
         near = f" near {first.get('highlight')!r}" if first.get("highlight") else ""
+        description = describe_syntax_error(str(first.get("description", exc)))
         raise InvalidQuery(
-            f"syntax error{where}{near}: {first.get('description', exc)}; fix the SQL "
+            f"syntax error{where}{near}: {description}; fix the SQL "
             f"(meshgate reads the {dialect} dialect)"
         ) from None
-    except TokenError as exc:
-        raise InvalidQuery(f"syntax error: {exc}; fix the SQL") from None
+    except TokenError:
+        raise InvalidQuery(
+            "syntax error: a quoted string or identifier is not closed; fix the SQL"
+        ) from None
     if not statements:
         raise InvalidQuery("the statement is empty; send one SELECT query")
     if len(statements) > 1:

@@ -6,7 +6,7 @@ import difflib
 
 from sqlglot import exp
 
-from gateway.errors import InvalidQuery, NotFound
+from gateway.errors import DeniedAsNotFound, InvalidQuery, NotFound
 from gateway.mesh import CATALOG_NAME
 from gateway.planner.context import PlanContext
 
@@ -28,13 +28,21 @@ def _rename_ctes(expression: exp.Expression) -> dict[str, str]:
     return names
 
 
-def _not_found(address: str, context: PlanContext, *, hint: str = "") -> NotFound:
-    visible = [
-        a for a, p in context.mesh.products.items() if context.policy.readable(context.principal, p)
-    ]
+def listed(context: PlanContext, product) -> bool:
+    """Whether the principal may know ``product`` exists: it may read it, or the product is
+    discoverable to those who may not (``denied_products`` / ``when_denied``)."""
+    return context.mesh.when_denied(product) == "discoverable" or context.policy.readable(
+        context.principal, product
+    )
+
+
+def _not_found(
+    address: str, context: PlanContext, *, hint: str = "", error: type[NotFound] = NotFound
+) -> NotFound:
+    visible = [a for a, p in context.mesh.products.items() if listed(context, p)]
     close = difflib.get_close_matches(address, visible, n=3, cutoff=0.5)
     suggestion = f"; did you mean {', '.join(close)}?" if close else ""
-    return NotFound(f"no data product {address!r}{hint}{suggestion} (list them with GetTables)")
+    return error(f"no data product {address!r}{hint}{suggestion} (list them with GetTables)")
 
 
 def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
@@ -68,6 +76,8 @@ def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp
         product = context.mesh.products.get(address)
         if product is None:
             raise _not_found(address, context)
+        if not listed(context, product):  # denied and invisible: as good as absent
+            raise _not_found(address, context, error=DeniedAsNotFound)
         table.meta["product"] = address
     _drop_domain_qualifiers(expression)
     return expression

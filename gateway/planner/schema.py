@@ -9,6 +9,7 @@ served in exactly this schema, whichever store computed it.
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 import duckdb
@@ -90,10 +91,15 @@ def infer_schema(expression: exp.Expression, *, context: PlanContext) -> pa.Sche
         try:
             schema = con.execute(sql).to_arrow_reader().schema
         except duckdb.Error as exc:
-            raise InvalidQuery(_clean(str(exc), names)) from None
+            message = _clean(str(exc), names)
+            hint = _version_hint(message, list(names), context)
+            raise InvalidQuery(f"{message}; {hint or 'fix the query'}") from None
     finally:
         con.close()
     return pa.schema([pa.field(f.name, serving_type(f.type)) for f in schema])
+
+
+_UNKNOWN_COLUMN = re.compile(r'column (?:named )?"([^"]+)"')
 
 
 def _clean(message: str, names: dict[str, str]) -> str:
@@ -101,5 +107,45 @@ def _clean(message: str, names: dict[str, str]) -> str:
     for address, name in names.items():
         message = message.replace(name, address)
     # DuckDB quotes the rewritten SQL after "LINE n:"; it holds governed relations, never shown
-    message = message.split("\nLINE ")[0].split("\n\n")[0]
-    return message.replace("Binder Error: ", "").strip() + "; fix the query"
+    message = message.split("\nLINE ")[0].split("\n\n")[0].replace("Binder Error: ", "")
+    message = message.replace("!\nCandidate bindings:", "; candidates:")
+    # a governed relation is a derived table, which DuckDB calls a "values list"
+    message = re.sub(
+        r'^Values list ("[^"]+") does not have a column named',
+        r"relation \1 has no column",
+        message,
+    )
+    return message.strip()
+
+
+def _version_hint(message: str, addresses: list[str], context: PlanContext) -> str:
+    """Where an unknown column lives when another version of a product the query reads has it:
+    ``sales.orders is v2, which does not have o_comment; sales.orders_v1 has it``."""
+    match = _UNKNOWN_COLUMN.search(message)
+    if match is None:
+        return ""
+    column = match.group(1).lower()
+    products = context.mesh.products
+    for address in addresses:
+        product = products[address]
+        if any(c.name == column for c in product.columns):
+            continue
+        having = sorted(
+            other
+            for other, version in products.items()
+            if other == version.versioned_address
+            and (version.domain, version.name) == (product.domain, product.name)
+            and any(c.name == column for c in version.columns)
+        )
+        if having:
+            shown = (
+                address
+                if address == product.versioned_address
+                else (f"{address} is v{product.version}, which")
+            )
+            verb = "has" if len(having) == 1 else "have"
+            return (
+                f"{shown} does not have {column}; {' and '.join(having)} {verb} it: read that "
+                "version or fix the query"
+            )
+    return ""
