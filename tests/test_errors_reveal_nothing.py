@@ -331,3 +331,56 @@ def test_explain_hides_the_query_behind_a_sql_product(secure_mesh):
     assert "pg_sleep" in _explain(uri, "owner", "SELECT k FROM crm.slow").lower(), (
         "its owner sees it"
     )
+
+
+# --- the same through the Arrow Flight SQL JDBC driver (what BI tools show) ------------------
+
+
+@pytest.fixture(scope="module")
+def jdbc(tmp_path_factory):
+    from tests.support.jdbc import Jdbc, compile_probe, driver_jar
+
+    jar = driver_jar()
+    directory = tmp_path_factory.mktemp("jdbc")
+    client = Jdbc(jar, compile_probe(jar, directory), log_path=directory / "jvm.log")
+    yield client
+    client.close()
+
+
+def _jdbc_error(jdbc, uri: str, user: str, sql: str, *, password: str | None = None) -> str:
+    from tests.support.jdbc import JdbcError
+
+    url = f"jdbc:arrow-flight-sql://{uri.removeprefix('grpc://')}/?useEncryption=false"
+    with pytest.raises(JdbcError) as caught:  # noqa: PT012 - connecting may be what fails
+        conn = jdbc.connect(url, user=user, password=password if password is not None else user)
+        try:
+            conn.query(sql)
+        finally:
+            conn.close()
+    return caught.value.everything_shown
+
+
+@pytest.mark.parametrize(
+    ("user", "sql"),
+    [case[1:3] for case in ADBC_CASES],
+    ids=[case[0] for case in ADBC_CASES],
+)
+def test_jdbc_errors_reveal_nothing(secure_mesh, jdbc, user, sql):
+    uri, _, secrets, _ = secure_mesh
+    text = _jdbc_error(jdbc, uri, user, sql)
+    assert text.strip(), "the driver shows a message"
+    assert_reveals_nothing(text, secrets)
+
+
+def test_jdbc_wrong_password_and_store_down_reveal_nothing(secure_mesh, jdbc):
+    uri, _, secrets, proxy = secure_mesh
+    text = _jdbc_error(jdbc, uri, "reader", "SELECT 1", password="wrong")
+    assert "wrong username or password" in text, text
+    assert_reveals_nothing(text, secrets)
+    proxy.stop()
+    try:
+        text = _jdbc_error(jdbc, uri, "reader", "SELECT count(*) FROM crm.accounts")
+    finally:
+        proxy.start()
+    assert "crm_pg" in text, text
+    assert_reveals_nothing(text, secrets)

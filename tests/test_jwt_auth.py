@@ -167,3 +167,25 @@ def test_hs256_with_a_shared_secret(demo_mesh, tmp_path, monkeypatch):
         assert _count(uri, good) > 0
         forged = jwt.encode(_claims(), "another-secret-another-secret-xx", algorithm="HS256")
         assert "signature check failed" in _refusal(uri, forged)
+
+
+def test_jdbc_sends_a_jwt_as_its_token_property(rs256_server, keys, tmp_path):
+    from tests.support.jdbc import Jdbc, JdbcError, compile_probe, driver_jar, rows
+
+    uri, _ = rs256_server
+    jar = driver_jar()
+    jdbc = Jdbc(jar, compile_probe(jar, tmp_path), log_path=tmp_path / "jvm.log")
+    url = f"jdbc:arrow-flight-sql://{uri.removeprefix('grpc://')}/?useEncryption=false"
+    try:
+        token = jwt.encode(_claims(), keys["rsa"], algorithm="RS256")
+        conn = jdbc.connect(url, token=token)
+        try:
+            assert rows(conn.query("SELECT count(*) FROM reference.nation")) == [["25"]]
+        finally:
+            conn.close()
+        expired = jwt.encode(_claims(exp=int(time.time()) - 3600), keys["rsa"], algorithm="RS256")
+        with pytest.raises(JdbcError) as caught:
+            jdbc.connect(url, token=expired).query("SELECT 1")
+        assert "expiry check failed" in caught.value.everything_shown
+    finally:
+        jdbc.close()

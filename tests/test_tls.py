@@ -128,3 +128,42 @@ def test_the_cli_serves_tls_with_its_flags(demo_mesh, pki):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def jdbc(tmp_path_factory):
+    from tests.support.jdbc import Jdbc, compile_probe, driver_jar
+
+    jar = driver_jar()
+    directory = tmp_path_factory.mktemp("jdbc")
+    client = Jdbc(jar, compile_probe(jar, directory), log_path=directory / "jvm.log")
+    yield client
+    client.close()
+
+
+def _jdbc_count(jdbc, url: str, **properties: str) -> str:
+    from tests.support.jdbc import rows
+
+    conn = jdbc.connect(url, user="analyst", password="analyst", **properties)
+    try:
+        return rows(conn.query("SELECT count(*) FROM reference.nation"))[0][0]
+    finally:
+        conn.close()
+
+
+def test_jdbc_over_tls_and_mutual_tls(tls_mesh, pki, jdbc, tmp_path):
+    from tests.support.jdbc import JdbcError
+
+    client_cert, client_key = pki["client"].write(tmp_path, "client")
+    ca = pki["dir"] / "ca.pem"
+    with running_server(tls_mesh(mutual=True)) as (uri, _):
+        host_port = uri.removeprefix("grpc+tls://").replace("127.0.0.1", "localhost")
+        url = f"jdbc:arrow-flight-sql://{host_port}/?useEncryption=true&tlsRootCerts={ca}"
+        mutual = {"clientCertificate": str(client_cert), "clientKey": str(client_key)}
+        assert _jdbc_count(jdbc, url, **mutual) == "25"
+        with pytest.raises(JdbcError):
+            _jdbc_count(jdbc, url)  # no client certificate
+        plaintext = f"jdbc:arrow-flight-sql://{host_port}/?useEncryption=false"
+        with pytest.raises(JdbcError):
+            _jdbc_count(jdbc, plaintext)
+        assert _jdbc_count(jdbc, url, **mutual) == "25", "still serving"
