@@ -120,7 +120,14 @@ class Redactor:
     def __init__(self, mesh: Mesh, connectors: Mapping[str, Connector]):
         self._names = physical_names(mesh, connectors)
         self._locations = store_locations(connectors)
-        spellings = [s for n in self._names for s in n.spellings] + self._locations
+        # a table named like a product or domain is no secret, and scrubbing the word would
+        # mangle every message naming that product
+        logical = {p.name for p in mesh.products.values()} | {
+            p.domain for p in mesh.products.values()
+        }
+        spellings = [
+            s for n in self._names for s in n.spellings if s.strip("\"'`") not in logical
+        ] + self._locations
         unique = sorted(set(spellings), key=len, reverse=True)
         self._physical = (
             re.compile("|".join(_pattern(s) for s in unique)) if unique else re.compile(r"(?!)")

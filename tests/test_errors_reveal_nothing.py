@@ -384,3 +384,18 @@ def test_jdbc_wrong_password_and_store_down_reveal_nothing(secure_mesh, jdbc):
         proxy.start()
     assert "crm_pg" in text, text
     assert_reveals_nothing(text, secrets)
+
+
+def test_scrub_keeps_product_names_that_are_also_table_names(demo_mesh):
+    """The demo's reference.region is the SQLite table `region`: a message naming the product
+    stays readable, while the store's file path goes."""
+    from gateway.service import Gateway
+
+    gateway = Gateway.open(demo_mesh)
+    try:
+        message = "'guest' may not read reference.region; ask its owner"
+        assert gateway.redactor.scrub(message) == message
+        store_file = str(gateway.connectors["reference_db"].path)
+        assert store_file not in gateway.redactor.scrub(f"cannot open {store_file}: gone")
+    finally:
+        gateway.close()
