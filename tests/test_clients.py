@@ -4,8 +4,8 @@
   ``pandas.read_sql`` and the inspector.
 - ``flightsql-dbapi``'s DB-API: plain queries, bound parameters and its metadata helpers. It
   runs in a process of its own (``tests/support/flightsql_dbapi_client.py`` says why), installed
-  once into a cache directory because it pins SQLAlchemy below 2.0, which ``sqlalchemy-adbc``
-  and pandas 3 cannot use, so it cannot live in the test extra beside them.
+  by ``scripts/test-services`` into a cache directory because it pins SQLAlchemy below 2.0,
+  which ``sqlalchemy-adbc`` and pandas 3 cannot use, so it cannot live in the test extra.
 """
 
 from __future__ import annotations
@@ -142,23 +142,16 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def flightsql_dbapi() -> Path:
-    """A directory holding flightsql-dbapi and the SQLAlchemy 1.4 it imports, fetched from PyPI
-    once (``MESHGATE_FLIGHTSQL_DBAPI`` names another)."""
+    """The directory ``scripts/test-services`` installs flightsql-dbapi and the SQLAlchemy 1.4
+    it imports into (``MESHGATE_FLIGHTSQL_DBAPI``, else its default place in the cache)."""
     cache = Path(os.environ.get("MESHGATE_CACHE", Path.home() / ".cache" / "meshgate"))
     directory = Path(
         os.environ.get("MESHGATE_FLIGHTSQL_DBAPI") or cache / FLIGHTSQL_DBAPI.replace("==", "-")
     )
-    if (directory / "flightsql" / "dbapi.py").is_file():
-        return directory
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
-        + [str(directory), FLIGHTSQL_DBAPI, SQLALCHEMY_FOR_IT],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if installed.returncode != 0:
-        _unavailable(f"could not install {FLIGHTSQL_DBAPI} into {directory}: {installed.stderr}")
+    if not (directory / "flightsql" / "dbapi.py").is_file():
+        _unavailable(
+            f"{FLIGHTSQL_DBAPI} is not installed in {directory}; scripts/test-services installs it"
+        )
     return directory
 
 
@@ -196,9 +189,10 @@ def test_flightsql_dbapi_queries_parameters_and_metadata(
     assert "no data product 'nowhere.nothing'" in got["unknown_product"]["error"]["message"]
 
 
-def test_flightsql_dbapi_sees_only_what_the_principal_may_read(flightsql_dbapi, server):
+def test_flightsql_dbapi_sees_only_what_the_principal_may_read(flightsql_dbapi, server, demo_mesh):
     got = run_flightsql_dbapi(flightsql_dbapi, server, "guest")
-    assert got["schemas"] == ["reference"]
+    # the demo lists denied products (discoverable) but not its audit trail (invisible)
+    assert got["schemas"] == [d for d in load_mesh(demo_mesh).domains() if d != "audit"]
     assert got["bound_int"] == [["GERMANY"]]
     denied = got["bound_text_and_date"]["error"]
     assert denied["class"] == "FlightUnauthorizedError"

@@ -321,12 +321,18 @@ def test_type_info_answers(admin, demo_uri):
     client.close()
 
 
-def test_a_principal_sees_only_what_it_may_read(jdbc, demo_url):
+def test_a_principal_sees_what_the_mesh_lets_it_discover(jdbc, demo_url, demo_mesh):
+    """The demo lists the products a principal may not read (``denied_products: discoverable``)
+    but keeps its audit trail invisible to all but the governance group."""
+    discoverable = [d for d in load_mesh(demo_mesh).domains() if d != "audit"]
     with jdbc.connect(demo_url, user="guest", password="guest") as guest:
-        assert values(guest.meta("getSchemas")) == [["reference", "mesh"]]
+        assert values(guest.meta("getSchemas")) == [[d, "mesh"] for d in discoverable]
         tables = by_name(guest.meta("getTables", None, None, "%", None))
-        assert {t["TABLE_SCHEM"] for t in tables} == {"reference"}
-        assert guest.meta("getColumns", None, "sales", "orders", "%")["rows"] == []
+        assert {t["TABLE_SCHEM"] for t in tables} == set(discoverable)
+        assert guest.meta("getColumns", None, "audit", "events", "%")["rows"] == []
+        assert guest.meta("getColumns", None, "sales", "orders", "%")["rows"] != []
+        with pytest.raises(JdbcError, match="ask its owner"):
+            guest.query("SELECT count(*) FROM sales.orders")
 
 
 # --- queries ----------------------------------------------------------------------------------
