@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from connectors.base import Capabilities, Connector
 from connectors.watchdog import watchdog
-from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
+from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable, values_hidden
 from gateway.streaming import OwnedStream
 
 ROWS_PER_BATCH = 65_536
@@ -140,7 +140,8 @@ class EmbeddedDuckDB:
             finish()
             raise InvalidQuery(
                 f"store {self.store!r} failed to run the query: {exc}",
-                public=f"store {self.store!r} failed to run the query: {str(exc).splitlines()[0]}",
+                public=f"store {self.store!r} failed to run the query: "
+                + values_hidden(str(exc).splitlines()[0]),
             ) from exc
         except BaseException:
             finish()

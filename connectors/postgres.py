@@ -30,7 +30,14 @@ from connectors.remote import (
     stream,
     tag_query,
 )
-from gateway.errors import GatewayError, InvalidQuery, NotFound, QueryTimeout, SourceUnavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidQuery,
+    NotFound,
+    QueryTimeout,
+    SourceUnavailable,
+    values_hidden,
+)
 from gateway.types import arrow_type
 
 ALIAS = "store"
@@ -172,7 +179,7 @@ class PostgresConnector(Connector):
         return InvalidQuery(
             f"store {self.name!r} rejected the query: {message.strip()}",
             public=f"store {self.name!r} rejected the query"
-            + (f": {reason.splitlines()[0]}" if reason else ""),
+            + (f": {values_hidden(reason.splitlines()[0])}" if reason else ""),
         )
 
     def _forget_connection(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import traceback
 import uuid
 from collections.abc import Callable
@@ -86,6 +87,23 @@ class MeshConfigError(GatewayError):
         super().__init__(
             f"the mesh has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+QUOTED_VALUE = re.compile(r"'(?:[^']|'')*'")
+INPUT_VALUE = re.compile(r'(input (?:syntax|value) for (?:type )?[\w ]+: )"(?:[^"]|"")*"', re.I)
+
+
+def values_hidden(text: str) -> str:
+    """A store's or engine's message without the values it quotes.
+
+    A failing cast names the value it met ("Could not convert string 'Ann' to INT32"), and a
+    store may evaluate it on a row the principal's row filter drops: such a value must not reach
+    the client. Identifiers (double quotes in DuckDB's messages) stay.
+
+    >>> values_hidden("Could not convert string 'Ann' to INT32")
+    "Could not convert string '…' to INT32"
+    """
+    return INPUT_VALUE.sub(r'\1"…"', QUOTED_VALUE.sub("'…'", text))
 
 
 def new_reference() -> str:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import Connector
-from gateway.errors import GatewayError, InvalidQuery, SourceUnavailable
+from gateway.errors import GatewayError, InvalidQuery, SourceUnavailable, values_hidden
 from gateway.planner import Plan
 from gateway.planner.dynamic_filters import (
     DynamicFilter,
@@ -395,7 +395,8 @@ def execute_plan(
         finish()
         raise InvalidQuery(
             f"the local engine could not run the query: {exc}",
-            public=f"the local engine could not run the query: {str(exc).splitlines()[0]}",
+            public="the local engine could not run the query: "
+            + values_hidden(str(exc).splitlines()[0]),
         ) from exc
 
     def batches() -> Iterator[pa.RecordBatch]:

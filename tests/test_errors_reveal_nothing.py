@@ -193,6 +193,22 @@ def test_division_by_zero_at_postgres_says_so_without_the_sql(secure_mesh):
     assert_reveals_nothing(text, secrets)
 
 
+@pytest.mark.parametrize(
+    ("sql", "value", "says"),
+    [
+        ("SELECT CAST(label AS INTEGER) FROM lake.events", "'x'", "Could not convert"),
+        ("SELECT CAST(name AS INTEGER) FROM crm.accounts", '"n', "invalid input syntax"),
+    ],
+    ids=["duckdb", "postgres"],
+)
+def test_a_failed_cast_does_not_quote_the_value(secure_mesh, sql, value, says):
+    """A store may evaluate a cast on rows the principal's row filter would drop."""
+    uri, _, secrets, _ = secure_mesh
+    text = _adbc_error(uri, "reader", sql)
+    assert says in text and value not in text, text
+    assert_reveals_nothing(text, secrets)
+
+
 def test_wrong_password_and_forged_token_are_unauthenticated(secure_mesh):
     uri, _, secrets, _ = secure_mesh
     text = _adbc_error(uri, "reader", "SELECT 1", password="wrong")
