@@ -127,6 +127,13 @@ class MySQLConnector(Connector):
             message = message.replace(quote(self._password, safe=""), "***")
             message = message.replace(self._password, "***")
         lowered = message.lower()
+        # first: MariaDB's own timeout also reads "Query execution was interrupted"
+        if code in _TIMEOUT_ERRORS or "max_statement_time" in lowered:
+            return QueryTimeout(
+                f"store {self.name!r} stopped the query after "
+                f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
+                "`query_timeout_seconds` in mesh.yaml"
+            )
         if (
             code in _CLIENT_ERRORS
             or isinstance(exc, OSError | pymysql.err.InterfaceError)
@@ -151,12 +158,6 @@ class MySQLConnector(Connector):
                 f"store {self.name!r} ({self._where()}) is unavailable: {message}; "
                 "the query can be retried once the server is back",
                 public=f"store {self.name!r} is unavailable; retry once it is back",
-            )
-        if code in _TIMEOUT_ERRORS or "max_statement_time" in lowered:
-            return QueryTimeout(
-                f"store {self.name!r} stopped the query after "
-                f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
-                "`query_timeout_seconds` in mesh.yaml"
             )
         return InvalidQuery(
             f"store {self.name!r} rejected the query: {message}",
