@@ -264,6 +264,17 @@ class MySQLConnector(Connector):
         for (thread_id,) in rows:
             self._control(f"KILL QUERY {int(thread_id)}")
 
+    def trino_name(
+        self, table: str | None, sql: str | None, *, catalog: str, schema: str | None
+    ) -> exp.Table | None:
+        """Trino's MySQL catalog has one schema per database: ``catalog.database.table``, the
+        database from the product's table name, else the reach's schema, else the store's."""
+        if table is None:
+            return None
+        relation = exp.to_table(table, dialect="mysql")
+        database = relation.db or schema or self.settings.database
+        return self._trino_table(catalog, database, relation.name)
+
     def describe(self, relation: exp.Expression) -> pa.Schema:
         """Declared column types from ``information_schema.columns`` (tinyint(1) is boolean)."""
         if not isinstance(relation, exp.Table):

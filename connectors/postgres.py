@@ -93,6 +93,16 @@ class PostgresConnector(Connector):
 
     # -- connection -------------------------------------------------------------------------
 
+    def trino_name(
+        self, table: str | None, sql: str | None, *, catalog: str, schema: str | None
+    ) -> exp.Table | None:
+        """Trino's PostgreSQL catalog names a table ``catalog.schema.table``, the schema from the
+        product's table name, else the reach's, else ``public``."""
+        if table is None:
+            return None
+        relation = exp.to_table(table, dialect="postgres")
+        return self._trino_table(catalog, relation.db or schema or "public", relation.name)
+
     def _where(self) -> str:
         return f"postgres at {self.settings.host}:{self.settings.port}/{self.settings.database}"
 

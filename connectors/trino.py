@@ -295,37 +295,42 @@ class _TrinoStream:
         import trino.exceptions as errors
 
         name, url = self._connector.name, self._connector.url
+        role = self._connector.role
         if self._timed_out:
             return self._timeout()
         if isinstance(exc, errors.TrinoQueryError):
             detail = f"{exc.error_name}: {exc.message}"
             if exc.error_name == "EXCEEDED_TIME_LIMIT":
-                return QueryTimeout(f"store {name!r} (Trino) stopped the query: {detail}")
+                return QueryTimeout(f"{role} {name!r} (Trino) stopped the query: {detail}")
             if exc.error_name in ("USER_CANCELED", "ADMINISTRATIVELY_KILLED"):
-                return QueryCancelled(f"store {name!r} (Trino) cancelled the query: {detail}")
+                return QueryCancelled(f"{role} {name!r} (Trino) cancelled the query: {detail}")
             if exc.error_type == "USER_ERROR":
                 return InvalidQuery(
-                    f"store {name!r} (Trino) rejected the query: {detail}",
-                    public=f"store {name!r} rejected the query: {exc.error_name}",
+                    f"{role} {name!r} (Trino) rejected the query: {detail}",
+                    public=f"{role} {name!r} rejected the query: {exc.error_name}",
                 )
             return SourceUnavailable(
-                f"store {name!r} (Trino) failed while answering: {detail}",
-                public=f"store {name!r} failed while answering: {exc.error_name}",
+                f"{role} {name!r} (Trino) failed while answering: {detail}",
+                store=name,
+                public=f"{role} {name!r} failed while answering: {exc.error_name}",
             )
         if isinstance(exc, errors.HttpError | errors.OperationalError) and "error 401" in str(exc):
             return SourceUnavailable(
-                f"store {name!r}: Trino at {url} refused the credentials; check `user` and the "
-                "password in the variable named by `password_env`"
+                f"{role} {name!r}: Trino at {url} refused the credentials; check `user` and the "
+                "password in the variable named by `password_env`",
+                store=name,
             )
         if isinstance(exc, errors.HttpError | errors.OperationalError | requests.RequestException):
             return SourceUnavailable(
-                f"store {name!r}: Trino at {url} cannot be reached ({exc}); check `host` and "
+                f"{role} {name!r}: Trino at {url} cannot be reached ({exc}); check `host` and "
                 "`port` in mesh.yaml and that the coordinator is running",
-                public=f"store {name!r} cannot be reached; retry once it is back",
+                store=name,
+                public=f"{role} {name!r} cannot be reached; retry once it is back",
             )
         if isinstance(exc, ValueError):
             return SourceUnavailable(
-                f"store {name!r}: {url} does not answer like a Trino coordinator ({exc})"
+                f"{role} {name!r}: {url} does not answer like a Trino coordinator ({exc})",
+                store=name,
             )
         return exc
 

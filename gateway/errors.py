@@ -50,6 +50,11 @@ class DeniedAsNotFound(NotFound):
 class PermissionDenied(GatewayError):
     """The principal is authenticated but a policy forbids the request."""
 
+    def __init__(self, message: str, *, product: str | None = None):
+        super().__init__(message)
+        self.product = product
+        """The product address the policy denied, where one did (for metrics)."""
+
 
 class Unauthenticated(GatewayError):
     """Missing, wrong or expired credentials."""
@@ -57,6 +62,21 @@ class Unauthenticated(GatewayError):
 
 class SourceUnavailable(GatewayError):
     """A store could not be reached or failed while answering; other stores keep serving."""
+
+    def __init__(self, message: str, *, store: str | None = None, public: str | None = None):
+        super().__init__(message, public=public)
+        self.store = store
+        """The store (or engine) that failed, where known: a query routed to an engine that is
+        down can then run without it."""
+
+
+class ContractBroken(SourceUnavailable):
+    """A store no longer holds what the product's descriptor promises (a column dropped or
+    retyped): the product is not served until the store or the descriptor is fixed."""
+
+
+class ProductRetired(NotFound):
+    """A deprecated product version read after its sunset; the message names the replacement."""
 
 
 class QueryTimeout(GatewayError):
@@ -213,12 +233,42 @@ def client_error(
 
 
 def _with_public(error: GatewayError, public: str) -> GatewayError:
+    return with_messages(error, str(error), public)
+
+
+def with_messages(error: GatewayError, message: str, public: str | None) -> GatewayError:
+    """A copy of ``error`` (its class and attributes, such as a store's name) with new messages."""
     copy = GatewayError.__new__(type(error))
     copy.__dict__.update(error.__dict__)
-    copy.args = error.args
+    copy.args = (message,)
     copy.public = public
     return copy
 
 
 _OWN_FLIGHT_ERRORS = (flight.FlightCancelledError,)
 """Flight errors raised inside a handler that leave as they are: a client that went away."""
+
+
+def status_name(error: BaseException | None) -> str:
+    """The Flight status code name ``error`` reaches the client with (``OK`` for None), as
+    metrics and traces label outcomes; the same mapping as :func:`to_flight_error`."""
+    match error:
+        case None:
+            return "OK"
+        case InvalidQuery() | MeshConfigError():
+            return "INVALID_ARGUMENT"
+        case NotFound():
+            return "NOT_FOUND"
+        case PermissionDenied():
+            return "PERMISSION_DENIED"
+        case Unauthenticated():
+            return "UNAUTHENTICATED"
+        case SourceUnavailable() | ResourceExhausted():
+            return "UNAVAILABLE"
+        case QueryTimeout():
+            return "TIMED_OUT"
+        case QueryCancelled() | GeneratorExit() | KeyboardInterrupt():
+            return "CANCELLED"
+        case Unsupported():
+            return "UNIMPLEMENTED"
+    return "INTERNAL"

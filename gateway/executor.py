@@ -333,11 +333,13 @@ def execute_plan(
     *,
     max_batch_bytes: int,
     sent: list[tuple[str, str]] | None = None,
+    step: Callable[[str], contextlib.AbstractContextManager] = lambda _: contextlib.nullcontext(),
     cancellers: list[Callable[[], object]] | None = None,
 ) -> pa.RecordBatchReader:
     """The answer to ``plan`` as a stream in ``plan.schema``.
 
-    ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included).
+    ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included);
+    ``step("meshgate.local_engine")`` wraps the start of the local engine's query (tracing);
     ``cancellers`` receives the functions that interrupt the local engine's part of the query
     (a deadline calls them from another thread).
     """
@@ -387,7 +389,8 @@ def execute_plan(
                     owned.append(OwnedStream(reader))
                     relation = owned[-1].engine_reader()
             con.register(fragment.name, relation)
-        result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
+        with step("meshgate.local_engine"):
+            result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
     except GatewayError:
         finish()
         raise

@@ -1,109 +1,57 @@
-"""Graceful shutdown and a health check a load balancer can use.
+"""Versions with a life cycle: deprecated versions warn until their sunset, then are refused.
 
-On SIGTERM the gateway stops taking new queries (UNAVAILABLE: "shutting down", so clients go to
-another replica), lets the running streams finish for up to ``gateway.shutdown_grace_seconds``,
-then stops. The health check answers over plain HTTP (``--health-port`` /
-``gateway.health_port``), which load balancers speak without Flight credentials::
-
-    GET /healthz   200 {"status": "serving", "running_queries": 3}
-                   503 {"status": "draining", ...} once SIGTERM arrived
-
-and, for Flight clients, as the action ``HealthCheck`` with the same JSON.
+A descriptor sets ``deprecated: {since: 2026-01-01, sunset: 2026-06-30, replacement:
+sales.orders_v2}``. Until the sunset a read works and carries a warning (a Flight header, the
+audit event); from the sunset on it fails with :class:`~gateway.errors.ProductRetired` naming the
+replacement.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import signal
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+import datetime as dt
+from collections.abc import Iterable, Mapping
 
-log = logging.getLogger(__name__)
+from gateway.errors import ProductRetired
+from gateway.mesh import Product
 
-LINGER_SECONDS = 1.0
-"""After the last stream ends, how long a draining gateway still answers the calls that close
-a query (ClosePreparedStatement, CloseSession) before it stops."""
+WARNING_HEADER = "x-meshgate-warning"
 
 
-class Lifecycle:
-    """Whether the gateway takes new queries, and how to drain it."""
-
-    def __init__(self) -> None:
-        self.draining = threading.Event()
-        self.stopped = threading.Event()
-        self._finishing = threading.Lock()
-
-    def status(self, running_queries: int) -> dict[str, Any]:
-        state = "draining" if self.draining.is_set() else "serving"
-        return {"status": state, "running_queries": running_queries}
-
-    def drain(self, server: Any, *, running: Any, grace_seconds: float) -> None:
-        """Refuse new queries, wait for ``running()`` to reach 0 (at most ``grace_seconds``),
-        then shut ``server`` down."""
-        self.draining.set()
-        self.finish_draining(server, running=running, grace_seconds=grace_seconds)
-
-    def finish_draining(self, server: Any, *, running: Any, grace_seconds: float) -> None:
-        """The second half of :meth:`drain`, once ``draining`` is set; runs once."""
-        with self._finishing:
-            if self.stopped.is_set():
-                return
-            self._finish(server, running=running, grace_seconds=grace_seconds)
-
-    def _finish(self, server: Any, *, running: Any, grace_seconds: float) -> None:
-        log.info("draining: no new queries; %d running, up to %g s", running(), grace_seconds)
-        deadline = time.monotonic() + grace_seconds
-        while running() > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = running()
-        if left:
-            log.warning("shutting down with %d queries still running (grace period over)", left)
-        else:  # the clients' last calls of a query (ClosePreparedStatement) still arrive
-            time.sleep(min(LINGER_SECONDS, max(0.0, deadline - time.monotonic())))
-        server.shutdown()
-        self.stopped.set()
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
-def drain_on_sigterm(server: Any, *, running: Any, grace_seconds: float) -> None:
-    """SIGTERM (what orchestrators send) drains ``server`` in a thread of its own."""
-
-    def on_sigterm(signum, frame) -> None:
-        server.lifecycle.draining.set()  # before serve() can return: nothing new starts
-        threading.Thread(
-            target=server.lifecycle.finish_draining,
-            args=(server,),
-            kwargs={"running": running, "grace_seconds": grace_seconds},
-            name="meshgate-drain",
-            daemon=True,
-        ).start()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+def retired(product: Product, on: dt.date) -> bool:
+    deprecated = product.descriptor.deprecated
+    return deprecated is not None and on >= deprecated.sunset
 
 
-def serve_health(
-    lifecycle: Lifecycle, *, running: Any, host: str, port: int
-) -> ThreadingHTTPServer:
-    """An HTTP server answering ``GET /healthz`` (and ``/readyz``) in a daemon thread."""
+def deprecation_warning(address: str, product: Product, on: dt.date) -> str | None:
+    """The warning a read of ``product`` (named ``address``) carries on day ``on``, if any."""
+    deprecated = product.descriptor.deprecated
+    if deprecated is None or on < deprecated.since or on >= deprecated.sunset:
+        return None
+    return (
+        f"{address} is deprecated since {deprecated.since} and will stop being served on "
+        f"{deprecated.sunset}; read {deprecated.replacement} instead"
+    )
 
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            if self.path.split("?")[0] not in ("/healthz", "/readyz", "/"):
-                self.send_error(404, "use /healthz")
-                return
-            body = json.dumps(lifecycle.status(running())).encode()
-            self.send_response(503 if lifecycle.draining.is_set() else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the http.server API
-            log.debug("health check: " + format, *args)
+def refuse_retired(addresses: Iterable[str], products: Mapping[str, Product], on: dt.date) -> None:
+    """ProductRetired for the first of ``addresses`` whose sunset has passed."""
+    for address in addresses:
+        product = products[address]
+        if retired(product, on):
+            deprecated = product.descriptor.deprecated
+            raise ProductRetired(
+                f"{address} was retired on {deprecated.sunset} (deprecated since "
+                f"{deprecated.since}); read {deprecated.replacement} instead"
+            )
 
-    http = ThreadingHTTPServer((host, port), Health)
-    http.daemon_threads = True
-    threading.Thread(target=http.serve_forever, name="meshgate-health", daemon=True).start()
-    return http
+
+def warnings_for(
+    addresses: Iterable[str], products: Mapping[str, Product], on: dt.date
+) -> list[str]:
+    """The deprecation warnings of a statement reading ``addresses``."""
+    found = (deprecation_warning(a, products[a], on) for a in addresses)
+    return [w for w in found if w is not None]

@@ -107,6 +107,8 @@ def test_the_cli_serves_tls_with_its_flags(demo_mesh, pki):
             str(pki["dir"] / "server.pem"),
             "--tls-key",
             str(pki["dir"] / "server.key"),
+            "--http-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from sqlglot import exp
 
+from gateway.draining import Lifecycle
 from gateway.errors import (
     InvalidQuery,
     NotFound,
@@ -34,9 +35,9 @@ from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
 from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
+from gateway.flightsql.notices import NOTICES_KEY, NoticeMiddlewareFactory, add_notices
 from gateway.flightsql.parameter_types import parameter_schema
 from gateway.jwt_auth import IdentityProvider
-from gateway.lifecycle import Lifecycle
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -170,7 +171,9 @@ class MeshFlightServer(flight.FlightServerBase):
                     token_ttl_seconds=gateway.settings.token_ttl_seconds,
                     anonymous=anonymous,
                     identity_provider=identity_provider,
-                )
+                ),
+                NOTICES_KEY: NoticeMiddlewareFactory(),
+                **gateway.observe.flight_middleware(),  # a client's trace context, if traced
             },
             **kwargs,
         )
@@ -234,7 +237,22 @@ class MeshFlightServer(flight.FlightServerBase):
         self._refuse_if_draining()
         command = _unpack(descriptor.command)
         schema, ticket = self._describe(command, principal, descriptor.command)
+        self._notify(context, command, principal)
         return self._flight_info(descriptor, schema, ticket)
+
+    def _notify(self, context, command, principal: Principal) -> None:
+        """Warn the client of what the statement it described reads (deprecated versions)."""
+        match command:
+            case sql_pb2.CommandStatementQuery():
+                self._notify_sql(context, command.query, principal, None)
+            case sql_pb2.CommandPreparedStatementQuery():
+                prepared = self._prepared(command.prepared_statement_handle, principal)
+                parameters = self._decode_parameters(prepared.get("b"))
+                self._notify_sql(context, prepared["q"], principal, parameters)
+
+    def _notify_sql(self, context, sql: str, principal: Principal, parameters) -> None:
+        _, statement = split_explain(sql)
+        add_notices(context, self.gateway.statement_warnings(statement, principal, parameters))
 
     @_edge
     def get_schema(self, context, descriptor):
@@ -287,14 +305,15 @@ class MeshFlightServer(flight.FlightServerBase):
         command = _unpack(ticket.ticket)
         if isinstance(command, sql_pb2.TicketStatementQuery):
             self._refuse_if_draining()
-            return self._run_ticket(command.statement_handle, principal)
+            return self._run_ticket(command.statement_handle, principal, context)
         return flight.RecordBatchStream(self._metadata_table(command, principal))
 
-    def _run_ticket(self, handle: bytes, principal: Principal) -> flight.FlightDataStream:
+    def _run_ticket(self, handle: bytes, principal: Principal, context) -> flight.FlightDataStream:
         payload = self.signer.verify("ticket", handle)
         if payload["p"] != principal.name:
             raise NotFound("unknown ticket; run the query again")
         parameters = self._decode_parameters(payload.get("b"))
+        self._notify_sql(context, payload["q"], principal, parameters)
         explain, statement = split_explain(payload["q"])
         if explain:
             plan = self.gateway.describe(statement, principal, parameters)
@@ -342,6 +361,7 @@ class MeshFlightServer(flight.FlightServerBase):
                     ),
                     table_types=list(command.table_types),
                     include_schema=command.include_schema,
+                    extra_metadata=self.gateway.product_metadata,
                 )
             case sql_pb2.CommandGetTableTypes():
                 return pa.table(

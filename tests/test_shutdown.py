@@ -66,6 +66,8 @@ def test_sigterm_drains_running_streams_and_refuses_new_ones(tmp_path):
             str(port),
             "--health-port",
             str(health_port),
+            "--http-port",
+            "0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
