@@ -170,6 +170,9 @@ class PostgresConnector(Connector):
                 # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
                 "unable to read binary copy data",
                 "unexpected eof",
+                # another query found the server gone and dropped the shared ATTACH under this
+                # one (a deadline is told apart before this mapping, by the stream)
+                "interrupt error: interrupted",
             )
         ):
             self._forget_connection()
