@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.discovery import serving
+from tests.support.stores import stores_required
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -21,7 +22,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed: apt-get install -y chromium")
+        reason = "Chromium is not installed (scripts/test-services installs Debian's chromium)"
+        if stores_required():
+            pytest.fail(f"MESHGATE_REQUIRE_STORES=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
