@@ -7,6 +7,7 @@ resident memory can be read from ``/proc`` and the benchmark's clients do not sh
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -192,8 +193,8 @@ class GatewayProcess:
         deadline = time.monotonic() + self.startup_seconds
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
-            if "serving mesh" in line:
-                self.uri = line.rsplit(" at ", 1)[1].strip()
+            if "serving mesh" in line:  # "... at grpc://host:port[; discovery at http://...]"
+                self.uri = re.search(r"grpc://[^\s;]+", line).group(0)
                 return self
             if not line and self.process.poll() is not None:
                 break

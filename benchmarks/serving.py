@@ -964,6 +964,11 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="run only these sections (repeatable); the report needs all three",
     )
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="instead: streaming and point-query figures with observability on vs off, same run",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     settings = Settings.of(args)
@@ -975,6 +980,17 @@ def main(argv: list[str] | None = None) -> int:
         progress=progress,
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.observability:
+        from benchmarks import observability
+
+        command = " ".join(["python -m benchmarks serving", *argv])
+        result = {"command": command, "environment": _environment(settings)}
+        result.update(observability.overhead(mesh, settings, RESULTS))
+        (RESULTS / "serving-observability.json").write_text(json.dumps(result, indent=1) + "\n")
+        report = observability.markdown(result, command)
+        (RESULTS / "serving-observability.md").write_text(report, encoding="utf-8")
+        print(report)
+        return 0
     sections = args.only or ["streaming", "latency", "concurrency"]
     results: dict[str, Any] = {
         "command": " ".join(["python -m benchmarks serving", *argv]),

@@ -119,6 +119,8 @@ class Connector(abc.ABC):
 
     kind: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    role: str = "store"
+    """What errors call it: a ``store``, or the ``engine`` cross-store queries may run on."""
     Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
 
     def __init__(self, name: str, settings: dict[str, Any], *, base_dir: Path):
@@ -159,6 +161,25 @@ class Connector(abc.ABC):
         connection. Raises SourceUnavailable when the store cannot be reached, QueryTimeout after
         ``query_timeout_seconds`` and InvalidQuery when the store rejects the SQL.
         """
+
+    def trino_name(
+        self, table: str | None, sql: str | None, *, catalog: str, schema: str | None
+    ) -> exp.Table | None:
+        """The product's relation as a Trino cluster names it, when that cluster reaches this
+        store through ``catalog`` (and ``schema``, where the store has no schema of its own in
+        the product's table name); None when it cannot be named there (stores Trino does not
+        read, products defined by a query), and the part that reads it stays with the gateway.
+        """
+        return None
+
+    @staticmethod
+    def _trino_table(catalog: str, schema: str, name: str) -> exp.Table:
+        """``"catalog"."schema"."name"`` as one quoted Trino relation."""
+        return exp.Table(
+            this=exp.to_identifier(name, quoted=True),
+            db=exp.to_identifier(schema, quoted=True),
+            catalog=exp.to_identifier(catalog, quoted=True),
+        )
 
     def execute_with_tables(
         self, sql: str, *, tables: Mapping[str, pa.Table]

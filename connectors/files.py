@@ -50,6 +50,19 @@ class FilesConnector(EmbeddedConnector):
             settings={"parquet_metadata_cache": self.settings.cache_metadata},
         )
 
+    def trino_name(
+        self, table: str | None, sql: str | None, *, catalog: str, schema: str | None
+    ) -> exp.Table | None:
+        """A Hive catalog over the same files: ``lineitem/*.parquet`` is the table ``lineitem``
+        of ``catalog.schema``, registered there once with ``external_location`` pointing at the
+        directory. Only Parquet directories: a single file or CSV is not named there."""
+        if table is None or schema is None:
+            return None
+        directory, _, pattern = table.rpartition("/")
+        if not directory or pattern != "*.parquet":
+            return None
+        return self._trino_table(catalog, schema, Path(directory).name)
+
     def relation(
         self, table: str | None, sql: str | None, *, columns: Mapping[str, str] | None = None
     ) -> exp.Expression:

@@ -34,6 +34,7 @@ from gateway.errors import (
     QueryTimeout,
     SourceUnavailable,
 )
+from gateway.streaming import stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class _TrinoStream:
         self.schema = pa.schema(fields)
 
     def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+        return stream_reader(self.schema, self._batches())
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         size = self._connector.settings.batch_rows
@@ -294,30 +295,42 @@ class _TrinoStream:
         import trino.exceptions as errors
 
         name, url = self._connector.name, self._connector.url
+        role = self._connector.role
         if self._timed_out:
             return self._timeout()
         if isinstance(exc, errors.TrinoQueryError):
             detail = f"{exc.error_name}: {exc.message}"
             if exc.error_name == "EXCEEDED_TIME_LIMIT":
-                return QueryTimeout(f"store {name!r} (Trino) stopped the query: {detail}")
+                return QueryTimeout(f"{role} {name!r} (Trino) stopped the query: {detail}")
             if exc.error_name in ("USER_CANCELED", "ADMINISTRATIVELY_KILLED"):
-                return QueryCancelled(f"store {name!r} (Trino) cancelled the query: {detail}")
+                return QueryCancelled(f"{role} {name!r} (Trino) cancelled the query: {detail}")
             if exc.error_type == "USER_ERROR":
-                return InvalidQuery(f"store {name!r} (Trino) rejected the query: {detail}")
-            return SourceUnavailable(f"store {name!r} (Trino) failed while answering: {detail}")
+                return InvalidQuery(
+                    f"{role} {name!r} (Trino) rejected the query: {detail}",
+                    public=f"{role} {name!r} rejected the query: {exc.error_name}",
+                )
+            return SourceUnavailable(
+                f"{role} {name!r} (Trino) failed while answering: {detail}",
+                store=name,
+                public=f"{role} {name!r} failed while answering: {exc.error_name}",
+            )
         if isinstance(exc, errors.HttpError | errors.OperationalError) and "error 401" in str(exc):
             return SourceUnavailable(
-                f"store {name!r}: Trino at {url} refused the credentials; check `user` and the "
-                "password in the variable named by `password_env`"
+                f"{role} {name!r}: Trino at {url} refused the credentials; check `user` and the "
+                "password in the variable named by `password_env`",
+                store=name,
             )
         if isinstance(exc, errors.HttpError | errors.OperationalError | requests.RequestException):
             return SourceUnavailable(
-                f"store {name!r}: Trino at {url} cannot be reached ({exc}); check `host` and "
-                "`port` in mesh.yaml and that the coordinator is running"
+                f"{role} {name!r}: Trino at {url} cannot be reached ({exc}); check `host` and "
+                "`port` in mesh.yaml and that the coordinator is running",
+                store=name,
+                public=f"{role} {name!r} cannot be reached; retry once it is back",
             )
         if isinstance(exc, ValueError):
             return SourceUnavailable(
-                f"store {name!r}: {url} does not answer like a Trino coordinator ({exc})"
+                f"{role} {name!r}: {url} does not answer like a Trino coordinator ({exc})",
+                store=name,
             )
         return exc
 

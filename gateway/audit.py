@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,12 @@ from typing import Literal
 
 Outcome = Literal["ok", "denied", "error"]
 OUTCOMES = ("ok", "denied", "error")
+
+
+def replica_id() -> str:
+    """This gateway process's name in the events it writes: ``MESHGATE_REPLICA`` when set, else
+    ``<host>:<pid>``, so events of several replicas sharing one log can be told apart."""
+    return os.environ.get("MESHGATE_REPLICA") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def utc_now() -> str:
@@ -63,6 +70,16 @@ class AuditEvent:
     bytes: int = 0
     duration_ms: float = 0.0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What the client was warned of, e.g. that a product version it read is deprecated."""
+    engine: str = "local"
+    """Where the cross-store part ran: ``local`` or the engine's name (gateway.routing)."""
+    replica: str = field(default_factory=replica_id)
+    """The gateway process that served the query."""
+    query_id: str | None = None
+    """The query's id: its OpenLineage run id and the ``query_id`` of its log lines."""
+    trace_id: str | None = None
+    """The query's OpenTelemetry trace id, when tracing is on."""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

@@ -10,12 +10,35 @@ from pathlib import Path
 
 from gateway.errors import GatewayError, MeshConfigError
 
+log = logging.getLogger("meshgate")
+
 DEFAULT_PORT = 8815
+DEFAULT_HTTP_PORT = 8816
 
 
-def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
+def _public_host(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "127.0.0.1") else host
+
+
+def _serve(
+    gateway,
+    *,
+    host: str,
+    port: int,
+    http_port: int | None,
+    banner: str | None = None,
+    health_port: int | None = None,
+) -> None:
+    """Serve Flight SQL on ``port`` and, unless ``http_port`` is None, the discovery port;
+    SIGTERM drains (gateway.draining)."""
+    from gateway.draining import drain_on_sigterm, serve_health
     from gateway.flightsql.server import MeshFlightServer
 
+    if gateway.settings.observability.log_format == "json":
+        from gateway.observability.logs import use_json_logs
+
+        use_json_logs()  # every line a JSON object with its query's id, principal and trace id
+    http = None
     try:
         ensure_port_free(host, port)
         warning = getattr(gateway.policy, "mask_key_warning", lambda: None)()
@@ -25,17 +48,60 @@ def _serve(gateway, *, host: str, port: int, banner: str | None = None) -> None:
     except BaseException:
         gateway.close()
         raise
-    print(
-        banner or f"meshgate serving mesh {gateway.mesh.name!r} at grpc://{host}:{server.port}",
-        flush=True,
-    )
+    # SIGTERM (service managers, containers) drains: new queries are refused, running streams
+    # finish, then the finally below sends queued spans and lineage events and closes the stores
+    running = gateway.admission.running
+    drain_on_sigterm(server, running=running, grace_seconds=gateway.settings.shutdown_grace_seconds)
+    health_port = health_port if health_port is not None else gateway.settings.health_port
+    health = None
+    gateway.monitor.start()  # SLOs, contracts and quality measured while serving
+    scheme = server.listen_location.partition("://")[0]
     try:
-        server.serve()
+        if health_port is not None:
+            health = serve_health(server.lifecycle, running=running, host=host, port=health_port)
+            print(f"health check at http://{host}:{health.server_port}/healthz", flush=True)
+        if http_port is not None:
+            from gateway.http.app import create_app
+            from gateway.http.server import HttpServer
+
+            flight_uri = f"{scheme}://{_public_host(host)}:{server.port}"
+            app = create_app(gateway, signer=server.signer, flight_uri=flight_uri)
+            try:
+                http = HttpServer(app, host=host, port=http_port or DEFAULT_HTTP_PORT).start()
+            except OSError as exc:
+                if http_port:  # asked for on the command line: a port in use is an error
+                    raise SystemExit(f"meshgate: {exc}") from None
+                log.warning("%s; serving Flight SQL only", exc)
+        print(
+            banner
+            or f"meshgate serving mesh {gateway.mesh.name!r} at {scheme}://{host}:{server.port}"
+            + (f"; discovery at {http.url}" if http is not None else ""),
+            flush=True,
+        )
+        # the server answers from construction on; waiting here rather than in serve() keeps
+        # SIGTERM for the drain (serve() would shut gRPC down on it at once)
+        while not server.lifecycle.stopped.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        if http is not None:
+            http.stop()
+        if server.lifecycle.draining.is_set():
+            server.lifecycle.stopped.wait()
+        else:
+            server.shutdown()
+        if health is not None:
+            health.shutdown()
         gateway.close()
+
+
+def _http_port(args) -> int | None:
+    """The discovery port asked for: None for off (0), and 0 for the default, which may be
+    busy (then only Flight SQL is served, with a warning)."""
+    if args.http_port is None:
+        return 0
+    return None if args.http_port == 0 else args.http_port
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -77,7 +143,30 @@ def _cmd_serve(args) -> None:
         logging.getLogger("meshgate").warning(warning)
     if not validation.ok:
         raise MeshConfigError(validation.problems)
-    _serve(Gateway.open(args.mesh), host=args.host, port=args.port)
+    gateway = Gateway.open(args.mesh)
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        _use_tls_flags(gateway, args)
+    _serve(
+        gateway,
+        host=args.host,
+        port=args.port,
+        http_port=_http_port(args),
+        health_port=args.health_port,
+    )
+
+
+def _use_tls_flags(gateway, args) -> None:
+    """``--tls-cert``/``--tls-key``/``--tls-client-ca`` in place of mesh.yaml's ``gateway.tls``."""
+    from gateway.tls import TlsSettings
+
+    if not (args.tls_cert and args.tls_key):
+        gateway.close()
+        raise UsageError("TLS needs both --tls-cert and --tls-key")
+    gateway.settings.tls = TlsSettings(
+        cert=str(Path(args.tls_cert).resolve()),
+        key=str(Path(args.tls_key).resolve()),
+        client_ca=str(Path(args.tls_client_ca).resolve()) if args.tls_client_ca else None,
+    )
 
 
 def _cmd_validate(args) -> None:
@@ -101,16 +190,25 @@ def _cmd_demo(args) -> None:
 
     directory = build_demo_mesh(Path(args.dir), scale_factor=args.scale_factor, progress=_progress)
     gateway = Gateway.open(directory)
-    uri = (
-        f"grpc://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{args.port}"
+    uri = f"grpc://{_public_host(args.host)}:{args.port}"
+    http_port = _http_port(args)
+    discovery = (
+        f"http://{_public_host(args.host)}:{http_port or DEFAULT_HTTP_PORT}"
+        "  (log in as any of the principals)"
+        if http_port is not None
+        else "off"
     )
     snippet = client_snippet(
         uri, user="analyst", password="analyst", query=DEMO_QUERY, python=sys.executable
     )
     banner = DEMO_BANNER.format(
-        uri=uri, mesh=directory, products=len(gateway.mesh.products), snippet=snippet
+        uri=uri,
+        mesh=directory,
+        products=len(gateway.mesh.products),
+        snippet=snippet,
+        discovery=discovery,
     )
-    _serve(gateway, host=args.host, port=args.port, banner=banner)
+    _serve(gateway, host=args.host, port=args.port, http_port=http_port, banner=banner)
 
 
 @contextlib.contextmanager
@@ -207,6 +305,68 @@ def _cmd_contracts(args) -> None:
         raise SystemExit(1)
 
 
+def _cmd_products(args) -> None:
+    """Every product the principal may read (all, without --principal), measured now."""
+    from gateway.catalog import Catalog, latest_address, worst
+    from gateway.service import Gateway
+
+    logging.getLogger("meshgate.monitor").setLevel(logging.ERROR)  # breaches: for `serve`'s log
+    gateway = Gateway.open(args.mesh)
+    try:
+        if args.principal is None:
+            principal = None
+            visible = sorted(a for a, p in gateway.mesh.products.items() if a == latest_address(p))
+        else:
+            principal = gateway.principals.get(args.principal)
+            if principal is None:
+                raise SystemExit(f"no principal {args.principal!r} in {args.mesh}/principals.yaml")
+            visible = None
+        gateway.monitor.check_now()
+        catalog = Catalog(gateway, flight_uri=f"grpc://localhost:{DEFAULT_PORT}")
+        records = (
+            catalog.records(principal)
+            if principal is not None
+            else [catalog.unfiltered_record(a) for a in visible]
+        )
+        print(format_products(records, worst=worst))
+    finally:
+        gateway.close()
+
+
+def format_products(records: list[dict], *, worst) -> str:
+    """The ``meshgate products`` table: one line per product, its versions and statuses."""
+    header = ("product", "versions", "owner", "SLOs", "contract", "deprecation")
+    rows = [header]
+    for r in records:
+        versions = ", ".join(
+            f"v{v['version']}" + (" (deprecated)" if v["deprecation"] else "")
+            for v in r["versions"]
+        )
+        slos = ", ".join(f"{s['kind']} {s['status']}" for s in r["slos"]) if r["slos"] else "none"
+        overall = worst(s["status"] for s in r["slos"]) if r["slos"] else ""
+        deprecated = [v for v in r["versions"] if v["deprecation"]]
+        note = "; ".join(
+            f"v{v['version']} sunset {v['deprecation']['sunset']} -> "
+            f"{v['deprecation']['replacement']}"
+            for v in deprecated
+        )
+        rows.append(
+            (
+                r["address"] + ("" if r.get("readable", True) else " (no access)"),
+                versions,
+                r["owner"],
+                f"{overall.upper()}: {slos}" if overall else slos,
+                r["contract"].get("status", "unchecked"),
+                note or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
 def _cmd_hash_password(args) -> None:
     import getpass
 
@@ -228,6 +388,8 @@ def _progress(message: str) -> None:
 
 DEMO_BANNER = """
 meshgate demo mesh is up at {uri}   ({products} product addresses, mesh in {mesh})
+
+  discovery     {discovery}
 
   credentials   admin/admin   analyst/analyst   eu_analyst/eu_analyst   guest/guest
 
@@ -286,7 +448,7 @@ PORT_HELP = f"the Flight SQL port (default {DEFAULT_PORT})"
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option, each with its help text."""
-    parser = argparse.ArgumentParser(prog="meshgate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="meshgate", description=__doc__.replace("``", ""))
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
@@ -297,6 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mesh", required=True, help=MESH_HELP)
     serve.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=PORT_HELP)
+    serve.add_argument("--tls-cert", help="serve grpc+tls:// with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", help="mutual TLS: accept only client certificates this CA signed"
+    )
+    serve.add_argument(
+        "--health-port", type=int, help="answer GET /healthz over HTTP on this port (for LBs)"
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        help=f"the discovery pages and API (default {DEFAULT_HTTP_PORT}; 0 turns them off)",
+    )
     serve.set_defaults(run=_cmd_serve)
 
     demo = commands.add_parser("demo", help="build (once) and serve the demo mesh")
@@ -305,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
     demo.add_argument("--port", type=int, default=DEFAULT_PORT, help=PORT_HELP)
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        help=f"the discovery pages and API (default {DEFAULT_HTTP_PORT}; 0 turns them off)",
+    )
     demo.add_argument(
         "--scale-factor", type=float, default=0.01, help="TPC-H scale factor (default 0.01)"
     )
@@ -343,6 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contracts.add_argument("--mesh", required=True, help=MESH_HELP)
     contracts.set_defaults(run=_cmd_contracts)
+
+    products = commands.add_parser(
+        "products",
+        help="list the products a principal may read: owner, versions, deprecation, SLOs",
+    )
+    products.add_argument("--mesh", default=".", help="the mesh directory (default: here)")
+    products.add_argument(
+        "--principal", help="list what this principal may read (default: every product)"
+    )
+    products.set_defaults(run=_cmd_products)
 
     policy = commands.add_parser("policy", help="inspect the mesh's policies")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="CHECK")

@@ -44,7 +44,8 @@ from gateway.types import arrow_type, serving_type
 if TYPE_CHECKING:
     import duckdb
 
-FORMAT_VERSION = 4  # 2: ships the demo policies; 3: audit.events; 4: denied_products
+FORMAT_VERSION = 5  # 2: the demo policies; 3: audit.events; 4: denied_products; 5: SLOs, quality,
+# deprecation
 DEMO_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "demo"
 MARKER = ".meshgate-demo.json"
 """Written last: its presence means the mesh is complete; it records the scale factor."""
@@ -117,6 +118,8 @@ AUDIT_EVENTS: dict[str, Any] = {
             ("duration_ms", "double", "internal", "Milliseconds from execution to the end."),
             ("outcome", "varchar", "internal", "ok, denied or error."),
             ("error", "varchar", "confidential", "The error the client saw, if any."),
+            ("engine", "varchar", "internal", "Where the cross-store part ran: local or Trino."),
+            ("replica", "varchar", "internal", "The gateway process that served the query."),
         )
     ],
     "tags": ["governance", "demo"],
@@ -453,9 +456,13 @@ def _build(build: Path, scale_factor: float, progress: Progress) -> None:
     gateway = {"denied_products": "discoverable"}
     _write_yaml(build / "mesh.yaml", {"name": "acme", "stores": STORES, "gateway": gateway}, header)
     for table in TABLES:
-        _write_yaml(build / table.domain / f"{table.name}.yaml", _descriptor(table), header)
+        descriptor = _descriptor(table)
+        if table.name == "orders":
+            descriptor["deprecated"] = _orders_v1_deprecation()
+        _write_yaml(build / table.domain / f"{table.name}.yaml", descriptor, header)
     orders = next(t for t in TABLES if t.name == "orders")
-    _write_yaml(build / "sales" / "orders_v2.yaml", _orders_v2_descriptor(orders), header)
+    v2 = _orders_v2_descriptor(orders)
+    _write_yaml(build / "sales" / "orders_v2.yaml", {**v2, **_orders_v2_health(v2)}, header)
     (build / "audit").mkdir()
     (build / "audit" / "events.jsonl").touch()
     _write_yaml(build / "audit" / "events.yaml", AUDIT_EVENTS, header)
@@ -611,6 +618,45 @@ def _descriptor(table: _Table, *, version: int = 1, sql: str | None = None) -> d
         descriptor["lineage"] = list(table.lineage)
     descriptor["tags"] = ["tpch", "demo"]
     return descriptor
+
+
+def _orders_v1_deprecation() -> dict[str, str]:
+    """sales.orders_v1 is deprecated in favour of v2: since two weeks before the build, served
+    for half a year after it."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    return {
+        "since": (today - dt.timedelta(days=14)).isoformat(),
+        "sunset": (today + dt.timedelta(days=180)).isoformat(),
+        "replacement": "sales.orders_v2",
+    }
+
+
+def _orders_v2_health(v2: dict[str, Any]) -> dict[str, Any]:
+    """What sales.orders v2 promises beyond its schema: SLOs and ODCS quality rules."""
+    return {
+        "slo": {
+            **v2.get("slo", {}),
+            "availability": {"min_percent": 99.5},
+            "latency": {"p50_ms": 200, "p95_ms": 1000},
+            "volume": {"min_rows": 1000},
+        },
+        "quality": [
+            {"metric": "nullValues", "column": "o_orderkey"},
+            {"metric": "duplicateValues", "column": "o_orderkey"},
+            {
+                "metric": "invalidValues",
+                "column": "o_orderstatus",
+                "arguments": {"validValues": ["F", "O", "P"]},
+            },
+            {
+                "metric": "invalidValues",
+                "column": "o_totalprice",
+                "arguments": {"minimum": 0, "maximum": 1000000},
+            },
+        ],
+    }
 
 
 def _orders_v2_descriptor(orders: _Table) -> dict[str, Any]:

@@ -11,6 +11,7 @@ source reader, which stops the queries at the stores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -31,6 +32,7 @@ from gateway.errors import (
     QueryCancelled,
     QueryTimeout,
     SourceUnavailable,
+    values_hidden,
 )
 from gateway.planner import Plan
 from gateway.planner.dynamic_filters import (
@@ -41,7 +43,7 @@ from gateway.planner.dynamic_filters import (
     narrowed_sql,
 )
 from gateway.planner.schema import local_engine
-from gateway.streaming import OwnedStream, serve_stream
+from gateway.streaming import OwnedStream, close_stream, serve_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,14 @@ class LocalWatch:
             # being interrupted (DuckDB would touch a connection being destroyed)
             with contextlib.suppress(Exception):  # a query that just ended has nothing to stop
                 self._interrupt()
+
+    def interrupt(self) -> None:
+        """Interrupt the query now (the query's deadline), unless it has ended: never while
+        the cursor is being closed."""
+        with self._lock:
+            if not self._stopped:
+                with contextlib.suppress(Exception):  # a query that just ended
+                    self._interrupt()
 
     def stop(self) -> None:
         """No interrupt after this returns; call it before closing the cursor."""
@@ -192,7 +202,7 @@ _reservations = ConnectionReservations()
 def _close_all(readers: list[pa.RecordBatchReader]) -> None:
     for reader in readers:
         try:
-            reader.close()
+            close_stream(reader)
         except Exception:  # noqa: BLE001 - closing must not hide the error being reported
             log.debug("closing a fragment reader failed", exc_info=True)
 
@@ -206,8 +216,10 @@ def _read_small(reader: pa.RecordBatchReader) -> tuple[pa.Table | None, pa.Recor
         rows += batch.num_rows
         size += batch.nbytes
         if rows > MAX_BUILD_ROWS or size > MAX_BUILD_BYTES:
-            rest = pa.RecordBatchReader.from_batches(
-                reader.schema, itertools.chain(batches, reader)
+            rest = stream_reader(
+                reader.schema,
+                itertools.chain(batches, reader),
+                on_close=functools.partial(close_stream, reader),
             )
             return None, rest
     return pa.Table.from_batches(batches, schema=reader.schema), reader
@@ -401,13 +413,18 @@ def execute_plan(
     *,
     max_batch_bytes: int,
     sent: list[tuple[str, str]] | None = None,
+    step: Callable[[str], contextlib.AbstractContextManager] = lambda _: contextlib.nullcontext(),
+    cancellers: list[Callable[[], object]] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> pa.RecordBatchReader:
     """The answer to ``plan`` as a stream in ``plan.schema``.
 
-    ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included).
-    ``cancelled`` tells whether the client has cancelled or gone away: the local engine's query
-    is interrupted then, as the stores' queries are when the stream closes.
+    ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included);
+    ``step("meshgate.local_engine")`` wraps the start of the local engine's query (tracing);
+    ``cancellers`` receives the functions that interrupt the local engine's part of the query
+    (a deadline calls them from another thread); ``cancelled`` tells whether the client has
+    cancelled or gone away: the local engine's query is interrupted then, as the stores' queries
+    are when the stream closes.
     """
     sent = sent if sent is not None else []
     if plan.local_sql is None:
@@ -433,6 +450,8 @@ def execute_plan(
     con = local_engine()
     owned: list[OwnedStream] = []
     watch = LocalWatch(con.interrupt, cancelled=cancelled)
+    if cancellers is not None:
+        cancellers.append(watch.interrupt)
 
     def finish() -> None:
         """The local query's cursor first (its threads stop reading the fragments), then each
@@ -455,7 +474,8 @@ def execute_plan(
                     owned.append(OwnedStream(reader))
                     relation = owned[-1].engine_reader()
             con.register(fragment.name, relation)
-        result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
+        with step("meshgate.local_engine"):
+            result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
     except GatewayError:
         finish()
         raise
@@ -463,7 +483,11 @@ def execute_plan(
         finish()
         if watch.reason is not None:
             raise watch.reason from None
-        raise InvalidQuery(f"the local engine could not run the query: {exc}") from exc
+        raise InvalidQuery(
+            f"the local engine could not run the query: {exc}",
+            public="the local engine could not run the query: "
+            + values_hidden(str(exc).splitlines()[0]),
+        ) from exc
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -479,5 +503,5 @@ def execute_plan(
     stream = batches()
     # a stream dropped before its first batch never enters the generator's `finally`
     weakref.finalize(stream, give_back)
-    local = pa.RecordBatchReader.from_batches(result.schema, stream)
+    local = stream_reader(result.schema, stream)
     return serve_stream(local, plan.schema, max_batch_bytes=max_batch_bytes)

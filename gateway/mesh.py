@@ -14,6 +14,7 @@ at once rather than one per restart.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from enum import StrEnum
@@ -25,6 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
+from gateway.jwt_auth import IdentityProviderSettings
+from gateway.limits import LimitsSettings
+from gateway.observability.settings import ObservabilitySettings
+from gateway.tls import TlsSettings
 from gateway.types import arrow_type, contract_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -71,17 +76,133 @@ class Column(BaseModel):
         return value
 
 
+DURATION = re.compile(r"^(?P<amount>\d+(\.\d+)?)\s*(?P<unit>ms|s|m|h|d|w)$")
+DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``, ``"2w"`` as seconds; ValueError otherwise.
+
+    >>> duration_seconds("1d")
+    86400.0
+    """
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration; write a number and a unit (ms, s, m, h, d, w), e.g. 1d"
+        )
+    return float(match["amount"]) * DURATION_SECONDS[match["unit"]]
+
+
 class Freshness(BaseModel):
+    """The newest value of ``column`` is at most ``max_age`` old."""
+
     model_config = ConfigDict(extra="forbid")
 
     column: str
     max_age: str
 
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+class Availability(BaseModel):
+    """At least ``min_percent`` of store probes and queries succeed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_percent: float = Field(default=99.0, gt=0, le=100)
+
+
+class Latency(BaseModel):
+    """The product's queries answer within these percentiles (milliseconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p50_ms: float | None = Field(default=None, gt=0)
+    p95_ms: float | None = Field(default=None, gt=0)
+
+
+class Volume(BaseModel):
+    """Completeness: the product holds between ``min_rows`` and ``max_rows`` rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_rows: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+
 
 class Slo(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """Service levels a product promises; gateway.monitor measures each while serving."""
+
+    model_config = ConfigDict(extra="forbid")
 
     freshness: Freshness | None = None
+    availability: Availability | None = None
+    latency: Latency | None = None
+    volume: Volume | None = None
+
+
+QUALITY_METRICS = ("nullValues", "duplicateValues", "invalidValues", "rowCount")
+QUALITY_OPERATORS = (
+    "mustBe",
+    "mustNotBe",
+    "mustBeGreaterThan",
+    "mustBeGreaterOrEqualTo",
+    "mustBeLessThan",
+    "mustBeLessOrEqualTo",
+    "mustBeBetween",
+)
+
+
+class QualityRule(BaseModel):
+    """A quality check in ODCS v3 terms, run at the store on a schedule.
+
+    ``nullValues`` (not null), ``duplicateValues`` (unique), ``invalidValues`` with
+    ``arguments: {validValues: [...]}`` (accepted values) or ``{minimum: x, maximum: y}`` (range)
+    count offending rows of ``column``; ``rowCount`` counts all rows. Without an operator the
+    count must be 0.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    metric: Literal["nullValues", "duplicateValues", "invalidValues", "rowCount"]
+    column: str | None = None
+    name: str | None = None
+    description: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    mustBe: float | None = None  # noqa: N815 - ODCS's names
+    mustNotBe: float | None = None  # noqa: N815
+    mustBeGreaterThan: float | None = None  # noqa: N815
+    mustBeGreaterOrEqualTo: float | None = None  # noqa: N815
+    mustBeLessThan: float | None = None  # noqa: N815
+    mustBeLessOrEqualTo: float | None = None  # noqa: N815
+    mustBeBetween: tuple[float, float] | None = None  # noqa: N815
+
+    def operator(self) -> tuple[str, Any]:
+        """The one comparison the measured count must pass (default ``mustBe: 0``)."""
+        given = [(k, getattr(self, k)) for k in QUALITY_OPERATORS if getattr(self, k) is not None]
+        return given[0] if given else ("mustBe", 0)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        target = f" of {self.column}" if self.column else ""
+        return f"{self.metric}{target}"
+
+
+class Deprecation(BaseModel):
+    """This version is deprecated: served with a warning until ``sunset``, refused after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: dt.date
+    sunset: dt.date
+    replacement: str
 
 
 DeniedProducts = Literal["invisible", "discoverable"]
@@ -108,6 +229,8 @@ class Descriptor(BaseModel):
     slo: Slo | None = None
     lineage: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+    quality: list[QualityRule] = Field(default_factory=list)
+    deprecated: Deprecation | None = None
     when_denied: DeniedProducts | None = None
     """Overrides the mesh's ``gateway.denied_products`` for this product."""
 
@@ -124,16 +247,55 @@ class Descriptor(BaseModel):
         return value
 
 
+class TrinoReach(BaseModel):
+    """Where the mesh's Trino engine reads a store: the catalog over it and, for stores whose
+    tables carry no schema (files), the schema their tables are registered in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog: str
+    schema_name: str | None = Field(default=None, alias="schema")
+
+
 class StoreConfig(BaseModel):
     """A store entry of ``mesh.yaml``; the connector validates its own settings."""
 
     model_config = ConfigDict(extra="allow")
 
     kind: str
+    trino: TrinoReach | None = None
+    """How the mesh's Trino engine reaches this store; absent, Trino cannot read it."""
 
     @property
     def settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class Routing(BaseModel):
+    """``gateway.routing``: where the cross-store part of a query runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["local", "trino", "auto"] = "local"
+    """local: the embedded DuckDB; trino: the engine named in ``engines:`` whenever every store
+    of the query is reachable there; auto: Trino when the query's products hold at least
+    ``min_rows`` rows (as last counted), and locally when Trino is down."""
+    min_rows: int = Field(default=20_000_000, ge=0)
+    """auto: the estimated rows read from which a query goes to Trino."""
+    refresh_seconds: float = Field(default=600, gt=0)
+    """auto: how often the products' row counts are taken again (in the background)."""
+
+
+class EngineConfig(BaseModel):
+    """An ``engines:`` entry: a Trino cluster whose catalogs reach the mesh's stores."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["trino"]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"catalog": "system", "schema": "runtime", **(self.model_extra or {})}
 
 
 class GatewaySettings(BaseModel):
@@ -142,6 +304,9 @@ class GatewaySettings(BaseModel):
     dialect: str = "duckdb"
     contract_check: Literal["strict", "warn", "off"] = "strict"
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=12 * 1024 * 1024)
+    monitor_interval_seconds: float = Field(default=60.0, ge=0)
+    """How often SLOs, contracts and quality checks are measured at the stores while serving
+    (0: only when a product is read or its page is opened)."""
     denied_products: DeniedProducts = "invisible"
     """What a principal sees of products no grant lets it read; a descriptor's `when_denied`
     overrides it."""
@@ -149,6 +314,20 @@ class GatewaySettings(BaseModel):
     """How long a connection may stay idle: tokens in use are renewed at half their life."""
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
+    tls: TlsSettings | None = None
+    """TLS (and mutual TLS) on the Flight endpoint (gateway.tls); off by default."""
+    identity_provider: IdentityProviderSettings | None = None
+    """Accept JWT bearer tokens this identity provider signed (gateway.jwt_auth)."""
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Timeouts, concurrency, result size and memory (gateway.limits)."""
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    """On SIGTERM, how long running streams may take to finish before they are cut."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``GET /healthz`` over HTTP on this port (gateway.draining); off when unset."""
+    routing: Routing = Field(default_factory=Routing)
+    """Where cross-store queries run: the local engine, the mesh's Trino engine, or by size."""
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    """Metrics, traces, lineage events and the log format (gateway.observability.settings)."""
 
 
 class MeshFile(BaseModel):
@@ -156,6 +335,8 @@ class MeshFile(BaseModel):
 
     name: str
     stores: dict[str, StoreConfig]
+    engines: dict[str, EngineConfig] = Field(default_factory=dict, max_length=1)
+    """At most one Trino cluster the cross-store part of queries may run on."""
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
 
@@ -305,6 +486,17 @@ def read_mesh(
                     problems.extend(_describe_validation_error(path, exc))
         return None, problems
 
+    for engine_name in config.engines:
+        if engine_name in config.stores:
+            problems.append(
+                f"{mesh_path}: field `engines.{engine_name}`: a store has that name too; "
+                "rename the engine"
+            )
+    if config.gateway.routing.mode != "local" and not config.engines:
+        problems.append(
+            f"{mesh_path}: field `gateway.routing.mode`: {config.gateway.routing.mode!r} needs "
+            "a Trino cluster under `engines:`; add one or set `mode: local`"
+        )
     for store_name, store in config.stores.items():
         if known_store_kinds is not None and store.kind not in known_store_kinds:
             problems.append(
@@ -346,6 +538,7 @@ def read_mesh(
             latest[unversioned] = product
 
     products.update(latest)
+    problems.extend(check_replacements(products))
     return Mesh(root=root, config=config, products=products), problems
 
 
@@ -385,4 +578,47 @@ def _check_descriptor(product: Product, config: MeshFile) -> list[str]:
             f"{path}: field `slo.freshness.column`: {d.slo.freshness.column!r} is not a column "
             "of this product"
         )
+    problems.extend(_check_quality(product, names))
+    if d.deprecated is not None and d.deprecated.sunset < d.deprecated.since:
+        problems.append(
+            f"{path}: field `deprecated.sunset`: {d.deprecated.sunset} is before `since` "
+            f"({d.deprecated.since}); the sunset comes after the deprecation"
+        )
+    return problems
+
+
+def _check_quality(product: Product, names: list[str]) -> list[str]:
+    problems = []
+    for i, rule in enumerate(product.descriptor.quality):
+        where = f"{product.path}: field `quality.{i}"
+        if rule.metric != "rowCount" and rule.column not in names:
+            problems.append(
+                f"{where}.column`: {rule.metric} needs `column:` naming a column of this product"
+                + (f" ({rule.column!r} is not one)" if rule.column else "")
+            )
+        if rule.metric == "invalidValues" and not (
+            "validValues" in rule.arguments or {"minimum", "maximum"} & set(rule.arguments)
+        ):
+            problems.append(
+                f"{where}.arguments`: invalidValues needs `validValues: [...]` (accepted "
+                "values) or `minimum:`/`maximum:` (a range)"
+            )
+        operators = [k for k in QUALITY_OPERATORS if getattr(rule, k) is not None]
+        if len(operators) > 1:
+            problems.append(f"{where}`: give one operator, not {', '.join(operators)}")
+    return problems
+
+
+def check_replacements(products: dict[str, Product]) -> list[str]:
+    """Every deprecation's ``replacement`` must be an address of the mesh."""
+    problems = []
+    for product in {p.versioned_address: p for p in products.values()}.values():
+        deprecated = product.descriptor.deprecated
+        if deprecated is not None and deprecated.replacement.lower() not in products:
+            close = difflib.get_close_matches(deprecated.replacement, list(products), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "name a product address"
+            problems.append(
+                f"{product.path}: field `deprecated.replacement`: no product "
+                f"{deprecated.replacement!r}; {hint}"
+            )
     return problems

@@ -7,7 +7,9 @@ source of truth for what products exist, who may see them and how a query runs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +18,32 @@ import pyarrow as pa
 from sqlglot import exp
 
 import connectors
+from connectors.watchdog import watchdog
 from gateway.contracts import ContractReport, check_contracts
-from gateway.errors import DeniedAsNotFound, GatewayError, MeshConfigError, PermissionDenied
+from gateway.errors import (
+    ContractBroken,
+    DeniedAsNotFound,
+    GatewayError,
+    MeshConfigError,
+    PermissionDenied,
+    QueryCancelled,
+    QueryTimeout,
+    SourceUnavailable,
+    with_messages,
+)
 from gateway.executor import execute_plan
+from gateway.limits import Admission, limits_for, result_limit_error
 from gateway.mesh import Mesh, Product, load_mesh
+from gateway.observability.core import Observability, QueryObservation, no_step
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.planner.dynamic_filters import abbreviated
 from gateway.planner.parameters import exact_key, shape_key
+from gateway.planner.schema import configure_local_engine
 from gateway.principals import Principal, PrincipalDirectory
-from gateway.streaming import arrow_bytes
+from gateway.redact import Redactor
+from gateway.streaming import arrow_bytes, close_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +70,13 @@ def _outcome(error: GatewayError) -> str:
     return "denied" if isinstance(error, PermissionDenied | DeniedAsNotFound) else "error"
 
 
+def _reached_stores(error: BaseException | None) -> bool:
+    """Whether a query that ended with ``error`` reached its stores (for availability)."""
+    if isinstance(error, ContractBroken):
+        return True
+    return not isinstance(error, SourceUnavailable | QueryTimeout)
+
+
 POLICY_RELOAD_SECONDS = 1.0
 
 
@@ -66,7 +90,14 @@ class Listing:
 
 
 class Gateway:
-    def __init__(self, mesh: Mesh, *, policy: Policy, principals: PrincipalDirectory):
+    def __init__(
+        self,
+        mesh: Mesh,
+        *,
+        policy: Policy,
+        principals: PrincipalDirectory,
+        span_exporter: object | None = None,
+    ):
         self.mesh = mesh
         self.policy = policy
         self.principals = principals
@@ -81,27 +112,87 @@ class Gateway:
 
             self._audit_log = AuditLog(mesh.root / self.settings.audit_log)
         self.connectors: dict[str, connectors.Connector] = {}
+        self.observe: Observability | None = None
+        from gateway.monitor import ProductMonitor
+        from gateway.usage import UsageReader
+
+        self.monitor = ProductMonitor(self)
+        self._deprecated_names = {
+            p.name for p in mesh.products.values() if p.descriptor.deprecated is not None
+        }
+        audit_path = None if self._audit_log is None else self._audit_log.path
+        self.usage = UsageReader(audit_path, mesh.products)
+        self.engine = None
         try:
             self.connectors = open_stores(mesh)
+            if mesh.config.engines:
+                from gateway.engines import Engine
+
+                self.engine = Engine(mesh, self.connectors, on_change=self.plans.clear)
         except MeshConfigError:
             self.close()
             raise
+        self.redactor = Redactor(mesh, self.connectors)
+        self.admission = Admission(self.settings.limits)
+        configure_local_engine(
+            memory_limit=self.settings.limits.memory_limit,
+            temp_directory=self._spill_directory(),
+        )
+        self._runners = dict(self.connectors)
+        """Where fragments run: every store, and the engine under its name."""
+        if self.engine is not None:
+            self._runners[self.engine.name] = self.engine.connector
+        self.observe = Observability(
+            self.settings.observability,
+            mesh=mesh,
+            connectors=self.connectors,
+            policy=policy,
+            span_exporter=span_exporter,
+            hide=getattr(policy, "hide_mask_key", lambda text: text),
+        )
+        if self.observe.metrics is not None:
+            self.observe.metrics.add_gauges(
+                "meshgate_product_status",
+                "1 for each product version's current status of each SLO, its contract and each "
+                "quality rule (status: met, at_risk, broken, drift, unchecked, ...).",
+                ["product", "check", "status"],
+                self._product_statuses,
+            )
 
     @classmethod
-    def open(cls, mesh_dir: str | Path, *, policy: Policy | None = None) -> Gateway:
+    def open(
+        cls,
+        mesh_dir: str | Path,
+        *,
+        policy: Policy | None = None,
+        span_exporter: object | None = None,
+    ) -> Gateway:
+        """Load and open the mesh in ``mesh_dir``; ``span_exporter`` (an OpenTelemetry
+        SpanExporter) receives every span, synchronously, whatever the tracing settings."""
         mesh = load_mesh(mesh_dir, known_store_kinds=set(connectors.KINDS))
         principals = PrincipalDirectory.load(mesh.root)
         if policy is None:
             from policies import PolicyEngine
 
             policy = PolicyEngine.load(mesh)
-        gateway = cls(mesh, policy=policy, principals=principals)
+        gateway = cls(mesh, policy=policy, principals=principals, span_exporter=span_exporter)
         try:
             gateway.check_contracts_on_load()
         except BaseException:
             gateway.close()
             raise
         return gateway
+
+    def _spill_directory(self) -> str | None:
+        """Where the local engine spills past its memory limit (absolute; None: no limit)."""
+        limits = self.settings.limits
+        if limits.temp_directory is not None:
+            return str((self.mesh.root / limits.temp_directory).resolve())
+        if limits.memory_limit is not None:
+            import tempfile
+
+            return str(Path(tempfile.gettempdir()) / "meshgate-spill")
+        return None
 
     def reload_policies(self) -> None:
         """Pick up changed policy files, looking at most once a second (deny stays the default)."""
@@ -114,6 +205,8 @@ class Gateway:
                 self.plans.clear()
                 self._governance_notes.clear()
                 self._reload_principals()
+                if self.observe is not None:
+                    self.observe.policy_reloaded()
                 log.info("policy files changed: the new policy is in force")
 
     def _reload_principals(self) -> None:
@@ -133,15 +226,30 @@ class Gateway:
             mesh=self.mesh,
             principal=principal,
             policy=self.policy,
-            connectors=self.connectors,
+            connectors=self._runners,
             dialect=self.settings.dialect,
+            engine=self.engine.view() if self.engine is not None else None,
         )
 
-    def plan(self, sql: str, principal: Principal, parameters: list[object] | None = None) -> Plan:
+    def plan(
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None = None,
+        *,
+        query: QueryObservation | None = None,
+    ) -> Plan:
         """The plan of ``sql`` for ``principal`` with ``parameters`` bound."""
-        return self._template(sql, principal, parameters).bind(parameters or ())
+        return self._template(sql, principal, parameters, query=query).bind(parameters or ())
 
-    def _template(self, sql: str, principal: Principal, parameters: list[object] | None) -> Plan:
+    def _template(
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None,
+        *,
+        query: QueryObservation | None = None,
+    ) -> Plan:
         """A plan of ``sql`` for values of the shape of ``parameters`` (planner.parameters),
         made once and reused while the policy holds."""
         context = self.context(principal)
@@ -150,38 +258,116 @@ class Gateway:
         shape = plan_key(sql, principal, shape_key(sql, context.dialect, values), generation)
         exact = plan_key(sql, principal, exact_key(values), generation)
         plan = self.plans.get(shape, exact)
+        cached = plan is not None
         if plan is None:
-            plan = plan_query(sql, context=context, parameters=values)
+            step = no_step if query is None else query.step
+            plan = plan_query(sql, context=context, parameters=values, step=step)
             self.plans.put(shape if plan.reusable else exact, plan)
+        self._refuse_unservable(plan)
+        if query is not None:
+            query.planned(plan, cached=cached)
         return plan
+
+    def _refuse_unservable(self, plan: Plan) -> None:
+        """Retired versions and products whose store drifted from the contract are not served,
+        however the plan was made (cached plans included)."""
+        from gateway import lifecycle
+
+        lifecycle.refuse_retired(plan.products, self.mesh.products, lifecycle.today())
+        self.monitor.refuse_drifted(plan.products)
+
+    def warnings(self, plan: Plan) -> list[str]:
+        """What the client reading ``plan`` should be told: deprecated versions it reads."""
+        from gateway import lifecycle
+
+        return lifecycle.warnings_for(plan.products, self.mesh.products, lifecycle.today())
+
+    def statement_warnings(
+        self, sql: str, principal: Principal, parameters: list[object] | None = None
+    ) -> list[str]:
+        """The warnings of a statement (planned once and cached, as for running it). Free for
+        the many statements that name no deprecated product."""
+        text = sql.lower()
+        if not any(name in text for name in self._deprecated_names):
+            return []
+        return self.warnings(self._template(sql, principal, parameters))
+
+    def _product_statuses(self) -> Iterator[tuple[tuple[str, str, str], int]]:
+        """(product version, check, status) of every product, as scraped for metrics."""
+        seen = set()
+        for product in self.mesh.products.values():
+            if product.versioned_address in seen:
+                continue
+            seen.add(product.versioned_address)
+            for check, status in self.monitor.statuses(product).items():
+                yield (product.versioned_address, check, status), 1
 
     def explain(self, plan: Plan) -> str:
         """The plan as text for the principal who asked; secrets such as the hash key hidden."""
         hide = getattr(self.policy, "hide_mask_key", None)
         return hide(plan.explain()) if hide is not None else plan.explain()
 
+    def explain_for(self, plan: Plan, principal: Principal) -> str:
+        """The plan as EXPLAIN shows it to ``principal``: physical relations only where the
+        policies' roles let them see those (gateway.redact), product addresses elsewhere."""
+        policy_set = getattr(self.policy, "policy", None)
+        includes = getattr(policy_set, "roles", None) or {}
+        return self.redactor.explain(self.explain(plan), principal, includes=includes)
+
     def execute(
         self,
         plan: Plan,
         *,
         sent: list[tuple[str, str]] | None = None,
+        query: QueryObservation | None = None,
+        cancellers: list | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
-        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent; ``cancelled``
-        says whether the client has cancelled (gateway.executor.LocalWatch)."""
-        return execute_plan(
-            plan,
-            self.connectors,
-            max_batch_bytes=self.settings.max_batch_bytes,
-            sent=sent,
-            cancelled=cancelled,
-        )
+        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent; ``cancellers``
+        receives what interrupts the local engine's part (the query's deadline calls it);
+        ``cancelled`` says whether the client has cancelled (gateway.executor.LocalWatch)."""
+        if query is None:
+            return execute_plan(
+                plan,
+                self._runners,
+                max_batch_bytes=self.settings.max_batch_bytes,
+                sent=sent,
+                cancellers=cancellers,
+                cancelled=cancelled,
+            )
+        with query.executing():
+            return execute_plan(
+                plan,
+                self.observe.stores(query, self._runners),
+                max_batch_bytes=self.settings.max_batch_bytes,
+                sent=sent,
+                step=query.execute_step,
+                cancellers=cancellers,
+                cancelled=cancelled,
+            )
+
+    def _fallback(self, plan: Plan, error: SourceUnavailable, principal: Principal) -> Plan | None:
+        """The plan to run instead when ``plan`` went to an engine that is down and routing is
+        ``auto`` (the same query, local); None when there is none."""
+        engine = self.engine
+        if engine is None or plan.engine != engine.name or error.store != engine.name:
+            return None
+        engine.failed()
+        if engine.mode != "auto":
+            return None
+        log.warning("engine %r is down; running the query locally: %s", engine.name, error)
+        return self.plan(plan.statement, principal, list(plan.parameters))
 
     def describe(
-        self, sql: str, principal: Principal, parameters: list[object] | None = None
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None = None,
+        *,
+        query: QueryObservation | None = None,
     ) -> Plan:
         """Plan without running (EXPLAIN, and the first step of ``run``); refusals are audited."""
-        return self._audited(self.plan, sql, principal, parameters)
+        return self._audited(self.plan, sql, principal, parameters, query=query)
 
     def schema(
         self, sql: str, principal: Principal, parameters: list[object] | None = None
@@ -191,14 +377,32 @@ class Gateway:
         return self._audited(self._template, sql, principal, parameters).schema
 
     def _audited(
-        self, make, sql: str, principal: Principal, parameters: list[object] | None
+        self,
+        make,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None,
+        *,
+        query: QueryObservation | None = None,
     ) -> Plan:
         started = time.perf_counter()
+        planning_only = query is None
+        if query is None:
+            query = self.observe.query(sql, principal, planning_only=True)
         try:
-            return make(sql, principal, parameters)
+            if planning_only:  # traced only if it plans: its root span is the plan
+                plan = make(sql, principal, parameters, query=query)
+            else:
+                with query.step("meshgate.plan"):
+                    plan = make(sql, principal, parameters, query=query)
         except GatewayError as exc:
-            self._audit(principal, sql, None, started, outcome=_outcome(exc), error=str(exc))
+            self._audit(
+                principal, sql, None, started, outcome=_outcome(exc), error=exc, query=query
+            )
             raise
+        if planning_only:
+            query.finish(outcome="ok", error=None, plan=plan)
+        return plan
 
     def run(
         self,
@@ -210,46 +414,138 @@ class Gateway:
     ) -> pa.RecordBatchReader:
         """Plan, execute and stream; one audit event when the stream ends, however it ends.
         ``cancelled`` tells whether the client has cancelled or gone away."""
-        plan = self.describe(sql, principal, parameters)
+        query = self.observe.query(sql, principal)
+        plan = self.describe(sql, principal, parameters, query=query)
         started = time.perf_counter()
-        sent: list[tuple[str, str]] = []
+        limits = limits_for(self.settings.limits, principal)
         try:
-            reader = self.execute(plan, sent=sent, cancelled=cancelled)
+            slot = self.admission.admit(principal, limits)
         except GatewayError as exc:
-            public = self._public_error(exc)
+            self._audit(principal, sql, plan, started, outcome="refused", error=exc, query=query)
+            raise
+        sent: list[tuple[str, str]] = []
+        warnings = self.warnings(plan)
+        self.monitor.on_read(plan.products)
+        cancellers: list = []
+        timed_out = threading.Event()
+
+        def on_deadline() -> None:
+            timed_out.set()
+            for cancel in cancellers:
+                cancel()
+
+        stop_deadline = watchdog.schedule(limits.query_timeout_seconds, on_deadline)
+
+        def timeout() -> QueryTimeout:
+            return QueryTimeout(
+                f"the query ran past {limits.query_timeout_seconds:g} s, the limit "
+                f"`{limits.source['query_timeout_seconds']}` in mesh.yaml, and was cancelled; "
+                "narrow it or ask the governance group to raise the limit"
+            )
+
+        try:
+            try:
+                reader = self.execute(
+                    plan, sent=sent, query=query, cancellers=cancellers, cancelled=cancelled
+                )
+            except SourceUnavailable as exc:
+                fallback = self._fallback(plan, exc, principal)
+                if fallback is None:
+                    raise
+                plan, sent = fallback, []
+                reader = self.execute(
+                    plan, sent=sent, query=query, cancellers=cancellers, cancelled=cancelled
+                )
+            if timed_out.is_set():  # the stores' first answers came too late
+                close_stream(reader)
+                raise timeout()
+        except GatewayError as exc:
+            stop_deadline()
+            slot.release()
+            public = self._store_failure(plan, self._public_error(exc))
+            self.monitor.record_query(plan.products, reached=_reached_stores(public), ms=None)
             self._audit(
-                principal, sql, plan, started, outcome=_outcome(exc), error=str(public), sent=sent
+                principal,
+                sql,
+                plan,
+                started,
+                outcome=_outcome(exc),
+                error=public,
+                sent=sent,
+                query=query,
+                warnings=warnings,
             )
             raise public from None
+        except BaseException:
+            stop_deadline()
+            slot.release()
+            raise
         counted = {"rows": 0, "bytes": 0}
 
         def batches() -> Iterator[pa.RecordBatch]:
             error: BaseException | None = None
+            query.streaming()
             try:
                 for batch in reader:
+                    if timed_out.is_set():
+                        raise timeout()
                     counted["rows"] += batch.num_rows
                     counted["bytes"] += arrow_bytes(batch)
+                    exceeded = result_limit_error(
+                        limits, rows=counted["rows"], size=counted["bytes"]
+                    )
+                    if exceeded is not None:
+                        raise exceeded
                     yield batch
             except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
-                error = self._public_error(exc)
+                failure = timeout() if timed_out.is_set() else exc
+                error = self._store_failure(plan, self._public_error(failure))
                 raise error from None
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                reader.close()
+                stop_deadline()
+                close_stream(reader)
+                slot.release()
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self.monitor.record_query(
+                    plan.products,
+                    reached=_reached_stores(error),
+                    ms=elapsed_ms if error is None else None,
+                )
                 self._audit(
                     principal,
                     sql,
                     plan,
                     started,
                     outcome="ok" if error is None else "error",
-                    error=None if error is None else str(error) or type(error).__name__,
+                    error=error,
                     sent=sent,
+                    query=query,
+                    warnings=warnings,
                     **counted,
                 )
 
-        return pa.RecordBatchReader.from_batches(plan.schema, batches())
+        stream = batches()
+        # a stream dropped before its first batch never enters the generator's `finally`
+        weakref.finalize(stream, slot.release)
+        weakref.finalize(stream, stop_deadline)
+        return stream_reader(plan.schema, stream)
+
+    def _store_failure(self, plan: Plan, error: GatewayError) -> GatewayError:
+        """A store failed a query: if its product drifted from the contract (a column dropped
+        or retyped under the gateway), say so, naming the column, instead of the store's words."""
+        if isinstance(error, QueryCancelled | ContractBroken):
+            return error
+        try:
+            self.monitor.recheck_contracts(plan.products)
+        except ContractBroken as drift:
+            log.warning("a query failed on contract drift: %s", drift)
+            return drift
+        except GatewayError:  # the check itself could not run: report the first failure
+            pass
+        return error
 
     def _public_error(self, error: Exception) -> GatewayError:
         """``error`` as the client may see it, without the excerpt of the SQL that DuckDB quotes
@@ -258,9 +554,14 @@ class Gateway:
         hide = getattr(self.policy, "hide_mask_key", None)
         message = hide(message) if hide is not None else message
         if isinstance(error, GatewayError) and not isinstance(error, MeshConfigError):
-            return type(error)(message)
+            public = error.public
+            public = hide(public) if hide is not None and public is not None else public
+            return with_messages(error, message, public)
         log.error("a query failed while streaming", exc_info=error)
-        return GatewayError(f"the query failed while streaming: {message}")
+        return GatewayError(
+            f"the query failed while streaming: {message}",
+            public="the query failed while streaming",
+        )
 
     def _audit(
         self,
@@ -270,11 +571,16 @@ class Gateway:
         started: float,
         *,
         outcome: str,
-        error: str | None = None,
+        error: BaseException | None = None,
         rows: int = 0,
         bytes: int = 0,  # noqa: A002 - the audit event's field name
         sent: list[tuple[str, str]] | None = None,
+        query: QueryObservation | None = None,
+        warnings: list[str] | None = None,
     ) -> None:
+        """The one place a query ends: its observation is finished and its audit event written."""
+        if query is not None:
+            query.finish(outcome=outcome, error=error, plan=plan, rows=rows, size=bytes, sent=sent)
         if self._audit_log is None:
             return
         from gateway.audit import AuditEvent, Fragment
@@ -287,9 +593,13 @@ class Gateway:
             rows=rows,
             bytes=bytes,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            error=error,
+            error=None if error is None else str(error) or type(error).__name__,
+            query_id=None if query is None else query.query_id,
+            trace_id=None if query is None else query.trace_id,
+            warnings=list(warnings or ()),
         )
         if plan is not None:
+            event.engine = plan.engine
             event.products = list(plan.products)
             columns, masks, filters = self._governance_applied(principal, plan)
             event.columns, event.masks, event.filters = list(columns), dict(masks), dict(filters)
@@ -358,7 +668,9 @@ class Gateway:
         if mode == "off":
             return
         failures = []
-        for report in self.check_contracts():
+        reports = self.check_contracts()
+        self.monitor.record_contracts(reports)  # drift found at load is reported and refused
+        for report in reports:
             if not report.checked:
                 log.warning("contract of %s %s", report.address, report.problems[0])
             for problem in report.problems if report.checked else ():
@@ -368,9 +680,27 @@ class Gateway:
         if failures and mode == "strict":
             raise MeshConfigError(failures)
 
+    def product_metadata(self, product: Product) -> dict[str, str]:
+        """The product's life cycle and measured statuses, as GetTables schema metadata."""
+        found = {f"meshgate:status:{k}": v for k, v in self.monitor.statuses(product).items()}
+        deprecated = product.descriptor.deprecated
+        if deprecated is not None:
+            found["meshgate:deprecated"] = (
+                f"since {deprecated.since}; sunset {deprecated.sunset}; "
+                f"replacement {deprecated.replacement}"
+            )
+        return found
+
     def close(self) -> None:
+        monitor = getattr(self, "monitor", None)
+        if monitor is not None:
+            monitor.stop()
         if self._audit_log is not None:
             self._audit_log.close()
+        if self.engine is not None:
+            self.engine.close()
+        if getattr(self, "observe", None) is not None:
+            self.observe.close()
         for connector in self.connectors.values():
             try:
                 connector.close()

@@ -62,20 +62,24 @@ def validate_mesh(root: str | Path, *, unreachable_is_problem: bool = True) -> V
     result.mesh = mesh
     if mesh is None:
         return result
-    result.problems += principal_problems(mesh.root)
+    if getattr(mesh.config.gateway, "identity_provider", None) is None:  # JWTs log in otherwise
+        result.problems += principal_problems(mesh.root)
+    else:
+        result.problems += principal_problems(mesh.root, required=False)
     result.problems += policy_problems(mesh)
     _check_stores(mesh, result, unreachable_is_problem=unreachable_is_problem)
     return result
 
 
-def principal_problems(root: Path) -> list[str]:
-    """principals.yaml's problems; a mesh without principals would be a server nobody can use."""
+def principal_problems(root: Path, *, required: bool = True) -> list[str]:
+    """principals.yaml's problems; without principals (and without an identity provider, when
+    ``required``) the server would be one nobody can log into."""
     path = root / PRINCIPALS_FILE
     try:
         directory = PrincipalDirectory.load(root)
     except MeshConfigError as exc:
         return list(exc.problems)
-    if directory.names():
+    if directory.names() or not required:
         return []
     state = "is missing" if not path.is_file() else "lists no principals"
     return [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from datetime import datetime
 
@@ -57,7 +59,15 @@ def test_each_event_is_one_json_line_with_every_field(tmp_path):
         "bytes": 10,
         "duration_ms": 1.5,
         "error": None,
+        "warnings": [],
+        "engine": "local",
+        "replica": first["replica"],
+        "query_id": None,
+        "trace_id": None,
     }
+    assert first["replica"] == os.environ.get(
+        "MESHGATE_REPLICA", f"{socket.gethostname()}:{os.getpid()}"
+    )
     assert first["time"].endswith("Z")
     assert datetime.fromisoformat(first["time"]).utcoffset().total_seconds() == 0
     denied = read_lines(path)[1]
@@ -117,3 +127,25 @@ def test_unknown_outcomes_and_closed_logs_are_refused(tmp_path):
     log.close()
     with pytest.raises(ValueError, match="is closed"):
         log.record(event(1))
+
+
+def test_the_demo_audit_product_shows_the_engine_and_the_replica(demo_mesh, tmp_path, monkeypatch):
+    import shutil
+
+    from gateway.service import Gateway
+
+    mesh = tmp_path / "demo"
+    shutil.copytree(demo_mesh, mesh)
+    (mesh / "audit" / "events.jsonl").unlink(missing_ok=True)
+    monkeypatch.setenv("MESHGATE_REPLICA", "replica-7")
+    gateway = Gateway.open(mesh)
+    try:
+        admin = gateway.principals.get("admin")
+        statement = "SELECT count(*) AS n FROM reference.nation"
+        assert gateway.run(statement, admin).read_all()["n"][0].as_py() == 25
+        answer = gateway.run(
+            "SELECT engine, replica FROM audit.events WHERE statement = ?", admin, [statement]
+        ).read_all()
+    finally:
+        gateway.close()
+    assert answer.to_pylist() == [{"engine": "local", "replica": "replica-7"}]

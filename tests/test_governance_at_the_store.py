@@ -8,6 +8,7 @@ the answers are masked and filtered.
 from __future__ import annotations
 
 import textwrap
+import uuid
 
 import pytest
 
@@ -53,20 +54,22 @@ columns:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     pg, my = postgres_admin(), mysql_admin()
-    pg.execute("DROP SCHEMA IF EXISTS meshgate_gov CASCADE")
-    pg.execute("CREATE SCHEMA meshgate_gov")
+    schema = f"mg_gov_{uuid.uuid4().hex[:12]}"  # this run's own: others run the suite at once
+    maria_table = f"{schema}_accounts"
+    pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    pg.execute(f"CREATE SCHEMA {schema}")
     pg.execute(
-        "CREATE TABLE meshgate_gov.accounts (id BIGINT, holder TEXT, country TEXT, balance BIGINT)"
+        f"CREATE TABLE {schema}.accounts (id BIGINT, holder TEXT, country TEXT, balance BIGINT)"
     )
     with pg.cursor() as cur:
-        cur.executemany("INSERT INTO meshgate_gov.accounts VALUES (%s, %s, %s, %s)", ACCOUNTS)
+        cur.executemany(f"INSERT INTO {schema}.accounts VALUES (%s, %s, %s, %s)", ACCOUNTS)
     with my.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS meshgate_gov_accounts")
+        cur.execute(f"DROP TABLE IF EXISTS {maria_table}")
         cur.execute(
-            "CREATE TABLE meshgate_gov_accounts "
+            f"CREATE TABLE {maria_table} "
             "(id BIGINT, holder VARCHAR(40), country VARCHAR(2), balance BIGINT)"
         )
-        cur.executemany("INSERT INTO meshgate_gov_accounts VALUES (%s, %s, %s, %s)", ACCOUNTS)
+        cur.executemany(f"INSERT INTO {maria_table} VALUES (%s, %s, %s, %s)", ACCOUNTS)
     root = tmp_path_factory.mktemp("gov-mesh")
     (root / "mesh.yaml").write_text(
         textwrap.dedent(
@@ -81,8 +84,8 @@ def mesh(tmp_path_factory):
         )
     )
     for domain, store, table in (
-        ("bank", "pg", "meshgate_gov.accounts"),
-        ("lender", "maria", "meshgate_gov_accounts"),
+        ("bank", "pg", f"{schema}.accounts"),
+        ("lender", "maria", maria_table),
     ):
         (root / domain).mkdir()
         (root / domain / "accounts.yaml").write_text(DESCRIPTOR.format(store=store, table=table))
@@ -97,10 +100,10 @@ def mesh(tmp_path_factory):
         "roles: [small_accounts]}\n"
     )
     yield root
-    pg.execute("DROP SCHEMA IF EXISTS meshgate_gov CASCADE")
+    pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     pg.close()
     with my.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS meshgate_gov_accounts")
+        cur.execute(f"DROP TABLE IF EXISTS {maria_table}")
     my.close()
 
 

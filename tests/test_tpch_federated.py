@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import random
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from tests.support.tpch_mesh import (
     TABLE_DOMAIN,
     answer_difference,
     build_tpch_mesh,
+    drop_tpch_stores,
     to_addresses,
     to_table_names,
     tpch_query_texts,
@@ -61,11 +63,17 @@ pytestmark = pytest.mark.stores
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     require(POSTGRES)
     require(MARIADB)
     directory = tmp_path_factory.mktemp("tpch-federated") / "mesh"
-    return build_tpch_mesh(directory, scale_factor=SCALE_FACTOR, progress=lambda message: None)
+    namespace = f"mg_tpch_{uuid.uuid4().hex[:12]}"  # this session's own; dropped afterwards
+    try:
+        yield build_tpch_mesh(
+            directory, scale_factor=SCALE_FACTOR, progress=lambda message: None, namespace=namespace
+        )
+    finally:
+        drop_tpch_stores(namespace)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 
@@ -302,7 +302,10 @@ def tables_table(
     table_pattern: str | None,
     table_types: list[str],
     include_schema: bool,
+    extra_metadata: Callable[[Product], dict[str, str]] | None = None,
 ) -> pa.Table:
+    """The GetTables answer; ``extra_metadata`` adds table-level schema metadata per product
+    (its SLO, contract and deprecation status)."""
     schema_regex, table_regex = like_pattern(schema_pattern), like_pattern(table_pattern)
     rows = []
     if catalog_matches(catalog) and (not table_types or TABLE_TYPE in table_types):
@@ -319,9 +322,19 @@ def tables_table(
     if not include_schema:
         return pa.table(columns, schema=TABLES_SCHEMA)
     columns["table_schema"] = [
-        flight_sql_schema(r[2].arrow_schema()).serialize().to_pybytes() for r in rows
+        flight_sql_schema(_table_schema(product, extra_metadata)).serialize().to_pybytes()
+        for _, _, product in rows
     ]
     return pa.table(columns, schema=TABLES_WITH_SCHEMA_SCHEMA)
+
+
+def _table_schema(
+    product: Product, extra_metadata: Callable[[Product], dict[str, str]] | None
+) -> pa.Schema:
+    schema = product.arrow_schema()
+    if extra_metadata is None:
+        return schema
+    return schema.with_metadata({**(schema.metadata or {}), **extra_metadata(product)})
 
 
 # --- columns as JDBC and ODBC describe them ---------------------------------------------------

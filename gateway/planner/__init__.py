@@ -1,12 +1,15 @@
 """The planner: one pure rewrite per module, applied in the order of RULES.
 
 ``plan_query`` takes SQL text and a principal and returns a :class:`Plan`: the fragments each
-store runs, the query the local engine runs over them, and the schema of the answer. Nothing here
-touches a store.
+store runs, the query the local engine runs over them, and the schema of the answer. Between
+governance and pushdown, ``choose_route`` decides whether the cross-store part runs on the mesh's
+Trino engine (``route.py``); the route travels to the later rules in the context, and the plan
+says which engine runs what. Nothing here touches a store.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +28,9 @@ from gateway.planner.pushdown_predicates import push_down_predicates
 from gateway.planner.pushdown_projections import push_down_projections
 from gateway.planner.qualify import qualify_columns
 from gateway.planner.resolve import resolve_products
+from gateway.planner.route import LOCAL, choose_route
 from gateway.planner.schema import infer_schema
+from gateway.planner.sources import source_address, sources_of
 from gateway.planner.split import Fragment, split_by_store
 from gateway.planner.unshare import unshare_fragments
 
@@ -60,6 +65,10 @@ class Plan:
     reusable: bool = True
     """Whether other values of the same classes may be bound into this plan (see ``bind``)."""
     local_template: Template | None = field(default=None, compare=False, repr=False)
+    engine: str = LOCAL
+    """Where the cross-store part runs: ``local`` (the embedded DuckDB) or the engine's name."""
+    route: str = ""
+    """Why it runs there (empty when the mesh names no engine)."""
 
     def bind(self, parameters: Sequence[object]) -> Plan:
         """This plan with ``parameters`` bound instead of the values it was planned with: values
@@ -77,10 +86,11 @@ class Plan:
         )
 
     def explain(self) -> str:
-        lines = []
+        lines = [f"engine: {self.engine} ({self.route})"] if self.route else []
         for fragment in self.fragments:
             target = "the answer" if self.local_sql is None else fragment.name
-            lines.append(f"fragment {target} runs on store {fragment.store!r}:")
+            where = "engine" if fragment.store == self.engine else "store"
+            lines.append(f"fragment {target} runs on {where} {fragment.store!r}:")
             lines.append(f"  {fragment.sql}")
         if self.local_sql is not None:
             lines.append("runs locally in DuckDB over the fragments:")
@@ -89,16 +99,42 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | None = None) -> Plan:
+def _no_step(name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def plan_query(
+    sql: str,
+    *,
+    context: PlanContext,
+    parameters: list[object] | None = None,
+    step: Callable[[str], contextlib.AbstractContextManager] = _no_step,
+) -> Plan:
+    """The plan of ``sql``; ``step(name)`` wraps each step (parse, each rule, optimize), which
+    is how the gateway traces them."""
     parameters = tuple(parameters or ())
-    expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
-    expression = bind_parameters(expression, parameters)
+    with step("parse"):
+        expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
+        expression = bind_parameters(expression, parameters)
     for rule in RULES:
-        expression = rule(expression, context=context)
+        with step(rule.__name__):
+            expression = rule(expression, context=context)
     refuse_unplannable(expression)
+    with step("optimize"):
+        return _optimized(sql, expression, context=context, parameters=parameters)
+
+
+def _optimized(
+    sql: str, expression: exp.Expression, *, context: PlanContext, parameters: tuple
+) -> Plan:
+    """The plan of a governed ``expression``: pushed down, split by store, transpiled."""
     schema = infer_schema(expression, context=context)
     products = tuple(sorted(named_products(expression)))
     expression = pin_decimal_outputs(expression, schema=schema)
+    addresses = {source_address(s) for s in sources_of(expression)}
+    homes = {a: context.mesh.products[a].store for a in addresses}
+    route = choose_route(addresses, homes=homes, engine=context.engine)
+    context = replace(context, route=route)
     for rule in PUSHDOWN:
         expression = rule(expression, context=context)
     split = unshare_fragments(split_by_store(expression, context=context), context=context)
@@ -120,6 +156,8 @@ def plan_query(sql: str, *, context: PlanContext, parameters: list[object] | Non
         parameters=parameters,
         reusable=movable <= placed,
         local_template=Template.of(split.local, "duckdb", local_sql) if local_sql else None,
+        engine=route.engine,
+        route=route.reason if context.engine is not None else "",
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlglot import exp
 
 from connectors.base import Connector
 from gateway.mesh import Mesh, Product
+from gateway.planner.route import EngineView, Route
 from gateway.principals import Principal
 
 
@@ -34,4 +35,9 @@ class PlanContext:
     principal: Principal
     policy: Policy
     connectors: Mapping[str, Connector]
+    """Every store's connector, and the engine's under its name."""
     dialect: str = "duckdb"
+    engine: EngineView | None = None
+    """The mesh's Trino engine, when ``engines:`` names one and routing may use it."""
+    route: Route = field(default_factory=Route)
+    """Where this query's cross-store part runs; set by the planner after governance."""

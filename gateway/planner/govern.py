@@ -31,7 +31,8 @@ def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> 
     if not decision.readable:
         raise PermissionDenied(
             f"{context.principal.name!r} may not read {address}; ask its owner "
-            f"({product.descriptor.owner}) for access"
+            f"({product.descriptor.owner}) for access",
+            product=address,
         )
     contract = exp.select(*(exp.column(c.name, quoted=True) for c in product.columns)).from_(
         source_placeholder(address)

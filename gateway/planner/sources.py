@@ -33,7 +33,9 @@ def sources_of(expression: exp.Expression) -> list[exp.Table]:
 
 
 def store_of(source: exp.Table, context: PlanContext) -> str:
-    return context.mesh.products[source_address(source)].store
+    """Where ``source`` is read: its product's store, or the engine the route placed it at."""
+    address = source_address(source)
+    return context.route.placement.get(address) or context.mesh.products[address].store
 
 
 def contract_schema(expression: exp.Expression, context: PlanContext) -> dict[str, dict[str, str]]:

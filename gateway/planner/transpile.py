@@ -47,6 +47,8 @@ def transpile_fragment(
     """``expression`` as ``store``'s SQL: placeholders become physical relations, then sqlglot
     transpiles."""
     query = _physical(expression, context=context, store=store)
+    if store == context.route.engine:
+        query = _explicit_cross_joins(query)
     dialect = context.connectors[store].capabilities.dialect
     try:
         sql = query.sql(dialect=dialect)
@@ -72,11 +74,14 @@ def _physical(expression: exp.Expression, *, context: PlanContext, store: str) -
         if address is None:
             return node
         product = context.mesh.products[address]
-        relation = connector.relation(
-            product.descriptor.table,
-            product.descriptor.sql,
-            columns={c.name: c.type for c in product.columns},
-        )
+        if context.route.placement.get(address) == store:  # read through the engine
+            relation = context.engine.names[address].copy()
+        else:
+            relation = connector.relation(
+                product.descriptor.table,
+                product.descriptor.sql,
+                columns={c.name: c.type for c in product.columns},
+            )
         alias = node.args.get("alias")
         if alias is not None:  # qualified columns name the placeholder's alias
             relation.set("alias", alias.copy())
@@ -96,4 +101,14 @@ def _neutral_aliases(expression: exp.Expression) -> exp.Expression:
         for column in expression.find_all(exp.Column):
             if column.table in renamed:
                 column.set("table", exp.to_identifier(renamed[column.table], quoted=True))
+    return expression
+
+
+def _explicit_cross_joins(expression: exp.Expression) -> exp.Expression:
+    """``FROM a, b JOIN c ON a.x = c.x`` as ``FROM a CROSS JOIN b JOIN c ...``: in Trino (and
+    standard SQL) JOIN binds tighter than a comma, so ``a`` is out of the ON's scope there,
+    while DuckDB, whose meaning the gateway keeps, reads the joins left to right (TPC-H Q2)."""
+    for join in expression.find_all(exp.Join):
+        if not (join.kind or join.side or join.args.get("on") or join.args.get("using")):
+            join.set("kind", "CROSS")
     return expression

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import textwrap
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,11 +29,13 @@ def grant_everything(root: Path, *, principal: str = "tester", role: str = "read
 
 @contextlib.contextmanager
 def mariadb_people(root: Path, table: str, rows: Sequence[tuple[int, str | None]]) -> Iterator:
-    """A gateway over a mesh in ``root`` publishing ``crm.people``: the MariaDB table ``table``
-    (k INT, name VARCHAR(20)) holding ``rows``, dropped again afterwards."""
+    """A gateway over a mesh in ``root`` publishing ``crm.people``: a MariaDB table named after
+    ``table`` with a suffix of its own (others run the suite at the same time), (k INT, name
+    VARCHAR(20)) holding ``rows``, dropped again afterwards."""
     from gateway.service import Gateway
     from tests.support.stores import MARIADB, mysql_admin
 
+    table = f"{table}_{uuid.uuid4().hex[:8]}"
     admin = mysql_admin()
     with admin.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
@@ -67,3 +70,13 @@ def mariadb_people(root: Path, table: str, rows: Sequence[tuple[int, str | None]
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         admin.close()
+
+
+def set_gateway_settings(root: Path, settings: dict) -> None:
+    """Merge ``settings`` into the ``gateway:`` section of ``root``'s mesh.yaml."""
+    import yaml
+
+    path = root / "mesh.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.setdefault("gateway", {}).update(settings)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -81,11 +81,17 @@ def build_tpch_mesh(
     postgres: Service = POSTGRES,
     mariadb: Service = MARIADB,
     progress: Progress = print,
+    namespace: str | None = None,
 ) -> Path:
-    """The federated TPC-H mesh in ``directory``, built or reused; returns its absolute path."""
+    """The federated TPC-H mesh in ``directory``, built or reused; returns its absolute path.
+
+    ``namespace`` names the PostgreSQL schema and MariaDB database (default
+    :func:`store_namespace`, shared and kept between runs, for benchmarks); tests pass a unique
+    one and drop it afterwards with :func:`drop_tpch_stores`.
+    """
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
-    namespace = store_namespace(scale_factor)
+    namespace = namespace or store_namespace(scale_factor)
     with exclusive(directory):
         parquet_dir = generate_tpch(
             directory / "tpch", scale_factor=scale_factor, progress=progress
@@ -103,6 +109,30 @@ def build_tpch_mesh(
             _write_mesh_files(directory, namespace, postgres, mariadb)
             (directory / MESH_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return directory
+
+
+def drop_tpch_stores(
+    namespace: str, *, postgres: Service = POSTGRES, mariadb: Service = MARIADB
+) -> None:
+    """Drop the PostgreSQL schema and MariaDB database a test's TPC-H mesh was loaded into."""
+    import psycopg
+    import pymysql
+    from psycopg import sql
+
+    with psycopg.connect(
+        host=postgres.host,
+        port=postgres.port,
+        user=postgres.user,
+        dbname=postgres.database,
+        autocommit=True,
+    ) as con:
+        con.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(namespace)))
+    con = pymysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user, autocommit=True)
+    try:
+        with con.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{namespace}`")
+    finally:
+        con.close()
 
 
 # --- queries and answers ----------------------------------------------------------------------
