@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from connectors.base import Capabilities, Connector
 from connectors.watchdog import watchdog
-from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable
+from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable, values_hidden
 from gateway.streaming import OwnedStream
 
 ROWS_PER_BATCH = 65_536
@@ -71,7 +71,8 @@ class EmbeddedDuckDB:
                 if self.must_exist and not Path(self.database).is_file():
                     raise SourceUnavailable(
                         f"store {self.store!r}: database file {self.database} does not exist; "
-                        "check `path` in mesh.yaml"
+                        "check `path` in mesh.yaml",
+                        public=f"store {self.store!r} is unavailable",
                     )
                 read_only = self.database != ":memory:"
                 try:
@@ -85,7 +86,8 @@ class EmbeddedDuckDB:
                     self._connection = connection  # seen by others only once it is set up
                 except duckdb.Error as exc:
                     raise SourceUnavailable(
-                        f"store {self.store!r} cannot be opened: {exc}"
+                        f"store {self.store!r} cannot be opened: {exc}",
+                        public=f"store {self.store!r} cannot be opened",
                     ) from exc
             return self._connection
 
@@ -130,10 +132,17 @@ class EmbeddedDuckDB:
             raise InvalidQuery(f"store {self.store!r} rejected the query: {reason}") from exc
         except duckdb.IOException as exc:
             finish()
-            raise SourceUnavailable(f"store {self.store!r} cannot be read: {exc}") from exc
+            raise SourceUnavailable(
+                f"store {self.store!r} cannot be read: {exc}",
+                public=f"store {self.store!r} cannot be read",  # DuckDB names the files
+            ) from exc
         except duckdb.Error as exc:
             finish()
-            raise InvalidQuery(f"store {self.store!r} failed to run the query: {exc}") from exc
+            raise InvalidQuery(
+                f"store {self.store!r} failed to run the query: {exc}",
+                public=f"store {self.store!r} failed to run the query: "
+                + values_hidden(str(exc).splitlines()[0]),
+            ) from exc
         except BaseException:
             finish()
             raise

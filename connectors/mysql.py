@@ -127,6 +127,13 @@ class MySQLConnector(Connector):
             message = message.replace(quote(self._password, safe=""), "***")
             message = message.replace(self._password, "***")
         lowered = message.lower()
+        # first: MariaDB's own timeout also reads "Query execution was interrupted"
+        if code in _TIMEOUT_ERRORS or "max_statement_time" in lowered:
+            return QueryTimeout(
+                f"store {self.name!r} stopped the query after "
+                f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
+                "`query_timeout_seconds` in mesh.yaml"
+            )
         if (
             code in _CLIENT_ERRORS
             or isinstance(exc, OSError | pymysql.err.InterfaceError)
@@ -140,20 +147,22 @@ class MySQLConnector(Connector):
                     "timed out waiting for connection",
                     "server disconnected",
                     "broken pipe",
+                    # KILL QUERY / KILL by an operator, or the server shutting down
+                    "query execution was interrupted",
+                    "connection was killed",
+                    "server shutdown in progress",
                 )
             )
         ):
             return SourceUnavailable(
                 f"store {self.name!r} ({self._where()}) is unavailable: {message}; "
-                "the query can be retried once the server is back"
+                "the query can be retried once the server is back",
+                public=f"store {self.name!r} is unavailable; retry once it is back",
             )
-        if code in _TIMEOUT_ERRORS or "max_statement_time" in lowered:
-            return QueryTimeout(
-                f"store {self.name!r} stopped the query after "
-                f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
-                "`query_timeout_seconds` in mesh.yaml"
-            )
-        return InvalidQuery(f"store {self.name!r} rejected the query: {message}")
+        return InvalidQuery(
+            f"store {self.name!r} rejected the query: {message}",
+            public=f"store {self.name!r} rejected the query",  # MariaDB quotes the SQL
+        )
 
     def _control(self, sql: str, args: tuple = ()) -> tuple[tuple, tuple]:
         """Run a small statement on a pooled PyMySQL connection: (rows, column metadata).

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from gateway.errors import SourceUnavailable
+from gateway.streaming import close_stream, stream_reader
 
 
 class ConnectionPool:
@@ -75,7 +76,7 @@ class ConnectionPool:
             nonlocal open_
             if open_:
                 open_ = False
-                reader.close()
+                close_stream(reader)
                 owner.close()
                 self.release(connection, broken=broken)
 
@@ -92,7 +93,7 @@ class ConnectionPool:
         stream = batches()
         # A reader dropped before its first batch never enters the generator's `finally`.
         weakref.finalize(stream, finish)
-        return pa.RecordBatchReader.from_batches(reader.schema, stream)
+        return stream_reader(reader.schema, stream)
 
     def close(self) -> None:
         while True:

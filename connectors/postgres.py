@@ -30,7 +30,14 @@ from connectors.remote import (
     stream,
     tag_query,
 )
-from gateway.errors import GatewayError, InvalidQuery, NotFound, QueryTimeout, SourceUnavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidQuery,
+    NotFound,
+    QueryTimeout,
+    SourceUnavailable,
+    values_hidden,
+)
 from gateway.types import arrow_type
 
 ALIAS = "store"
@@ -160,12 +167,19 @@ class PostgresConnector(Connector):
                 "terminating connection",
                 "no connection to the server",
                 "ssl syscall",
+                # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
+                "unable to read binary copy data",
+                "unexpected eof",
+                # another query found the server gone and dropped the shared ATTACH under this
+                # one (a deadline is told apart before this mapping, by the stream)
+                "interrupt error: interrupted",
             )
         ):
             self._forget_connection()
             return SourceUnavailable(
                 f"store {self.name!r} ({self._where()}) is unavailable: {message.strip()}; "
-                "the query can be retried once the server is back"
+                "the query can be retried once the server is back",
+                public=f"store {self.name!r} is unavailable; retry once it is back",
             )
         if "statement timeout" in lowered:
             return QueryTimeout(
@@ -173,7 +187,13 @@ class PostgresConnector(Connector):
                 f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
                 "`query_timeout_seconds` in mesh.yaml"
             )
-        return InvalidQuery(f"store {self.name!r} rejected the query: {message.strip()}")
+        # the scanner quotes the whole SQL it sent; PostgreSQL's own words follow "ERROR:"
+        reason = message.rpartition("ERROR:")[2].strip() if "ERROR:" in message else None
+        return InvalidQuery(
+            f"store {self.name!r} rejected the query: {message.strip()}",
+            public=f"store {self.name!r} rejected the query"
+            + (f": {values_hidden(reason.splitlines()[0])}" if reason else ""),
+        )
 
     def _forget_connection(self) -> None:
         """Drop the ATTACH so the next query reconnects (the server went away or restarted)."""

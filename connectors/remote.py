@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from connectors.watchdog import watchdog
 from gateway.errors import GatewayError, InvalidQuery, QueryTimeout, SourceUnavailable
+from gateway.streaming import stream_reader
 from gateway.types import serving_type
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ def probe(host: str, port: int, *, timeout: float, store: str, kind: str) -> Non
     except OSError as exc:
         raise SourceUnavailable(
             f"store {store!r} ({kind} at {host}:{port}) cannot be reached: {exc.strerror or exc}; "
-            "check that the server is running and `host`/`port` in mesh.yaml"
+            "check that the server is running and `host`/`port` in mesh.yaml",
+            public=f"store {store!r} cannot be reached; retry once it is back",
         ) from None
 
 
@@ -167,7 +169,7 @@ def stream(
                 _quietly(cancel)
             _quietly(close)
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return stream_reader(schema, batches())
 
 
 def _quietly(action: Callable[[], None]) -> None:

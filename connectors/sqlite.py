@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from connectors.base import Capabilities, Connector, ConnectorSettings
 from connectors.pool import ConnectionPool
-from gateway.errors import InvalidQuery, SourceUnavailable, Unsupported
+from gateway.errors import InvalidQuery, SourceUnavailable, Unsupported, values_hidden
 from gateway.types import arrow_type
 
 
@@ -43,7 +43,8 @@ class SQLiteConnector(Connector):
         if not self.path.is_file():
             raise SourceUnavailable(
                 f"store {self.name!r}: database file {self.path} does not exist; check `path` in "
-                "mesh.yaml"
+                "mesh.yaml",
+                public=f"store {self.name!r} is unavailable",
             )
         connection = adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
         # SQLite's LIKE ignores ASCII case by default; the gateway's (DuckDB's) does not
@@ -64,7 +65,10 @@ class SQLiteConnector(Connector):
                 cursor.close()
                 # the driver quotes the SQL it was given: physical names stay inside the gateway
                 reason = str(exc).split("\nquery:")[0]
-                raise InvalidQuery(f"store {self.name!r} rejected the query: {reason}") from exc
+                raise InvalidQuery(
+                    f"store {self.name!r} rejected the query: {reason}",
+                    public=f"store {self.name!r} rejected the query: {values_hidden(reason)}",
+                ) from exc
             return _untyped_when_empty(cursor.fetch_record_batch()), cursor
 
         return self._pool.stream(run, is_broken=lambda exc: not isinstance(exc, InvalidQuery))

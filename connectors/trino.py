@@ -34,6 +34,7 @@ from gateway.errors import (
     QueryTimeout,
     SourceUnavailable,
 )
+from gateway.streaming import stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class _TrinoStream:
         self.schema = pa.schema(fields)
 
     def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+        return stream_reader(self.schema, self._batches())
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         size = self._connector.settings.batch_rows
@@ -304,9 +305,14 @@ class _TrinoStream:
             if exc.error_name in ("USER_CANCELED", "ADMINISTRATIVELY_KILLED"):
                 return QueryCancelled(f"{role} {name!r} (Trino) cancelled the query: {detail}")
             if exc.error_type == "USER_ERROR":
-                return InvalidQuery(f"{role} {name!r} (Trino) rejected the query: {detail}")
+                return InvalidQuery(
+                    f"{role} {name!r} (Trino) rejected the query: {detail}",
+                    public=f"{role} {name!r} rejected the query: {exc.error_name}",
+                )
             return SourceUnavailable(
-                f"{role} {name!r} (Trino) failed while answering: {detail}", store=name
+                f"{role} {name!r} (Trino) failed while answering: {detail}",
+                store=name,
+                public=f"{role} {name!r} failed while answering: {exc.error_name}",
             )
         if isinstance(exc, errors.HttpError | errors.OperationalError) and "error 401" in str(exc):
             return SourceUnavailable(
@@ -319,6 +325,7 @@ class _TrinoStream:
                 f"{role} {name!r}: Trino at {url} cannot be reached ({exc}); check `host` and "
                 "`port` in mesh.yaml and that the coordinator is running",
                 store=name,
+                public=f"{role} {name!r} cannot be reached; retry once it is back",
             )
         if isinstance(exc, ValueError):
             return SourceUnavailable(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -22,9 +21,17 @@ def _public_host(host: str) -> str:
 
 
 def _serve(
-    gateway, *, host: str, port: int, http_port: int | None, banner: str | None = None
+    gateway,
+    *,
+    host: str,
+    port: int,
+    http_port: int | None,
+    banner: str | None = None,
+    health_port: int | None = None,
 ) -> None:
-    """Serve Flight SQL on ``port`` and, unless ``http_port`` is None, the discovery port."""
+    """Serve Flight SQL on ``port`` and, unless ``http_port`` is None, the discovery port;
+    SIGTERM drains (gateway.draining)."""
+    from gateway.draining import drain_on_sigterm, serve_health
     from gateway.flightsql.server import MeshFlightServer
 
     if gateway.settings.observability.log_format == "json":
@@ -41,16 +48,23 @@ def _serve(
     except BaseException:
         gateway.close()
         raise
-    # SIGTERM (service managers, containers) stops like Ctrl-C: queued spans and lineage
-    # events are sent and the stores closed, where the default would drop them
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (service managers, containers) drains: new queries are refused, running streams
+    # finish, then the finally below sends queued spans and lineage events and closes the stores
+    running = gateway.admission.running
+    drain_on_sigterm(server, running=running, grace_seconds=gateway.settings.shutdown_grace_seconds)
+    health_port = health_port if health_port is not None else gateway.settings.health_port
+    health = None
     gateway.monitor.start()  # SLOs, contracts and quality measured while serving
+    scheme = server.listen_location.partition("://")[0]
     try:
+        if health_port is not None:
+            health = serve_health(server.lifecycle, running=running, host=host, port=health_port)
+            print(f"health check at http://{host}:{health.server_port}/healthz", flush=True)
         if http_port is not None:
             from gateway.http.app import create_app
             from gateway.http.server import HttpServer
 
-            flight_uri = f"grpc://{_public_host(host)}:{server.port}"
+            flight_uri = f"{scheme}://{_public_host(host)}:{server.port}"
             app = create_app(gateway, signer=server.signer, flight_uri=flight_uri)
             try:
                 http = HttpServer(app, host=host, port=http_port or DEFAULT_HTTP_PORT).start()
@@ -60,17 +74,25 @@ def _serve(
                 log.warning("%s; serving Flight SQL only", exc)
         print(
             banner
-            or f"meshgate serving mesh {gateway.mesh.name!r} at grpc://{host}:{server.port}"
+            or f"meshgate serving mesh {gateway.mesh.name!r} at {scheme}://{host}:{server.port}"
             + (f"; discovery at {http.url}" if http is not None else ""),
             flush=True,
         )
-        server.serve()
+        # the server answers from construction on; waiting here rather than in serve() keeps
+        # SIGTERM for the drain (serve() would shut gRPC down on it at once)
+        while not server.lifecycle.stopped.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         if http is not None:
             http.stop()
-        server.shutdown()
+        if server.lifecycle.draining.is_set():
+            server.lifecycle.stopped.wait()
+        else:
+            server.shutdown()
+        if health is not None:
+            health.shutdown()
         gateway.close()
 
 
@@ -121,7 +143,30 @@ def _cmd_serve(args) -> None:
         logging.getLogger("meshgate").warning(warning)
     if not validation.ok:
         raise MeshConfigError(validation.problems)
-    _serve(Gateway.open(args.mesh), host=args.host, port=args.port, http_port=_http_port(args))
+    gateway = Gateway.open(args.mesh)
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        _use_tls_flags(gateway, args)
+    _serve(
+        gateway,
+        host=args.host,
+        port=args.port,
+        http_port=_http_port(args),
+        health_port=args.health_port,
+    )
+
+
+def _use_tls_flags(gateway, args) -> None:
+    """``--tls-cert``/``--tls-key``/``--tls-client-ca`` in place of mesh.yaml's ``gateway.tls``."""
+    from gateway.tls import TlsSettings
+
+    if not (args.tls_cert and args.tls_key):
+        gateway.close()
+        raise UsageError("TLS needs both --tls-cert and --tls-key")
+    gateway.settings.tls = TlsSettings(
+        cert=str(Path(args.tls_cert).resolve()),
+        key=str(Path(args.tls_key).resolve()),
+        client_ca=str(Path(args.tls_client_ca).resolve()) if args.tls_client_ca else None,
+    )
 
 
 def _cmd_validate(args) -> None:
@@ -414,6 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mesh", required=True, help=MESH_HELP)
     serve.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=PORT_HELP)
+    serve.add_argument("--tls-cert", help="serve grpc+tls:// with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", help="mutual TLS: accept only client certificates this CA signed"
+    )
+    serve.add_argument(
+        "--health-port", type=int, help="answer GET /healthz over HTTP on this port (for LBs)"
+    )
     serve.add_argument(
         "--http-port",
         type=int,

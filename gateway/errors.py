@@ -3,16 +3,35 @@
 Every layer raises a :class:`GatewayError` subclass with a message that says what went wrong and
 what to do; :func:`to_flight_error` at the server edge turns it into the Flight status the client
 sees. Anything else that escapes is logged and reported as INTERNAL without a traceback.
+
+An error's message (``str(error)``) is what the server log and the audit trail keep. When it holds
+what a consumer must not see (a driver's text: physical names, SQL, hosts, file paths), the raiser
+gives a ``public`` message as well, and the client gets only that, with a reference to the log.
 """
 
 from __future__ import annotations
+
+import functools
+import logging
+import re
+import traceback
+import uuid
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 
 class GatewayError(Exception):
-    """Base of every error meshgate reports to a client."""
+    """Base of every error meshgate reports to a client.
+
+    ``public`` is the message for the client when ``str(error)`` (kept in the log and the audit
+    trail) quotes a store or driver; None when the message itself is fit for the client.
+    """
+
+    def __init__(self, message: str = "", *, public: str | None = None):
+        super().__init__(message)
+        self.public = public
 
 
 class InvalidQuery(GatewayError):
@@ -44,8 +63,8 @@ class Unauthenticated(GatewayError):
 class SourceUnavailable(GatewayError):
     """A store could not be reached or failed while answering; other stores keep serving."""
 
-    def __init__(self, message: str, *, store: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, *, store: str | None = None, public: str | None = None):
+        super().__init__(message, public=public)
         self.store = store
         """The store (or engine) that failed, where known: a query routed to an engine that is
         down can then run without it."""
@@ -68,6 +87,14 @@ class QueryCancelled(GatewayError):
     """The client cancelled the query or went away."""
 
 
+class ShuttingDown(SourceUnavailable):
+    """The gateway is draining before it stops: new queries go to another replica."""
+
+
+class ResourceExhausted(GatewayError):
+    """A limit of the gateway was reached: concurrent queries, result rows or bytes, memory."""
+
+
 class Unsupported(GatewayError):
     """A valid request that meshgate does not implement (writes, transactions, Substrait)."""
 
@@ -82,31 +109,144 @@ class MeshConfigError(GatewayError):
         )
 
 
+QUOTED_VALUE = re.compile(r"'(?:[^']|'')*'")
+INPUT_VALUE = re.compile(r'(input (?:syntax|value) for (?:type )?[\w ]+: )"(?:[^"]|"")*"', re.I)
+
+
+def values_hidden(text: str) -> str:
+    """A store's or engine's message without the values it quotes.
+
+    A failing cast names the value it met ("Could not convert string 'Ann' to INT32"), and a
+    store may evaluate it on a row the principal's row filter drops: such a value must not reach
+    the client. Identifiers (double quotes in DuckDB's messages) stay.
+
+    >>> values_hidden("Could not convert string 'Ann' to INT32")
+    "Could not convert string '…' to INT32"
+    """
+    return INPUT_VALUE.sub(r'\1"…"', QUOTED_VALUE.sub("'…'", text))
+
+
+def new_reference() -> str:
+    """A short id that ties what a client was told to the server log entry with the details."""
+    return uuid.uuid4().hex[:12]
+
+
+class _OpaqueDetail:
+    """Marks the exceptions that carry a status pyarrow has no Flight exception class for.
+
+    pyarrow turns any other Python exception into an Arrow status whose detail is the exception
+    formatted by ``traceback.format_exception`` (frames, server file paths), appended to the
+    message every client sees as ``. Detail: Python exception: ...``. :func:`hide_python_details`
+    makes that detail, for these exceptions only, the status name.
+    """
+
+    status_name = ""
+
+
+class _InvalidArgument(_OpaqueDetail, pa.ArrowInvalid):
+    status_name = "InvalidArgument"
+
+
+class _NotFound(_OpaqueDetail, pa.ArrowKeyError):
+    status_name = "NotFound"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class _Unimplemented(_OpaqueDetail, NotImplementedError):
+    status_name = "Unimplemented"
+
+
+@functools.cache
+def hide_python_details() -> None:
+    """Make pyarrow's status detail of the gateway's own errors their status name, not a
+    traceback. Idempotent; other exceptions are formatted as before."""
+    original = traceback.format_exception
+
+    @functools.wraps(original)
+    def format_exception(exc, /, *args, **kwargs):
+        value = args[0] if args else kwargs.get("value", exc)
+        if isinstance(value, _OpaqueDetail):
+            return [value.status_name]
+        return original(exc, *args, **kwargs)
+
+    traceback.format_exception = format_exception
+
+
 def to_flight_error(error: GatewayError) -> Exception:
     """The pyarrow exception that carries ``error`` to the client with the right status code.
 
     pyarrow maps ``ArrowInvalid`` to INVALID_ARGUMENT, ``ArrowKeyError`` to NOT_FOUND and
-    ``NotImplementedError`` to UNIMPLEMENTED; the Flight exception classes cover the rest.
+    ``NotImplementedError`` to UNIMPLEMENTED; the Flight exception classes cover the rest, each
+    made with an empty ``extra_info`` (the binary detail clients may read). pyarrow's Flight
+    transport has no RESOURCE_EXHAUSTED: a limit leaves as UNAVAILABLE, its message naming the
+    limit and the setting that changes it.
     """
-    message = str(error)
+    hide_python_details()
+    message = error.public if error.public is not None else str(error)
     match error:
         case InvalidQuery() | MeshConfigError():
-            return pa.ArrowInvalid(message)
+            return _InvalidArgument(message)
         case NotFound():
-            return pa.ArrowKeyError(message)
+            return _NotFound(message)
         case PermissionDenied():
-            return flight.FlightUnauthorizedError(message)
+            return flight.FlightUnauthorizedError(message, b"")
         case Unauthenticated():
-            return flight.FlightUnauthenticatedError(message)
-        case SourceUnavailable():
-            return flight.FlightUnavailableError(message)
+            return flight.FlightUnauthenticatedError(message, b"")
+        case SourceUnavailable() | ResourceExhausted():
+            return flight.FlightUnavailableError(message, b"")
         case QueryTimeout():
-            return flight.FlightTimedOutError(message)
+            return flight.FlightTimedOutError(message, b"")
         case QueryCancelled():
-            return flight.FlightCancelledError(message)
+            return flight.FlightCancelledError(message, b"")
         case Unsupported():
-            return NotImplementedError(message)
-    return flight.FlightInternalError(message)
+            return _Unimplemented(message)
+    return flight.FlightInternalError(message, b"")
+
+
+def client_error(
+    error: BaseException, *, log: logging.Logger, scrub: Callable[[str], str] = str
+) -> Exception:
+    """What the client receives for ``error`` raised while serving it: the one place errors
+    leave the gateway.
+
+    A GatewayError leaves with its status and its public message, scrubbed of physical names and
+    paths; when the full message differs it goes to the log under a reference the client is
+    given. Anything else is a bug: logged in full, and the client gets INTERNAL with only the
+    reference.
+    """
+    if isinstance(error, GatewayError):
+        public = scrub(error.public if error.public is not None else str(error))
+        if public != str(error):
+            reference = new_reference()
+            log.warning("%s (reference %s): %s", type(error).__name__, reference, error)
+            public = f"{public} (reference {reference}; the gateway's log has the details)"
+        return to_flight_error(_with_public(error, public))
+    if isinstance(error, flight.FlightError) and type(error) in _OWN_FLIGHT_ERRORS:
+        return error
+    reference = new_reference()
+    log.error("internal error (reference %s)", reference, exc_info=error)
+    return flight.FlightInternalError(
+        f"internal error (reference {reference}); the gateway's log has the details", b""
+    )
+
+
+def _with_public(error: GatewayError, public: str) -> GatewayError:
+    return with_messages(error, str(error), public)
+
+
+def with_messages(error: GatewayError, message: str, public: str | None) -> GatewayError:
+    """A copy of ``error`` (its class and attributes, such as a store's name) with new messages."""
+    copy = GatewayError.__new__(type(error))
+    copy.__dict__.update(error.__dict__)
+    copy.args = (message,)
+    copy.public = public
+    return copy
+
+
+_OWN_FLIGHT_ERRORS = (flight.FlightCancelledError,)
+"""Flight errors raised inside a handler that leave as they are: a client that went away."""
 
 
 def status_name(error: BaseException | None) -> str:
@@ -123,7 +263,7 @@ def status_name(error: BaseException | None) -> str:
             return "PERMISSION_DENIED"
         case Unauthenticated():
             return "UNAUTHENTICATED"
-        case SourceUnavailable():
+        case SourceUnavailable() | ResourceExhausted():
             return "UNAVAILABLE"
         case QueryTimeout():
             return "TIMED_OUT"

@@ -11,6 +11,7 @@ source reader, which stops the queries at the stores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import Connector
-from gateway.errors import GatewayError, InvalidQuery, SourceUnavailable
+from gateway.errors import GatewayError, InvalidQuery, SourceUnavailable, values_hidden
 from gateway.planner import Plan
 from gateway.planner.dynamic_filters import (
     DynamicFilter,
@@ -33,7 +34,7 @@ from gateway.planner.dynamic_filters import (
     narrowed_sql,
 )
 from gateway.planner.schema import local_engine
-from gateway.streaming import OwnedStream, serve_stream
+from gateway.streaming import OwnedStream, close_stream, serve_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ _reservations = ConnectionReservations()
 def _close_all(readers: list[pa.RecordBatchReader]) -> None:
     for reader in readers:
         try:
-            reader.close()
+            close_stream(reader)
         except Exception:  # noqa: BLE001 - closing must not hide the error being reported
             log.debug("closing a fragment reader failed", exc_info=True)
 
@@ -143,8 +144,10 @@ def _read_small(reader: pa.RecordBatchReader) -> tuple[pa.Table | None, pa.Recor
         rows += batch.num_rows
         size += batch.nbytes
         if rows > MAX_BUILD_ROWS or size > MAX_BUILD_BYTES:
-            rest = pa.RecordBatchReader.from_batches(
-                reader.schema, itertools.chain(batches, reader)
+            rest = stream_reader(
+                reader.schema,
+                itertools.chain(batches, reader),
+                on_close=functools.partial(close_stream, reader),
             )
             return None, rest
     return pa.Table.from_batches(batches, schema=reader.schema), reader
@@ -331,11 +334,14 @@ def execute_plan(
     max_batch_bytes: int,
     sent: list[tuple[str, str]] | None = None,
     step: Callable[[str], contextlib.AbstractContextManager] = lambda _: contextlib.nullcontext(),
+    cancellers: list[Callable[[], object]] | None = None,
 ) -> pa.RecordBatchReader:
     """The answer to ``plan`` as a stream in ``plan.schema``.
 
     ``sent`` collects (store, SQL) of every query sent, as it was sent (dynamic filters included);
-    ``step("meshgate.local_engine")`` wraps the start of the local engine's query (tracing).
+    ``step("meshgate.local_engine")`` wraps the start of the local engine's query (tracing);
+    ``cancellers`` receives the functions that interrupt the local engine's part of the query
+    (a deadline calls them from another thread).
     """
     sent = sent if sent is not None else []
     if plan.local_sql is None:
@@ -359,6 +365,8 @@ def execute_plan(
     give_back({f.store for f in plan.fragments} - streamed)  # their connections are back
 
     con = local_engine()
+    if cancellers is not None:
+        cancellers.append(con.interrupt)
     owned: list[OwnedStream] = []
 
     def finish() -> None:
@@ -388,7 +396,11 @@ def execute_plan(
         raise
     except Exception as exc:
         finish()
-        raise InvalidQuery(f"the local engine could not run the query: {exc}") from exc
+        raise InvalidQuery(
+            f"the local engine could not run the query: {exc}",
+            public="the local engine could not run the query: "
+            + values_hidden(str(exc).splitlines()[0]),
+        ) from exc
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -400,5 +412,5 @@ def execute_plan(
     stream = batches()
     # a stream dropped before its first batch never enters the generator's `finally`
     weakref.finalize(stream, give_back)
-    local = pa.RecordBatchReader.from_batches(result.schema, stream)
+    local = stream_reader(result.schema, stream)
     return serve_stream(local, plan.schema, max_batch_bytes=max_batch_bytes)

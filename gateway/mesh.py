@@ -26,7 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import MeshConfigError
+from gateway.jwt_auth import IdentityProviderSettings
+from gateway.limits import LimitsSettings
 from gateway.observability.settings import ObservabilitySettings
+from gateway.tls import TlsSettings
 from gateway.types import arrow_type, contract_type
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -311,6 +314,16 @@ class GatewaySettings(BaseModel):
     """How long a connection may stay idle: tokens in use are renewed at half their life."""
     audit_log: str | None = "audit/events.jsonl"
     """Where every query's audit event is appended (relative to the mesh); null turns it off."""
+    tls: TlsSettings | None = None
+    """TLS (and mutual TLS) on the Flight endpoint (gateway.tls); off by default."""
+    identity_provider: IdentityProviderSettings | None = None
+    """Accept JWT bearer tokens this identity provider signed (gateway.jwt_auth)."""
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Timeouts, concurrency, result size and memory (gateway.limits)."""
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    """On SIGTERM, how long running streams may take to finish before they are cut."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``GET /healthz`` over HTTP on this port (gateway.draining); off when unset."""
     routing: Routing = Field(default_factory=Routing)
     """Where cross-store queries run: the local engine, the mesh's Trino engine, or by size."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

@@ -7,7 +7,9 @@ source of truth for what products exist, who may see them and how a query runs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 import connectors
+from connectors.watchdog import watchdog
 from gateway.contracts import ContractReport, check_contracts
 from gateway.errors import (
     ContractBroken,
@@ -26,8 +29,10 @@ from gateway.errors import (
     QueryCancelled,
     QueryTimeout,
     SourceUnavailable,
+    with_messages,
 )
 from gateway.executor import execute_plan
+from gateway.limits import Admission, limits_for, result_limit_error
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.observability.core import Observability, QueryObservation, no_step
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
@@ -35,8 +40,10 @@ from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.planner.dynamic_filters import abbreviated
 from gateway.planner.parameters import exact_key, shape_key
+from gateway.planner.schema import configure_local_engine
 from gateway.principals import Principal, PrincipalDirectory
-from gateway.streaming import arrow_bytes
+from gateway.redact import Redactor
+from gateway.streaming import arrow_bytes, close_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,12 @@ class Gateway:
         except MeshConfigError:
             self.close()
             raise
+        self.redactor = Redactor(mesh, self.connectors)
+        self.admission = Admission(self.settings.limits)
+        configure_local_engine(
+            memory_limit=self.settings.limits.memory_limit,
+            temp_directory=self._spill_directory(),
+        )
         self._runners = dict(self.connectors)
         """Where fragments run: every store, and the engine under its name."""
         if self.engine is not None:
@@ -169,6 +182,17 @@ class Gateway:
             gateway.close()
             raise
         return gateway
+
+    def _spill_directory(self) -> str | None:
+        """Where the local engine spills past its memory limit (absolute; None: no limit)."""
+        limits = self.settings.limits
+        if limits.temp_directory is not None:
+            return str((self.mesh.root / limits.temp_directory).resolve())
+        if limits.memory_limit is not None:
+            import tempfile
+
+            return str(Path(tempfile.gettempdir()) / "meshgate-spill")
+        return None
 
     def reload_policies(self) -> None:
         """Pick up changed policy files, looking at most once a second (deny stays the default)."""
@@ -283,17 +307,30 @@ class Gateway:
         hide = getattr(self.policy, "hide_mask_key", None)
         return hide(plan.explain()) if hide is not None else plan.explain()
 
+    def explain_for(self, plan: Plan, principal: Principal) -> str:
+        """The plan as EXPLAIN shows it to ``principal``: physical relations only where the
+        policies' roles let them see those (gateway.redact), product addresses elsewhere."""
+        policy_set = getattr(self.policy, "policy", None)
+        includes = getattr(policy_set, "roles", None) or {}
+        return self.redactor.explain(self.explain(plan), principal, includes=includes)
+
     def execute(
         self,
         plan: Plan,
         *,
         sent: list[tuple[str, str]] | None = None,
         query: QueryObservation | None = None,
+        cancellers: list | None = None,
     ) -> pa.RecordBatchReader:
-        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent."""
+        """Run ``plan``; ``sent`` collects the (store, SQL) pairs actually sent; ``cancellers``
+        receives what interrupts the local engine's part (the query's deadline calls it)."""
         if query is None:
             return execute_plan(
-                plan, self._runners, max_batch_bytes=self.settings.max_batch_bytes, sent=sent
+                plan,
+                self._runners,
+                max_batch_bytes=self.settings.max_batch_bytes,
+                sent=sent,
+                cancellers=cancellers,
             )
         with query.executing():
             return execute_plan(
@@ -302,6 +339,7 @@ class Gateway:
                 max_batch_bytes=self.settings.max_batch_bytes,
                 sent=sent,
                 step=query.execute_step,
+                cancellers=cancellers,
             )
 
     def _fallback(self, plan: Plan, error: SourceUnavailable, principal: Principal) -> Plan | None:
@@ -369,19 +407,47 @@ class Gateway:
         query = self.observe.query(sql, principal)
         plan = self.describe(sql, principal, parameters, query=query)
         started = time.perf_counter()
+        limits = limits_for(self.settings.limits, principal)
+        try:
+            slot = self.admission.admit(principal, limits)
+        except GatewayError as exc:
+            self._audit(principal, sql, plan, started, outcome="refused", error=exc, query=query)
+            raise
         sent: list[tuple[str, str]] = []
         warnings = self.warnings(plan)
         self.monitor.on_read(plan.products)
+        cancellers: list = []
+        timed_out = threading.Event()
+
+        def on_deadline() -> None:
+            timed_out.set()
+            for cancel in cancellers:
+                cancel()
+
+        stop_deadline = watchdog.schedule(limits.query_timeout_seconds, on_deadline)
+
+        def timeout() -> QueryTimeout:
+            return QueryTimeout(
+                f"the query ran past {limits.query_timeout_seconds:g} s, the limit "
+                f"`{limits.source['query_timeout_seconds']}` in mesh.yaml, and was cancelled; "
+                "narrow it or ask the governance group to raise the limit"
+            )
+
         try:
             try:
-                reader = self.execute(plan, sent=sent, query=query)
+                reader = self.execute(plan, sent=sent, query=query, cancellers=cancellers)
             except SourceUnavailable as exc:
                 fallback = self._fallback(plan, exc, principal)
                 if fallback is None:
                     raise
                 plan, sent = fallback, []
-                reader = self.execute(plan, sent=sent, query=query)
+                reader = self.execute(plan, sent=sent, query=query, cancellers=cancellers)
+            if timed_out.is_set():  # the stores' first answers came too late
+                close_stream(reader)
+                raise timeout()
         except GatewayError as exc:
+            stop_deadline()
+            slot.release()
             public = self._store_failure(plan, self._public_error(exc))
             self.monitor.record_query(plan.products, reached=_reached_stores(public), ms=None)
             self._audit(
@@ -396,6 +462,10 @@ class Gateway:
                 warnings=warnings,
             )
             raise public from None
+        except BaseException:
+            stop_deadline()
+            slot.release()
+            raise
         counted = {"rows": 0, "bytes": 0}
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -403,17 +473,27 @@ class Gateway:
             query.streaming()
             try:
                 for batch in reader:
+                    if timed_out.is_set():
+                        raise timeout()
                     counted["rows"] += batch.num_rows
                     counted["bytes"] += arrow_bytes(batch)
+                    exceeded = result_limit_error(
+                        limits, rows=counted["rows"], size=counted["bytes"]
+                    )
+                    if exceeded is not None:
+                        raise exceeded
                     yield batch
             except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
-                error = self._store_failure(plan, self._public_error(exc))
+                failure = timeout() if timed_out.is_set() else exc
+                error = self._store_failure(plan, self._public_error(failure))
                 raise error from None
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                reader.close()
+                stop_deadline()
+                close_stream(reader)
+                slot.release()
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 self.monitor.record_query(
                     plan.products,
@@ -433,7 +513,11 @@ class Gateway:
                     **counted,
                 )
 
-        return pa.RecordBatchReader.from_batches(plan.schema, batches())
+        stream = batches()
+        # a stream dropped before its first batch never enters the generator's `finally`
+        weakref.finalize(stream, slot.release)
+        weakref.finalize(stream, stop_deadline)
+        return stream_reader(plan.schema, stream)
 
     def _store_failure(self, plan: Plan, error: GatewayError) -> GatewayError:
         """A store failed a query: if its product drifted from the contract (a column dropped
@@ -456,9 +540,14 @@ class Gateway:
         hide = getattr(self.policy, "hide_mask_key", None)
         message = hide(message) if hide is not None else message
         if isinstance(error, GatewayError) and not isinstance(error, MeshConfigError):
-            return type(error)(message)
+            public = error.public
+            public = hide(public) if hide is not None and public is not None else public
+            return with_messages(error, message, public)
         log.error("a query failed while streaming", exc_info=error)
-        return GatewayError(f"the query failed while streaming: {message}")
+        return GatewayError(
+            f"the query failed while streaming: {message}",
+            public="the query failed while streaming",
+        )
 
     def _audit(
         self,

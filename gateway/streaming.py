@@ -6,10 +6,45 @@ import contextlib
 import math
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+_closers: dict[int, Callable[[], object]] = {}
+
+
+def stream_reader(
+    schema: pa.Schema,
+    batches: Iterator[pa.RecordBatch],
+    *,
+    on_close: Callable[[], object] | None = None,
+) -> pa.RecordBatchReader:
+    """A reader over a Python iterator that :func:`close_stream` really closes.
+
+    ``RecordBatchReader.close()`` of a reader made ``from_batches`` leaves its generator
+    suspended until the reader is garbage: a stream whose client went away kept its query
+    running at the store until a garbage collection. ``close_stream`` closes the generator
+    (or calls ``on_close``) at once, so its ``finally`` cancels at the store.
+    """
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    closer = on_close if on_close is not None else getattr(batches, "close", None)
+    if closer is not None:
+        key = id(reader)
+        _closers[key] = closer
+        weakref.finalize(reader, _closers.pop, key, None)
+    return reader
+
+
+def close_stream(reader: pa.RecordBatchReader) -> None:
+    """Close ``reader`` and, when :func:`stream_reader` made it, the iterator behind it."""
+    reader.close()
+    closer = _closers.pop(id(reader), None)
+    if closer is not None:
+        # ValueError: running in another thread, which finishes and closes it by itself
+        with contextlib.suppress(ValueError):
+            closer()
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -139,9 +174,9 @@ def serve_stream(
             for batch in reader:
                 yield from split_by_bytes(conform(batch, schema), max_batch_bytes)
         finally:
-            reader.close()
+            close_stream(reader)
 
-    return pa.RecordBatchReader.from_batches(schema, read_ahead(batches(), READ_AHEAD_BATCHES))
+    return stream_reader(schema, read_ahead(batches(), READ_AHEAD_BATCHES))
 
 
 class OwnedStream:
@@ -186,8 +221,9 @@ class OwnedStream:
             owner()
 
     def reader(self) -> pa.RecordBatchReader:
-        """A pyarrow reader over this stream for one consumer; closing it closes the stream."""
-        return pa.RecordBatchReader.from_batches(self.schema, _closing(self))
+        """A pyarrow reader over this stream for one consumer; :func:`close_stream` of it
+        closes the stream (``RecordBatchReader.close`` alone would leave it open)."""
+        return stream_reader(self.schema, _closing(self), on_close=self.close)
 
     def engine_reader(self) -> pa.RecordBatchReader:
         """A pyarrow reader over this stream for the local engine, whose threads may call it at

@@ -441,12 +441,6 @@ def test_closing_a_connection_with_a_catalog_is_clean(jdbc, demo_url):
 # --- errors -----------------------------------------------------------------------------------
 
 LEAKS = ("Traceback", '.py"', "/gateway/", "pyarrow/_flight")
-TRACEBACK_DETAIL = pytest.mark.xfail(
-    strict=True,
-    reason="pyarrow attaches a Python traceback as the status detail of INVALID_ARGUMENT and "
-    "NOT_FOUND errors, and the JDBC driver shows it in the SQLException message (branch "
-    "`hardening` removes tracebacks from statuses)",
-)
 
 
 def failing_call(kind: str, jdbc: Jdbc, url: str, store_down_url: str | None):
@@ -515,12 +509,7 @@ def test_errors_arrive_as_sqlexceptions_with_the_gateways_message(kind, jdbc, de
 
 @pytest.mark.parametrize(
     "kind",
-    [
-        pytest.param(
-            kind, marks=TRACEBACK_DETAIL if kind in ("syntax error", "unknown product") else ()
-        )
-        for kind in ERROR_KINDS
-    ],
+    [kind for kind in ERROR_KINDS],
 )
 def test_errors_show_no_python_traceback_or_server_path(kind, jdbc, demo_url, request):
     down = request.getfixturevalue("store_down_url") if kind == "store down" else None

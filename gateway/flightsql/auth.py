@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 import pyarrow.flight as flight
 
-from gateway.errors import Unauthenticated, to_flight_error
+from gateway.errors import Unauthenticated, client_error, to_flight_error
+from gateway.jwt_auth import IdentityProvider, looks_like_jwt
 from gateway.principals import Principal, PrincipalDirectory
 from gateway.tokens import Signer
 
@@ -81,11 +82,13 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         *,
         token_ttl_seconds: int,
         anonymous: Principal | None,
+        identity_provider: IdentityProvider | None = None,
     ):
         self._principals = principals
         self._signer = signer
         self._ttl = token_ttl_seconds
         self._anonymous = anonymous
+        self._identity_provider = identity_provider
 
     def _header(self, headers: dict) -> str | None:
         for key, values in headers.items():
@@ -99,6 +102,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         except Unauthenticated as exc:
             log.info("refused a %s call: %s", info.method, exc)
             raise to_flight_error(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a bug must not reach the client as a traceback
+            raise client_error(exc, log=log) from None
 
     def _authenticate(self, header: str | None, cookie: str | None = None) -> AuthMiddleware:
         if cookie is not None and not (header or "").lower().startswith("basic "):
@@ -126,6 +131,8 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                 raise Unauthenticated("wrong username or password")
             return AuthMiddleware(principal, self._issue(principal.name, directory), self._ttl)
         if scheme.lower() == "bearer":
+            if self._identity_provider is not None and looks_like_jwt(value.strip()):
+                return AuthMiddleware(self._identity_provider.principal(value.strip()), None)
             return self._bearer(value.strip())
         raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")
 

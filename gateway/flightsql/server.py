@@ -10,28 +10,39 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import secrets
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from sqlglot import exp
 
-from gateway.errors import GatewayError, InvalidQuery, NotFound, Unsupported, to_flight_error
+from gateway.draining import Lifecycle
+from gateway.errors import (
+    InvalidQuery,
+    NotFound,
+    ShuttingDown,
+    Unsupported,
+    client_error,
+    hide_python_details,
+)
 from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
 from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
 from gateway.flightsql.notices import NOTICES_KEY, NoticeMiddlewareFactory, add_notices
 from gateway.flightsql.parameter_types import parameter_schema
+from gateway.jwt_auth import IdentityProvider
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
+from gateway.streaming import close_stream
+from gateway.tls import server_tls_options, tls_location
 from gateway.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -97,48 +108,59 @@ CACHED_PARAMETERS_BYTES = 16 * 1024
 
 
 def _edge(method):
-    """Map GatewayErrors to Flight errors and hide unexpected ones behind a log reference."""
+    """Every error of a Flight call leaves through gateway.errors.client_error: its status,
+    its public message scrubbed of physical names, unexpected ones as INTERNAL with a log
+    reference; never a traceback."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except GatewayError as exc:
-            raise to_flight_error(exc) from None
-        except flight.FlightError:
-            raise
-        except Exception:
-            reference = uuid.uuid4().hex[:12]
-            log.exception("internal error in %s (reference %s)", method.__name__, reference)
-            raise flight.FlightInternalError(
-                f"internal error (reference {reference}); the gateway's log has the details"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - each one is mapped, none leaves as it is
+            raise client_error(exc, log=log, scrub=self.gateway.redactor.scrub) from None
 
     return wrapper
 
 
-def _guarded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """Errors raised while streaming leave as Flight errors too."""
+def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> flight.GeneratorStream:
+    """The answer's stream, whose errors leave as the same client errors as any other.
+
+    A GeneratorStream, not a RecordBatchStream over a Python reader: pyarrow maps the Flight
+    errors a generator raises to their status, while an error raised inside a reader leaves as
+    UNKNOWN with the Python traceback as its detail.
+    """
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
-        except GatewayError as exc:
-            raise to_flight_error(exc) from None
-        except Exception as exc:
-            log.exception("a stream failed")
-            raise flight.FlightInternalError(f"the query failed while streaming: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - each one is mapped, none leaves as it is
+            raise client_error(exc, log=log, scrub=scrub) from None
         finally:
-            reader.close()
+            close_stream(reader)
 
-    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+    return flight.GeneratorStream(reader.schema, batches())
 
 
 class MeshFlightServer(flight.FlightServerBase):
     def __init__(self, gateway: Gateway, location: str = "grpc://127.0.0.1:8815", **kwargs):
         self.gateway = gateway
         self.signer = Signer()
-        anonymous = Principal("anonymous") if not gateway.principals.names() else None
+        hide_python_details()
+        identity_provider = None
+        if gateway.settings.identity_provider is not None:
+            identity_provider = IdentityProvider(
+                gateway.settings.identity_provider, gateway.mesh.root
+            )
+        anonymous = (
+            Principal("anonymous")
+            if not gateway.principals.names() and identity_provider is None
+            else None
+        )
+        if gateway.settings.tls is not None and "tls_certificates" not in kwargs:
+            kwargs.update(server_tls_options(gateway.settings.tls, gateway.mesh.root))
+        if kwargs.get("tls_certificates"):
+            location = tls_location(location)
+        self.listen_location = location
         super().__init__(
             location,
             auth_handler=NoOpHandshake(),
@@ -148,12 +170,14 @@ class MeshFlightServer(flight.FlightServerBase):
                     self.signer,
                     token_ttl_seconds=gateway.settings.token_ttl_seconds,
                     anonymous=anonymous,
+                    identity_provider=identity_provider,
                 ),
                 NOTICES_KEY: NoticeMiddlewareFactory(),
                 **gateway.observe.flight_middleware(),  # a client's trace context, if traced
             },
             **kwargs,
         )
+        self.lifecycle = Lifecycle()
         self._bound: dict[str, tuple[float, bytes]] = {}  # prepared id -> (time, parameters IPC)
         self._bound_lock = threading.Lock()
         self._pruned_at = time.monotonic()
@@ -163,6 +187,13 @@ class MeshFlightServer(flight.FlightServerBase):
     @staticmethod
     def _principal(context) -> Principal:
         return context.get_middleware(MIDDLEWARE_KEY).principal
+
+    def _refuse_if_draining(self) -> None:
+        if self.lifecycle.draining.is_set():
+            raise ShuttingDown(
+                "the gateway is shutting down and takes no new queries; retry, another replica "
+                "(or this one, restarted) will answer"
+            )
 
     def _statement_schema(
         self, sql: str, principal: Principal, parameters: list | None
@@ -203,6 +234,7 @@ class MeshFlightServer(flight.FlightServerBase):
     @_edge
     def get_flight_info(self, context, descriptor):
         principal = self._principal(context)
+        self._refuse_if_draining()
         command = _unpack(descriptor.command)
         schema, ticket = self._describe(command, principal, descriptor.command)
         self._notify(context, command, principal)
@@ -272,12 +304,11 @@ class MeshFlightServer(flight.FlightServerBase):
         principal = self._principal(context)
         command = _unpack(ticket.ticket)
         if isinstance(command, sql_pb2.TicketStatementQuery):
-            return flight.RecordBatchStream(
-                self._run_ticket(command.statement_handle, principal, context)
-            )
+            self._refuse_if_draining()
+            return self._run_ticket(command.statement_handle, principal, context)
         return flight.RecordBatchStream(self._metadata_table(command, principal))
 
-    def _run_ticket(self, handle: bytes, principal: Principal, context) -> pa.RecordBatchReader:
+    def _run_ticket(self, handle: bytes, principal: Principal, context) -> flight.FlightDataStream:
         payload = self.signer.verify("ticket", handle)
         if payload["p"] != principal.name:
             raise NotFound("unknown ticket; run the query again")
@@ -285,12 +316,14 @@ class MeshFlightServer(flight.FlightServerBase):
         self._notify_sql(context, payload["q"], principal, parameters)
         explain, statement = split_explain(payload["q"])
         if explain:
-            lines = self.gateway.explain(self.gateway.describe(statement, principal, parameters))
-            return pa.RecordBatchReader.from_batches(
-                EXPLAIN_SCHEMA,
-                [pa.record_batch([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)],
+            plan = self.gateway.describe(statement, principal, parameters)
+            lines = self.gateway.explain_for(plan, principal)
+            return flight.RecordBatchStream(
+                pa.table([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)
             )
-        return _guarded(self.gateway.run(statement, principal, parameters))
+        return _guarded(
+            self.gateway.run(statement, principal, parameters), self.gateway.redactor.scrub
+        )
 
     def _metadata_table(self, command, principal: Principal) -> pa.Table:
         match command:
@@ -391,7 +424,11 @@ class MeshFlightServer(flight.FlightServerBase):
     def do_action(self, context, action):
         principal = self._principal(context)
         kind = action.type
+        if kind == "HealthCheck":
+            status = self.lifecycle.status(self.gateway.admission.running())
+            return [flight.Result(pa.py_buffer(json.dumps(status).encode()))]
         if kind == "CreatePreparedStatement":
+            self._refuse_if_draining()
             request = _unpack(action.body.to_pybytes())
             if not isinstance(request, sql_pb2.ActionCreatePreparedStatementRequest):
                 raise InvalidQuery(
@@ -457,4 +494,5 @@ class MeshFlightServer(flight.FlightServerBase):
             ("SetSessionOptions", "Choose the catalog (only `mesh` exists)"),
             ("GetSessionOptions", "The session's options: its catalog"),
             ("CloseSession", "End the client's session"),
+            ("HealthCheck", 'JSON {"status": "serving" | "draining", "running_queries": n}'),
         ]

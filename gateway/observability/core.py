@@ -23,7 +23,7 @@ from gateway.errors import DeniedAsNotFound, PermissionDenied, status_name
 from gateway.observability.logs import CURRENT_QUERY
 from gateway.observability.metrics import Metrics, role_label
 from gateway.observability.settings import ObservabilitySettings
-from gateway.streaming import arrow_bytes
+from gateway.streaming import arrow_bytes, close_stream, stream_reader
 
 log = logging.getLogger(__name__)
 
@@ -479,9 +479,9 @@ def _counted(
             error = exc
             raise
         finally:
-            reader.close()
+            close_stream(reader)
             finish(error)
 
     stream = batches()
     weakref.finalize(stream, finish)
-    return pa.RecordBatchReader.from_batches(reader.schema, stream)
+    return stream_reader(reader.schema, stream)

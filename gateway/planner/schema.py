@@ -33,6 +33,26 @@ LOCAL_ENGINE_CONFIG = {
 }
 
 
+_engine_limits: dict[str, str] = {}
+
+
+def configure_local_engine(*, memory_limit: int | None, temp_directory: str | None) -> None:
+    """Bound the local engine's memory, spilling to ``temp_directory`` past it (sorts, joins
+    and aggregates that DuckDB can spill). Its settings are locked once it opens, so a change
+    opens a new engine for the queries that start from now on."""
+    global _engine
+    limits = {}
+    if memory_limit is not None:
+        limits["memory_limit"] = f"{max(memory_limit // 2**20, 16)}MiB"
+    if temp_directory is not None:
+        limits["temp_directory"] = temp_directory
+    with _engine_lock:
+        if limits != _engine_limits:
+            _engine_limits.clear()
+            _engine_limits.update(limits)
+            _engine = None
+
+
 def local_engine() -> duckdb.DuckDBPyConnection:
     """A connection to the gateway's own DuckDB: in memory, no file system, no network, settings
     locked. One database per process (opening one costs ~10 ms, a connection ~10 µs, and one
@@ -42,7 +62,8 @@ def local_engine() -> duckdb.DuckDBPyConnection:
     if engine is None or engine[0] != os.getpid():  # a forked child opens its own
         with _engine_lock:
             if _engine is None or _engine[0] != os.getpid():
-                _engine = (os.getpid(), duckdb.connect(config=LOCAL_ENGINE_CONFIG))
+                config = {**LOCAL_ENGINE_CONFIG, **_engine_limits}
+                _engine = (os.getpid(), duckdb.connect(config=config))
             engine = _engine
     return engine[1].cursor()
 

@@ -70,3 +70,13 @@ def mariadb_people(root: Path, table: str, rows: Sequence[tuple[int, str | None]
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         admin.close()
+
+
+def set_gateway_settings(root: Path, settings: dict) -> None:
+    """Merge ``settings`` into the ``gateway:`` section of ``root``'s mesh.yaml."""
+    import yaml
+
+    path = root / "mesh.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.setdefault("gateway", {}).update(settings)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
