@@ -99,7 +99,8 @@ def test_explain_and_the_audit_event_say_which_engine_ran_what(routed, tpch_quer
         assert len(cursor.fetchall()) == 10
     assert lines[0] == "engine: trino (routing mode trino)"
     assert lines[1] == "fragment the answer runs on engine 'trino':"
-    assert '"postgresql"."meshgate_tpch_sf0_01"."orders"' in lines[2]
+    schema = gateway.mesh.products["sales.orders"].descriptor.table.split(".")[0]
+    assert f'"postgresql"."{schema}"."orders"' in lines[2]  # the session's own schema
     events = [
         json.loads(line)
         for line in (gateway.mesh.root / "audit" / "events.jsonl").read_text().splitlines()
