@@ -9,7 +9,6 @@ comment so a deadline or an early close cancels it with ``pg_cancel_backend``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import threading
@@ -196,12 +195,14 @@ class PostgresConnector(Connector):
         )
 
     def _forget_connection(self) -> None:
-        """Drop the ATTACH so the next query reconnects (the server went away or restarted)."""
+        """Drop the ATTACH so the next query reconnects (the server went away or restarted).
+
+        The broken connection is not closed here: other threads may still run cursors on it (a
+        stream, the monitor's contract check), and closing a DuckDB connection under a live
+        cursor crashed the process. Each cursor holds the database it came from, so the old
+        one is freed, its PostgreSQL sessions with it, once its last cursor is closed."""
         with self._lock:
-            con, self._duckdb = self._duckdb, None
-        if con is not None:
-            with contextlib.suppress(Exception):  # it is being discarded because it broke
-                con.close()
+            self._duckdb = None
 
     # -- queries ----------------------------------------------------------------------------
 
