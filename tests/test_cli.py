@@ -45,6 +45,21 @@ def pasted_snippet(banner: str) -> str:
     return "\n".join(lines[start : end + 1]) + "\n"
 
 
+def run_pasted(snippet: str, directory: Path) -> subprocess.CompletedProcess:
+    """``snippet`` pasted into a plain shell in ``directory``, whose PATH lacks the venv (no bare
+    ``python`` there), as a user in another terminal would run it."""
+    directory.mkdir()
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc"],
+        input=snippet,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=directory,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(directory), "LANG": "C.UTF-8"},
+    )
+
+
 def test_demo_prints_a_snippet_that_runs_verbatim_in_a_shell(demo_mesh, tmp_path):
     """The banner's snippet, pasted into a plain shell whose PATH lacks the venv (no bare
     ``python`` there), in another directory, prints the answer."""
@@ -63,17 +78,7 @@ def test_demo_prints_a_snippet_that_runs_verbatim_in_a_shell(demo_mesh, tmp_path
         assert "analyst/analyst" in banner
         snippet = pasted_snippet(banner)
         assert not snippet.startswith((" ", "python ")), snippet
-        elsewhere = tmp_path / "elsewhere"
-        elsewhere.mkdir()
-        result = subprocess.run(
-            ["bash", "--noprofile", "--norc"],
-            input=snippet,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=elsewhere,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(elsewhere), "LANG": "C.UTF-8"},
-        )
+        result = run_pasted(snippet, tmp_path / "elsewhere")
         assert result.returncode == 0, result.stderr
         assert "GERMANY" in result.stdout and "revenue" in result.stdout
     finally:

@@ -15,10 +15,9 @@ import pytest
 from gateway.scaffold import write_scaffold
 from gateway.validate import validate_mesh
 from tests.support.stores import free_port
-from tests.test_cli import pasted_snippet
+from tests.test_cli import pasted_snippet, run_pasted
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-PLAIN_SHELL = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 def readme_block(heading: str) -> list[str]:
@@ -70,17 +69,7 @@ def test_the_readme_walk_through_serves_a_new_mesh(tmp_path):
 
         _wait_for(server, "meshgate serving")
         snippet = pasted_snippet(init.stdout).replace("localhost:8815", f"localhost:{port}")
-        elsewhere = tmp_path / "another-shell"
-        elsewhere.mkdir()
-        result = subprocess.run(
-            ["bash", "--noprofile", "--norc"],
-            input=snippet,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=elsewhere,
-            env={**PLAIN_SHELL, "HOME": str(elsewhere)},
-        )
+        result = run_pasted(snippet, tmp_path / "another-shell")
         assert result.returncode == 0, result.stderr
         assert "Lyon" in result.stdout and "mayor@lyon.example" in result.stdout  # owner: unmasked
     finally:
