@@ -23,7 +23,7 @@ import pytest
 
 from gateway.principals import Principal, hash_password
 from tests.support.server import connect, running_server
-from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, require
+from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, postgres_store, require
 
 FORBIDDEN = (
     re.compile(r"Traceback"),
@@ -86,9 +86,7 @@ def secure_mesh(tmp_path_factory):
             f"""
             name: t
             stores:
-              crm_pg: {{kind: postgres, host: 127.0.0.1, port: {proxy.port},
-                        user: {POSTGRES.user}, database: {POSTGRES.database},
-                        connect_timeout_seconds: 3, query_timeout_seconds: 2}}
+              crm_pg: {postgres_store(proxy.port, query_timeout_seconds=2)}
               lake: {{kind: files, root: vault_{tag}}}
               ref: {{kind: sqlite, path: secret_{tag}.sqlite}}
             gateway: {{audit_log: null}}

@@ -28,6 +28,7 @@ from tests.support.stores import (
     TcpProxy,
     mysql_admin,
     postgres_admin,
+    postgres_store,
     require,
 )
 
@@ -47,9 +48,7 @@ def served(tmp_path_factory):
             f"""
             name: t
             stores:
-              crm_pg: {{kind: postgres, host: 127.0.0.1, port: {proxy.port},
-                        user: {POSTGRES.user}, database: {POSTGRES.database},
-                        connect_timeout_seconds: 3, pool_size: 1}}
+              crm_pg: {postgres_store(proxy.port, pool_size=1)}
               ops_db: {{kind: mysql, host: {MARIADB.host}, port: {MARIADB.port},
                         user: {MARIADB.user}, database: {MARIADB.database},
                         connect_timeout_seconds: 3, pool_size: 1}}

@@ -25,7 +25,7 @@ from tests.support.jdbc import DRIVER_VERSION, Jdbc, JdbcError, by_name, compile
 from tests.support.jdbc import rows as values
 from tests.support.mesh import grant_everything
 from tests.support.server import running_server
-from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, require
+from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, postgres_store, require
 
 BIG_ROWS = 1_000_000
 
@@ -473,10 +473,7 @@ def store_down_url(tmp_path_factory: pytest.TempPathFactory):
     admin = postgres_admin()
     admin.execute(f"CREATE TABLE public.{table} AS SELECT generate_series(1, 3) AS k")
     proxy = TcpProxy(POSTGRES.host, POSTGRES.port).start()
-    (root / "mesh.yaml").write_text(
-        f"name: t\nstores:\n  sales_pg: {{kind: postgres, host: 127.0.0.1, port: {proxy.port}, "
-        f"user: {POSTGRES.user}, database: {POSTGRES.database}, connect_timeout_seconds: 3}}\n"
-    )
+    (root / "mesh.yaml").write_text(f"name: t\nstores:\n  sales_pg: {postgres_store(proxy.port)}\n")
     (root / "sales").mkdir()
     (root / "sales" / "things.yaml").write_text(
         "product: things\nversion: 1\nowner: o@example.com\ndescription: things\n"

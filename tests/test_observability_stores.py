@@ -23,6 +23,7 @@ from tests.support.stores import (
     TcpProxy,
     mysql_admin,
     postgres_admin,
+    postgres_store,
     require,
 )
 
@@ -47,9 +48,7 @@ def mesh(tmp_path):
             f"""
             name: t
             stores:
-              sales_pg: {{kind: postgres, host: 127.0.0.1, port: {proxy.port},
-                          user: {POSTGRES.user}, database: {POSTGRES.database},
-                          connect_timeout_seconds: 3}}
+              sales_pg: {postgres_store(proxy.port)}
               crm_db: {{kind: mysql, host: {MARIADB.host}, port: {MARIADB.port},
                         user: {MARIADB.user}, database: {MARIADB.database}}}
             gateway:

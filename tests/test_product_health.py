@@ -24,7 +24,7 @@ import pytest
 from tests.support.discovery import serving
 from tests.support.mesh import grant_everything
 from tests.support.server import connect
-from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, require
+from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, postgres_store, require
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -102,9 +102,7 @@ def shop(tmp_path):
             f"""
             name: shop
             stores:
-              shop_pg: {{kind: postgres, host: 127.0.0.1, port: {proxy.port},
-                         user: {POSTGRES.user}, database: {POSTGRES.database},
-                         connect_timeout_seconds: 3}}
+              shop_pg: {postgres_store(proxy.port)}
             """
         )
     )

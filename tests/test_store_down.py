@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.mesh import grant_everything
 from tests.support.server import connect, running_server
-from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, require
+from tests.support.stores import POSTGRES, TcpProxy, postgres_admin, postgres_store, require
 
 
 @pytest.fixture
@@ -34,9 +34,7 @@ def mesh(tmp_path):
             f"""
             name: t
             stores:
-              sales_pg: {{kind: postgres, host: 127.0.0.1, port: {proxy.port},
-                          user: {POSTGRES.user}, database: {POSTGRES.database},
-                          connect_timeout_seconds: 3}}
+              sales_pg: {postgres_store(proxy.port)}
               ref: {{kind: sqlite, path: ref.sqlite}}
             """
         )

@@ -127,6 +127,20 @@ def require(service: Service) -> Service:
     pytest.skip(reason)
 
 
+def postgres_store(port: int, **settings: Any) -> str:
+    """A store of the test PostgreSQL reached at ``port`` on this machine (a ``TcpProxy``), as
+    the YAML flow mapping a test's mesh.yaml names it with; ``settings`` add to or override it."""
+    values = {
+        "kind": "postgres",
+        "host": "127.0.0.1",
+        "port": port,
+        "user": POSTGRES.user,
+        "database": POSTGRES.database,
+        "connect_timeout_seconds": 3,
+    } | settings
+    return "{" + ", ".join(f"{key}: {value}" for key, value in values.items()) + "}"
+
+
 def postgres_admin() -> Any:
     """An autocommit psycopg connection to the test database (for setting up and checking)."""
     import psycopg
