@@ -399,16 +399,20 @@ def _query_numbers(text: str, parser: argparse.ArgumentParser) -> list[int]:
     return sorted(numbers)
 
 
+def federated_mesh(scale_factor: float) -> Path:
+    """The federated TPC-H mesh at ``scale_factor``, built once under benchmarks/data and shared
+    by every benchmark that reads it."""
+    progress(f"TPC-H SF {scale_factor:g}: building or reusing the federated mesh…")
+    return build_tpch_mesh(
+        DATA / f"tpch-federated-sf{scale_factor:g}", scale_factor=scale_factor, progress=progress
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     import duckdb
 
     args = parse(sys.argv[1:] if argv is None else argv)
-    progress(f"TPC-H SF {args.scale_factor:g}: building or reusing the federated mesh…")
-    mesh = build_tpch_mesh(
-        DATA / f"tpch-federated-sf{args.scale_factor:g}",
-        scale_factor=args.scale_factor,
-        progress=progress,
-    )
+    mesh = federated_mesh(args.scale_factor)
     texts = tpch_query_texts()
     settings = {
         "scale_factor": args.scale_factor,

@@ -39,14 +39,20 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from benchmarks.harness import DATA, RESULTS, GatewayProcess, connect, median, progress
-from benchmarks.tpch import _difference, _gateway_runner, _query_numbers, measure, memory_baseline
+from benchmarks.harness import RESULTS, GatewayProcess, connect, median, progress
+from benchmarks.tpch import (
+    _difference,
+    _gateway_runner,
+    _query_numbers,
+    federated_mesh,
+    measure,
+    memory_baseline,
+)
 from gateway.demo import TABLES, tpch_row_counts
 from tests.support.stores import trino_admin
 from tests.support.tpch_mesh import (
     PRINCIPAL,
     TABLE_DOMAIN,
-    build_tpch_mesh,
     to_addresses,
     tpch_query_texts,
 )
@@ -283,12 +289,7 @@ def run_queries(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    progress(f"TPC-H SF {args.scale_factor:g}: building or reusing the federated mesh…")
-    base = build_tpch_mesh(
-        DATA / f"tpch-federated-sf{args.scale_factor:g}",
-        scale_factor=args.scale_factor,
-        progress=progress,
-    )
+    base = federated_mesh(args.scale_factor)
     settings = {
         "scale_factor": args.scale_factor,
         "runs": args.runs,
