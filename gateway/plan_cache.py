@@ -14,9 +14,11 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Generic, TypeVar
 
-from gateway.planner import Plan
 from gateway.principals import Principal
+
+V = TypeVar("V")
 
 PLAN_CACHE_SIZE = 1024
 
@@ -36,8 +38,9 @@ def plan_key(
     )
 
 
-class PlanCache:
-    """A thread-safe LRU of plans with hit and miss counts.
+class PlanCache(Generic[V]):
+    """A thread-safe LRU of plans (or of anything else worked out per statement and principal:
+    parameter types, listings) with hit and miss counts.
 
     Every Flight call looks a plan up, so lookups take no lock of their own: OrderedDict's
     ``get`` and ``move_to_end`` are each one call into C, atomic under the GIL (a Python lock
@@ -49,10 +52,10 @@ class PlanCache:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._plans: OrderedDict[Hashable, Plan] = OrderedDict()
+        self._plans: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, *keys: Hashable) -> Plan | None:
+    def get(self, *keys: Hashable) -> V | None:
         """The plan under the first of ``keys`` that has one."""
         for key in keys:
             plan = self._plans.get(key)
@@ -64,7 +67,7 @@ class PlanCache:
         self.misses += 1
         return None
 
-    def put(self, key: Hashable, plan: Plan) -> None:
+    def put(self, key: Hashable, plan: V) -> None:
         with self._lock:
             self._plans[key] = plan
             self._plans.move_to_end(key)

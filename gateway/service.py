@@ -104,7 +104,9 @@ class Gateway:
         self.settings = mesh.config.gateway
         self._policy_checked_at = time.monotonic()
         self._policy_generation = 0
-        self.plans = PlanCache()
+        self.plans: PlanCache[Plan] = PlanCache()
+        self._listings: PlanCache[dict[str, Listing]] = PlanCache()
+        """Each principal's listing (gateway.listed_products), while the policy holds."""
         self._governance_notes: dict[tuple, tuple[list[str], dict[str, str], dict[str, str]]] = {}
         self._audit_log = None
         if self.settings.audit_log is not None:
@@ -203,6 +205,7 @@ class Gateway:
             if reload is not None and reload():
                 self._policy_generation += 1  # plans made under the old policy are never reused
                 self.plans.clear()
+                self._listings.clear()
                 self._governance_notes.clear()
                 self._reload_principals()
                 if self.observe is not None:
@@ -214,6 +217,12 @@ class Gateway:
             self.principals = PrincipalDirectory.load(self.mesh.root)
         except MeshConfigError as exc:
             log.error("principals.yaml changed but is invalid; keeping the previous one\n%s", exc)
+
+    @property
+    def policy_generation(self) -> int:
+        """How many times the policy has changed since the gateway started: what is worked out
+        under one policy (plans, listings, parameter types) is keyed by it."""
+        return self._policy_generation
 
     def current_principals(self) -> PrincipalDirectory:
         """The principals in force now (principals.yaml is re-read when it changes)."""
@@ -651,14 +660,21 @@ class Gateway:
         """Every address the principal may know of, versioned and latest, and whether it may
         read it: the products it may read, and those denied to it that are discoverable
         (``denied_products: discoverable`` in mesh.yaml, or ``when_denied`` in a descriptor).
-        Flight SQL's metadata listings and the discovery page both show exactly these."""
+        Flight SQL's metadata listings and the discovery page both show exactly these.
+
+        Every prepared statement asks (its parameters' types), so the policy is asked once per
+        principal while it holds, not once per product per statement; callers get a copy."""
         self.reload_policies()
-        listing = {}
-        for address, product in sorted(self.mesh.products.items()):
-            readable = self.policy.readable(principal, product)
-            if readable or self.mesh.when_denied(product) == "discoverable":
-                listing[address] = Listing(product, readable)
-        return listing
+        key = plan_key("", principal, "listing", self._policy_generation)
+        listing = self._listings.get(key)
+        if listing is None:
+            listing = {}
+            for address, product in sorted(self.mesh.products.items()):
+                readable = self.policy.readable(principal, product)
+                if readable or self.mesh.when_denied(product) == "discoverable":
+                    listing[address] = Listing(product, readable)
+            self._listings.put(key, listing)
+        return dict(listing)
 
     def check_contracts(self) -> list[ContractReport]:
         return check_contracts(self.mesh, self.connectors)

@@ -19,7 +19,7 @@ from connectors.embedded import EmbeddedDuckDB
 from connectors.watchdog import Watchdog
 from gateway import service
 from gateway.errors import PermissionDenied, QueryTimeout, SourceUnavailable
-from gateway.flightsql.server import _placeholder_count
+from gateway.flightsql.server import MeshFlightServer, _placeholder_count
 from gateway.planner.schema import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -279,6 +279,47 @@ def test_an_adbc_query_is_planned_once_per_shape_of_values(demo_mesh):
             assert cursor.fetch_arrow_table().num_rows == 0
         assert gateway.plans.misses == 3
     assert _placeholder_count.cache_info().misses - parsed.misses == 1  # prepared twice
+
+
+def test_parameter_types_and_listings_are_worked_out_once_and_follow_the_policy(
+    demo_mesh, tmp_path, monkeypatch
+):
+    """Every prepared statement asks for its parameters' types, which read the principal's
+    listing: both are kept per statement and principal, and a policy change retires them."""
+    monkeypatch.setattr(service, "POLICY_RELOAD_SECONDS", 0)
+    mesh = tmp_path / "mesh"
+    shutil.copytree(demo_mesh, mesh)
+    guest = Principal("guest", roles=("guest",))
+    sql = "SELECT count(*) AS n FROM supply.part WHERE p_partkey > ?"
+    gateway = Gateway.open(mesh)
+    server = MeshFlightServer(gateway, "grpc://127.0.0.1:0")
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        point = "SELECT o_totalprice FROM sales.orders WHERE o_orderkey = ?"
+        with connect(f"grpc://127.0.0.1:{server.port}", "analyst") as conn:
+            for _ in range(3):
+                with conn.cursor() as cursor:
+                    assert cursor.adbc_prepare(point).types == [pa.int64()]
+        assert server._parameter_schemas.misses == 1
+        assert server._parameter_schemas.hits == 2
+
+        assert not gateway.listed_products(guest)["supply.part"].readable  # discoverable only
+        assert server._parameter_schema(sql, guest).types == [pa.string()]  # unknown: text
+        gateway.listed_products(guest).clear()  # callers get a copy
+        assert not gateway.listed_products(guest)["supply.part"].readable
+
+        policy = mesh / "policies" / "global.yaml"
+        text = policy.read_text()
+        policy.write_text(text.replace('products: "reference.*"', 'products: "*"'))
+        later = policy.stat().st_mtime_ns + 2_000_000_000
+        os.utime(policy, ns=(later, later))
+        assert gateway.listed_products(guest)["supply.part"].readable
+        assert server._parameter_schema(sql, guest).types == [pa.int64()]
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        gateway.close()
 
 
 # --- the planner's speed ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHa
 from gateway.flightsql.notices import NOTICES_KEY, NoticeMiddlewareFactory, add_notices
 from gateway.flightsql.parameter_types import parameter_schema
 from gateway.jwt_auth import IdentityProvider
+from gateway.plan_cache import PlanCache, plan_key
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
 from gateway.service import Gateway
@@ -229,6 +230,7 @@ class MeshFlightServer(flight.FlightServerBase):
         self._bound: dict[str, tuple[float, bytes]] = {}  # prepared id -> (time, parameters IPC)
         self._bound_lock = threading.Lock()
         self._pruned_at = time.monotonic()
+        self._parameter_schemas: PlanCache[pa.Schema] = PlanCache()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -527,13 +529,23 @@ class MeshFlightServer(flight.FlightServerBase):
         raise Unsupported(f"action {kind!r} is not supported by meshgate")
 
     def _parameter_schema(self, sql: str, principal: Principal) -> pa.Schema | None:
-        """The types of the statement's ``?`` (the JDBC driver binds only into these)."""
+        """The types of the statement's ``?`` (the JDBC driver binds only into these).
+
+        Worked out once per statement and principal while the policy holds: typing them parses
+        the statement and builds a sqlglot schema of every product the principal may read,
+        which was a third of the server's Python time per prepared point query."""
         _, statement = split_explain(sql)
         if not _placeholder_count(statement, self.gateway.settings.dialect):
             return None  # most statements: no policy lookups on their way
-        visible = self.gateway.visible_products(principal)
-        columns = {address: product.columns for address, product in visible.items()}
-        return parameter_schema(statement, columns, dialect=self.gateway.settings.dialect)
+        self.gateway.reload_policies()
+        key = plan_key(statement, principal, "parameter types", self.gateway.policy_generation)
+        found = self._parameter_schemas.get(key)
+        if found is None:
+            visible = self.gateway.visible_products(principal)
+            columns = {address: product.columns for address, product in visible.items()}
+            found = parameter_schema(statement, columns, dialect=self.gateway.settings.dialect)
+            self._parameter_schemas.put(key, found)
+        return found
 
     def _prepare_schema(self, sql: str, principal: Principal) -> pa.Schema:
         """The schema of a statement whose parameters are not bound yet (they bind as NULL)."""
