@@ -14,7 +14,11 @@ from connectors.watchdog import watchdog
 from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable, values_hidden
 from gateway.streaming import OwnedStream
 
-ROWS_PER_BATCH = 65_536
+ROWS_PER_BATCH = 16_384
+"""Rows per batch a store's DuckDB stream hands over. A stream holds a few batches at a time,
+so this bounds its memory: eight clients streaming lineitem at once took the gateway 440 MB
+above idle with 65,536-row batches (about 11 MB each) and 250 MB with 16,384, at the same
+throughput (python -m benchmarks serving)."""
 STORE_ENGINE_CONFIG = {
     # DuckDB 1.5.5 can push a join's runtime filter below a LIMIT (see the local engine's
     # configuration in gateway/planner/schema.py); queries pushed down whole run here too
