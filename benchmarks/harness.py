@@ -112,6 +112,39 @@ class RssSampler:
         return max(kb for _, kb in self.samples)
 
 
+class ThreadStarts:
+    """How many threads a process starts in a window, found by listing /proc/<pid>/task every
+    ``interval`` seconds: a lower bound (a thread that starts and ends between two looks is
+    missed). gRPC's synchronous server starts and ends threads as calls come and go."""
+
+    def __init__(self, pid: int | str, *, interval: float = 0.002):
+        self.pid, self.interval = pid, interval
+        self.started = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="thread-starts")
+
+    def _tasks(self) -> set[str]:
+        try:
+            return set(os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return set()
+
+    def _run(self) -> None:
+        seen = self._tasks()
+        while not self._stop.wait(self.interval):
+            now = self._tasks()
+            self.started += len(now - seen)
+            seen |= now
+
+    def __enter__(self) -> ThreadStarts:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class GilSampler:
     """How much of a window some thread of a process holds the GIL, sampled by py-spy.
 

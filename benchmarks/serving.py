@@ -54,6 +54,7 @@ from benchmarks.harness import (
     GatewayProcess,
     GilSampler,
     RssSampler,
+    ThreadStarts,
     connect,
     cpu_seconds,
     machine_busy_seconds,
@@ -840,7 +841,10 @@ def _concurrent_run(
     time.sleep(max(0.0, start_at - time.monotonic()))
     server_cpu, machine = cpu_seconds(gateway.pid), machine_busy_seconds()
     client_cpu = sum(cpu_seconds(process.pid) for process, _ in clients)
-    with GilSampler(gateway.pid, settings.concurrency_seconds - 1) as gil:
+    with (
+        GilSampler(gateway.pid, settings.concurrency_seconds - 1) as gil,
+        ThreadStarts(gateway.pid) as thread_starts,
+    ):
         time.sleep(max(0.0, end_at - time.monotonic()))
         server_cpu = cpu_seconds(gateway.pid) - server_cpu
         client_cpu = sum(cpu_seconds(process.pid) for process, _ in clients) - client_cpu
@@ -852,6 +856,7 @@ def _concurrent_run(
         "queries": len(records),
         "server_cpu_ms_per_query": _ms(server_cpu / max(1, len(records))),
         "server_threads": threads,
+        "threads_started_per_query": round(thread_starts.started / max(1, len(records)), 2),
         "records": records,
         "errors": [e for a in answers for e in a["errors"]],
         "server_cores": server_cpu / settings.concurrency_seconds,
@@ -893,6 +898,7 @@ def _concurrency_summary(
                 median([r["server_cpu_ms_per_query"] for r in rounds]), 2
             ),
             "server_threads": max(r["server_threads"] for r in rounds),
+            "threads_started_per_query": median([r["threads_started_per_query"] for r in rounds]),
             "point_p99_ms": _ms(percentile(by_kind["point"], 99)) if by_kind["point"] else None,
         }
     lowest, highest = min(levels), max(levels)
@@ -1159,7 +1165,8 @@ def _point_rows(lat: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def _concurrency_table(workload: dict[str, Any]) -> list[str]:
     header = ("clients", "queries/s", "p50 ms", "p99 ms", "p50 by kind, ms",
-              "point p99 / 1-client point p50", "gateway CPU ms per query", "gateway threads",
+              "point p99 / 1-client point p50", "gateway CPU ms per query",
+              "gateway threads (started per query, at least)",
               "cores busy: gateway / clients / machine", "GIL held", "errors")  # fmt: skip
     return _table(
         [
@@ -1175,7 +1182,7 @@ def _concurrency_table(workload: dict[str, Any]) -> list[str]:
                     if v["point_p99_vs_single_p50"] is None
                     else f"{v['point_p99_vs_single_p50']:.1f}x",
                     f"{v['server_cpu_ms_per_query']:.1f}",
-                    str(v["server_threads"]),
+                    f"{v['server_threads']} ({v['threads_started_per_query']:.1f})",
                     f"{v['server_cores_busy']:.2f} / {v['client_cores_busy']:.2f} / "
                     f"{v['machine_cores_busy']:.2f}",
                     "n/a" if v["gil_held"] is None else f"{v['gil_held']:.0%}",
