@@ -18,7 +18,7 @@ from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 
 from gateway.planner.context import PlanContext
 from gateway.planner.qualify import is_qualified
-from gateway.planner.safe_predicates import crossing_kinds, is_safe
+from gateway.planner.safe_predicates import cannot_fail, crossing_kinds, is_safe
 
 
 def push_down_predicates(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
@@ -79,6 +79,8 @@ def _take_crossing(
     condition = _condition_over(table)
     if condition is None or not isinstance(inner, exp.Select):
         return []
+    if not cannot_fail(inner.args["where"].this):
+        return []  # a predicate run first could spare it the rows it fails on
     product = context.mesh.products[address]
     store = context.connectors[product.store].capabilities.dialect
     projections = {p.alias_or_name: p.unalias() for p in inner.selects}

@@ -44,9 +44,15 @@ plan is bound with later: the rules below read only what the class fixes (an int
 counts as 10 digits if 32-bit, 19 if 64-bit; patterns must not be parameters at all).
 
 Types come from the descriptor, which the contract check holds the store to (a product whose
-store column changed kind is refused, ``monitor.refuse_drifted``). The row filter and the product's
-own SQL are the governance group's and the domain's code and are assumed not to fail on the data;
-one that did would fail every query over the product.
+store column changed kind is refused, ``monitor.refuse_drifted``).
+
+The other way round: a crossing predicate may run *first* and spare the row filter the rows it
+rejects, so a filter that fails on some row (``CAST(code AS INT) = 5``) would fail only when
+such a row passes the consumer's predicate, which tells about hidden rows. Predicates therefore
+cross only a row filter made of parts that cannot fail either (:func:`cannot_fail`: the same
+comparisons, IN/EXISTS subqueries, joins, count/min/max; no casts but literal dates, no
+arithmetic, no other function). A product's own SQL is taken as the domain's published
+definition, which does not fail on its data (one that did would fail the contract's reads too).
 """
 
 from __future__ import annotations
@@ -330,3 +336,38 @@ def _valid_timestamp(text: str) -> bool:
     except ValueError:
         return False
     return parsed.tzinfo is None
+
+
+_INERT = (
+    exp.Paren, exp.And, exp.Or, exp.Not, exp.Boolean, exp.Null, exp.Literal, exp.Neg,
+    exp.Column, exp.Identifier, exp.Star, exp.Is, exp.In, exp.Between, exp.Exists,
+    exp.Subquery, exp.Select, exp.From, exp.Join, exp.Where, exp.Table, exp.TableAlias,
+    exp.Alias, exp.Group, exp.Having, exp.Distinct, exp.Order, exp.Ordered, exp.Limit,
+    exp.Count, exp.Max, exp.Min, exp.DataType, exp.DataTypeParam, *_COMPARISONS,
+)  # fmt: skip
+"""Nodes a row filter may be made of and still not fail on any row (literals are checked where
+they are compared: a comparison of mismatched kinds fails when the statement is bound, at every
+store, before any row is read)."""
+
+
+def cannot_fail(row_filter: exp.Expression) -> bool:
+    """Whether ``row_filter`` (with the governed relations it reads) is made only of parts that
+    cannot fail on a row, so that a predicate beside it cannot change whether it fails.
+
+    >>> from sqlglot import parse_one
+    >>> cannot_fail(parse_one("k IN (SELECT n FROM t WHERE r = 'EU')"))
+    True
+    >>> cannot_fail(parse_one("CAST(code AS INT) = 5"))
+    False
+    """
+    for node in row_filter.walk():
+        if isinstance(node, exp.Like | exp.ILike):
+            pattern = node.expression
+            if not (isinstance(pattern, exp.Literal) and "\\" not in pattern.this):
+                return False
+        elif isinstance(node, exp.Cast):
+            if not (fits(node, Kind("date")) or fits(node, Kind("timestamp"))):
+                return False
+        elif not isinstance(node, _INERT):
+            return False
+    return True
