@@ -312,6 +312,36 @@ def test_a_bound_parameter_crosses_as_its_value_did(eu, demo_mesh, demo_referenc
     assert any('"c_acctbal" > 9000' in f["sql"] for f in _audited(demo_mesh, marker))
 
 
+def test_a_row_filter_reading_other_products_narrows_the_store_by_their_keys(
+    eu, demo_mesh, demo_reference
+):
+    """eu_analyst's orders are those of European customers (``o_custkey IN (SELECT c_custkey
+    FROM sales.customer JOIN reference.nation ... JOIN reference.region ...)``): the customers'
+    keys, read first, go to the orders' store with the query, as they do for the filter by hand."""
+    marker = uuid.uuid4().hex[:8]
+    sql = (
+        f"SELECT o.o_orderkey, o.o_totalprice, '{marker}' AS m FROM sales.orders AS o "
+        "JOIN sales.customer AS c ON c.c_custkey = o.o_custkey WHERE c.c_mktsegment = 'BUILDING'"
+    )
+    with eu.cursor() as cur:
+        cur.execute("EXPLAIN " + sql)
+        plan = [row[0] for row in cur.fetchall()]
+    (orders,) = [
+        header.split()[1]
+        for header, body in zip(plan, plan[1:], strict=False)
+        if header.startswith("fragment ") and "sales.orders" in body
+    ]
+    assert any(line.startswith(f"dynamic filter: {orders} waits for") for line in plan), plan
+    european_orders = (
+        "(SELECT * FROM orders WHERE o_custkey IN (SELECT c_custkey FROM customer "
+        f"WHERE c_nationkey IN {EUROPEAN_NATIONS}))"
+    )
+    expected = european(demo_reference, sql.replace("sales.orders", european_orders))
+    assert rows(eu, sql) == expected
+    (sent,) = [f["sql"] for f in _audited(demo_mesh, marker) if "main.orders" in f["sql"]]
+    assert '"o_custkey" IN' in sent.rsplit(") AS", 1)[-1] or "BETWEEN" in sent, sent
+
+
 def _audited(mesh_dir, marker: str) -> list[dict]:
     """The fragments, as sent, of the last audited statement containing ``marker``."""
     path = mesh_dir / "audit" / "events.jsonl"

@@ -331,6 +331,9 @@ def _in_fragments(
         if probe not in narrowable or probe not in relations or not relations[probe].plain:
             continue
         built = _relation_of(query) if isinstance(query, exp.Subquery) else None
+        if built is None and isinstance(query, exp.Subquery):
+            yield from _in_joined(conjunct, query.this, relations[probe].fragment)
+            continue
         if built is None or len(query.this.expressions) != 1:
             continue
         if built.plain:
@@ -343,6 +346,25 @@ def _in_fragments(
             yield DynamicFilter(
                 built.fragment, column, relations[probe].fragment, conjunct.this.name
             )
+
+
+def _in_joined(conjunct: exp.In, query: exp.Expression, probe: str) -> Iterator[DynamicFilter]:
+    """``r.x IN (SELECT s.k FROM (... __fragment_N ...) AS s JOIN ... WHERE ...)``: the keys it
+    selects are some of one relation's, so of its fragment's (joins and filters only drop or
+    repeat them, an outer join's NULLs never match), and that fragment narrows ``r``. A row
+    filter reading other products has this shape (orders of the customers of one region)."""
+    if not isinstance(query, exp.Select) or len(query.expressions) != 1:
+        return
+    if any(query.args.get(k) for k in ("group", "having", "laterals")):
+        return
+    selected = query.expressions[0]
+    key = selected.this if isinstance(selected, exp.Alias) else selected
+    if not isinstance(key, exp.Column):
+        return
+    relation = _fragment_relations(query).get(key.table)
+    column = relation.fragment_column(key.name) if relation is not None else None
+    if column is not None:
+        yield DynamicFilter(relation.fragment, column, probe, conjunct.this.name)
 
 
 def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[DynamicFilter]:
