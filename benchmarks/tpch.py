@@ -61,6 +61,7 @@ from benchmarks.peers import (
     attach_baseline,
     duckdb_runner,
     memory_baseline,
+    output_names,
     peer_difference,
     trino_direct,
 )
@@ -234,7 +235,7 @@ def run_scale(
     )
     progress(f"SF {_sf(scale_factor)}: loading the in-memory reference, attaching the stores…")
     memory = memory_baseline(mesh / "tpch")
-    attach = attach_baseline(mesh, scale_factor) if "attach" in args.systems else None
+    attach = attach_baseline(mesh) if "attach" in args.systems else None
     with contextlib.ExitStack() as stack:
         trino = None
         if "trino" in args.systems:
@@ -252,7 +253,7 @@ def run_scale(
                 if attach is not None:
                     runners["attach"] = duckdb_runner(attach, text)
                 if trino is not None:
-                    runners["trino"] = trino.runner(text)
+                    runners["trino"] = trino.runner(text, output=output_names(memory, text))
                 runners["gateway"] = _gateway_runner(client, to_addresses(text))
                 result = QueryResult(query=number)
                 result.times, answers = measure(runners, args.runs)

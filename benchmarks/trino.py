@@ -18,7 +18,8 @@ Every answer is checked against DuckDB over the same data in memory (the direct 
 value, in Trino's own types: benchmarks/peers.py). It reports meshgate's overhead on top of
 Trino (via_trino / trino; the goal is at most 1.1x), via_trino / local per query, and the
 crossover: the ``min_rows`` for ``routing.mode: auto`` (rows the query's products hold) that
-would have sent each query to the faster engine most often. Writes benchmarks/results/trino.json and trino.md.
+would have sent each query to the faster engine most often. Writes benchmarks/results/trino.json
+and trino.md.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import sqlglot
 from sqlglot import exp
 
 from benchmarks.harness import RESULTS, GatewayProcess, connect, median, progress
-from benchmarks.peers import memory_baseline, trino_runner, trino_sql
+from benchmarks.peers import memory_baseline, output_names, trino_runner, trino_sql
 from benchmarks.tpch import (
     _difference,
     _gateway_runner,
@@ -226,7 +227,9 @@ def run_queries(
                     {
                         "local": _gateway_runner(local_client, addressed),
                         "via_trino": _gateway_runner(via_client, addressed),
-                        "trino": trino_runner(trino_cursor, trino_sql(text, names)),
+                        "trino": trino_runner(
+                            trino_cursor, trino_sql(text, names, output=output_names(memory, text))
+                        ),
                     },
                     args.runs,
                 )
