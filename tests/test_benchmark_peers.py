@@ -163,3 +163,27 @@ def test_trino_directly_answers_as_the_reference_by_value(number, trino, referen
     if number == 1:  # Trino's own types reached the comparison: its avg is a decimal
         assert pa.types.is_decimal(answer.schema.field("avg_qty").type)
         assert pa.types.is_floating(expected.schema.field("avg_qty").type)
+
+
+@pytest.mark.stores
+def test_loading_says_how_far_it_got_table_by_table(tmp_path: Path):
+    """Loading a scale factor takes minutes at SF 3: each table reports its rows and time."""
+    import uuid
+
+    from tests.support.stores import MARIADB, POSTGRES
+    from tests.support.tpch_mesh import build_tpch_mesh, drop_tpch_stores
+
+    require(POSTGRES)
+    require(MARIADB)
+    namespace = f"mg_tpch_{uuid.uuid4().hex[:12]}"
+    messages: list[str] = []
+    try:
+        build_tpch_mesh(
+            tmp_path / "mesh", scale_factor=0.01, progress=messages.append, namespace=namespace
+        )
+    finally:
+        drop_tpch_stores(namespace)
+    for table in ("customer", "orders", "part", "supplier", "partsupp"):
+        assert any(m.strip().startswith(f"{table}: ") and " rows in " in m for m in messages), (
+            messages
+        )
