@@ -18,8 +18,8 @@ Every answer is checked against DuckDB over the same data in memory (the direct 
 value, in Trino's own types: benchmarks/peers.py). It reports meshgate's overhead on top of
 Trino (via_trino / trino; the goal is at most 1.1x), via_trino / local per query, and the
 crossover: the ``min_rows`` for ``routing.mode: auto`` (rows the query's products hold) that
-would have sent each query to the faster engine most often. Writes benchmarks/results/trino.json
-and trino.md.
+would have sent each query to the faster engine most often. Writes benchmarks/results/trino.json,
+trino.md and trino.png.
 """
 
 from __future__ import annotations
@@ -180,6 +180,40 @@ def markdown(settings: dict[str, Any], results: list[QueryResult], totals: dict)
     return "\n".join(lines) + "\n"
 
 
+COLOURS = {"local": "#d95f02", "via_trino": "#66a61e", "trino": "#e7298a"}
+
+
+def plot(results: list[QueryResult], totals: dict, path: Path) -> None:
+    """Each query's medians through the three paths, with meshgate's overhead over Trino."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(14, 5.5))
+    width = 0.8 / len(SYSTEMS)
+    for offset, system in enumerate(SYSTEMS):
+        xs = [i + (offset - (len(SYSTEMS) - 1) / 2) * width for i in range(len(results))]
+        axis.bar(xs, [r.median(system) or 0 for r in results], width, label=system,
+                 color=COLOURS[system])  # fmt: skip
+    axis.set_yscale("log")
+    axis.set_xticks(
+        range(len(results)), [f"Q{r.query}" + ("" if r.engine != "local" else "*") for r in results]
+    )
+    axis.set_ylabel("median seconds (log scale)")
+    axis.set_title(
+        "TPC-H: meshgate's local engine, meshgate→Trino, Trino directly; overhead over Trino "
+        f"{_ratio(totals['overhead_via_trino_over_trino'])} (* one store answers it whole)"
+    )
+    for index, r in enumerate(results):
+        if r.problems:
+            axis.annotate("wrong", (index, r.median("via_trino") or 1), ha="center", color="red")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks trino", description=__doc__)
     parser.add_argument("--scale-factor", type=float, default=1.0)
@@ -279,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{NAME}.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     report = markdown(settings, results, totals)
     (RESULTS / f"{NAME}.md").write_text(report, encoding="utf-8")
+    plot(results, totals, RESULTS / f"{NAME}.png")
     print(report)
-    print(f"results in {RESULTS}/{NAME}.{{json,md}}", file=sys.stderr)
+    print(f"results in {RESULTS}/{NAME}.{{json,md,png}}", file=sys.stderr)
     return 0 if totals["correct"] == totals["queries"] else 1
 
 
