@@ -234,9 +234,12 @@ def run_scale(
         load_average_at_start=load_average,
     )
     progress(f"SF {_sf(scale_factor)}: loading the in-memory reference, attaching the stores…")
-    memory = memory_baseline(mesh / "tpch")
-    attach = attach_baseline(mesh) if "attach" in args.systems else None
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # each scale factor's tables freed before the next
+        memory = memory_baseline(mesh / "tpch")
+        stack.callback(memory.close)
+        attach = attach_baseline(mesh) if "attach" in args.systems else None
+        if attach is not None:
+            stack.callback(attach.close)
         trino = None
         if "trino" in args.systems:
             progress(f"SF {_sf(scale_factor)}: giving Trino the lake's files and the reference…")
