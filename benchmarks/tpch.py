@@ -37,7 +37,8 @@ from typing import Any
 import pyarrow as pa
 
 from benchmarks.harness import DATA, RESULTS, GatewayProcess, connect, median, progress
-from gateway.planner.dynamic_filters import NARROWED, abbreviated
+from gateway.audit import abbreviated
+from gateway.narrowing import NARROWED
 from tests.support.stores import MARIADB, POSTGRES
 from tests.support.tpch_mesh import (
     PRINCIPAL,

@@ -17,7 +17,7 @@ from gateway.planner import plan_query
 from gateway.planner.govern import apply_governance
 from gateway.planner.parameters import shape_key
 from gateway.planner.parse import parse_statement
-from gateway.planner.resolve import resolve_products
+from gateway.planner.resolve import product_address, resolve_products
 from gateway.service import Gateway
 from tests.support.mesh import grant_everything
 
@@ -122,7 +122,7 @@ RESOLVE = [
 def test_resolve_annotates_product_references(sql, addresses, context):
     resolved = resolve_products(parse_statement(sql, dialect="duckdb"), context=context)
     tables = resolved.find_all(exp.Table)
-    found = [t.meta["product"] for t in tables if t._meta and "product" in t.meta]
+    found = [product_address(t) for t in tables if product_address(t)]
     assert found == addresses
 
 
@@ -876,7 +876,8 @@ def test_keys_sql_cannot_write_narrow_nothing(gateway):
 
 
 def test_long_key_lists_are_counted_not_listed_for_the_audit_log():
-    from gateway.planner.dynamic_filters import abbreviated, keys_in, narrowed_sql
+    from gateway.audit import abbreviated
+    from gateway.narrowing import keys_in, narrowed_sql
 
     texts = [f"it's, {i}" for i in range(30)]  # quotes and commas inside the keys
     sql = narrowed_sql(

@@ -16,19 +16,25 @@ Filters chain: a probe narrowed by a selective build is selective in turn and ma
 fragment (``region -> supplier -> lineitem``). A correlated subquery's fragment is narrowed by
 the outer relation its correlation compares with: the subquery only ever runs for outer rows. An
 uncorrelated ``x IN (SELECT k FROM ...)`` narrows ``x``'s side by the subquery fragment's keys.
+
+How the executor writes the keys into the probe's query is its own business (gateway.narrowing).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.split import FRAGMENT_PREFIX, Fragment
+from gateway.planner.names import conjuncts, is_fragment
+from gateway.planner.transpile import Fragment
+
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,15 @@ class _Relation:
         return column if self.columns is None else self.columns.get(column)
 
 
-def find_dynamic_filters(
+def find_dynamic_filters(state: PlanState) -> PlanState:
+    """The step: the dynamic filters of a plan with a local query (see :func:`dynamic_filters`)."""
+    if state.local is None:
+        return state
+    found = dynamic_filters(state.local, state.fragments, context=state.context)
+    return replace(state, dynamic_filters=found)
+
+
+def dynamic_filters(
     local: exp.Expression, fragments: tuple[Fragment, ...], *, context: PlanContext
 ) -> tuple[DynamicFilter, ...]:
     """The dynamic filters of a plan.
@@ -77,7 +91,7 @@ def find_dynamic_filters(
     """
     by_name = {f.name: f for f in fragments}
     reads = Counter(t.name for t in local.find_all(exp.Table) if t.name in by_name)
-    parsed = {f.name: _parse(f, context) for f in fragments}
+    parsed = {f.name: f.query for f in fragments}
     outputs = {
         name: [p.alias_or_name for p in query.expressions]
         for name, query in parsed.items()
@@ -141,14 +155,6 @@ def _descendants(name: str, filters: list[DynamicFilter]) -> set[str]:
 STRONG, WEAK, NONE = 2, 1, 0
 
 
-def _parse(fragment: Fragment, context: PlanContext) -> exp.Expression | None:
-    dialect = context.connectors[fragment.store].capabilities.dialect
-    try:
-        return exp.maybe_parse(fragment.sql, dialect=dialect)
-    except Exception:  # noqa: BLE001 - a guess about size; unparsable means "don't know"
-        return None
-
-
 def _selectivity(query: exp.Expression | None) -> int:
     """How much the store filters a fragment, guessed from its SQL: STRONG for a LIMIT or a
     predicate that compares a column with values for equality, WEAK for any other predicate
@@ -160,7 +166,7 @@ def _selectivity(query: exp.Expression | None) -> int:
         return STRONG
     level = WEAK if query.find(exp.Having) is not None else NONE
     for where in query.find_all(exp.Where):
-        for condition in _conjuncts(where.this):
+        for condition in conjuncts(where.this, parens=False):
             if _is_join_equality(condition):
                 continue
             level = max(level, STRONG if _is_point(condition) else WEAK)
@@ -205,10 +211,6 @@ def _is_join_equality(condition: exp.Expression) -> bool:
     )
 
 
-def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
-    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-
-
 # --- the equi-joins between fragments ----------------------------------------------------------
 
 
@@ -243,7 +245,7 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
     if any(select.args.get(k) for k in ("group", "having", "joins", "laterals", "qualify")):
         return None
     source = select.args["from_"].this if select.args.get("from_") else None
-    if isinstance(source, exp.Table) and source.name.startswith(FRAGMENT_PREFIX):
+    if isinstance(source, exp.Table) and is_fragment(source.name):
         if source.db or not isinstance(source.this, exp.Identifier):
             return None
         below = _Relation(source.name, None)
@@ -303,7 +305,7 @@ def _conditions(select: exp.Select, relations: dict[str, _Relation]):
 
 def _equalities(condition: exp.Expression, relations: dict[str, _Relation]):
     """(build alias, build column, probe alias, probe column) for each column = column conjunct."""
-    for eq in _conjuncts(condition):
+    for eq in conjuncts(condition, parens=False):
         if not isinstance(eq, exp.EQ):
             continue
         left, right = eq.this, eq.expression
@@ -323,7 +325,7 @@ def _in_fragments(
     """``r.x IN (SELECT * FROM __fragment_N)`` (or a query selecting one column of a fragment
     over some of its rows), a conjunct: a row of ``r`` whose ``x`` is not one of the fragment's
     values fails it (an absent or NULL ``x`` is never IN)."""
-    for conjunct in _conjuncts(condition):
+    for conjunct in conjuncts(condition, parens=False):
         if not isinstance(conjunct, exp.In) or not isinstance(conjunct.this, exp.Column):
             continue
         probe = conjunct.this.table
@@ -364,7 +366,7 @@ def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[Dyn
         where = inner.args.get("where")
         if not relation.plain or where is None:
             continue
-        for eq in _conjuncts(where.this):
+        for eq in conjuncts(where.this, parens=False):
             if not isinstance(eq, exp.EQ):
                 continue
             for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
@@ -390,60 +392,3 @@ def _directly_under(inner: exp.Select, select: exp.Select) -> bool:
             return False  # the joined relation itself, not its ON condition
         child, node = node, node.parent
     return node is select
-
-
-# --- what the executor sends -------------------------------------------------------------------
-
-
-NARROWED = ") AS narrowed WHERE "
-
-
-def narrowed_sql(sql: str, *, predicates: list[str]) -> str:
-    """``sql`` returning only the rows that meet every one of ``predicates`` (each in the
-    store's dialect). The store's query is kept as it was planned, around its own LIMIT."""
-    return f"SELECT * FROM ({sql}{NARROWED}{' AND '.join(predicates)}"
-
-
-_KEY_LIST = re.compile(r"IN \(((?:'(?:[^']|'')*'|[^()'])+)\)")
-_KEY = re.compile(r"'(?:[^']|'')*'|[^,\s][^,]*")
-ABBREVIATE_KEYS_OVER = 20
-
-
-def abbreviated(sql: str) -> str:
-    """``sql`` with each IN list of more than ABBREVIATE_KEYS_OVER keys a dynamic filter added
-    written as ``IN (<n keys>)``: for the audit log and reports, where thousands of keys read
-    from another store say no more than their number."""
-    query, marker, narrowing = sql.partition(NARROWED)
-    if not marker:
-        return sql
-
-    def counted(match: re.Match) -> str:
-        keys = len(_KEY.findall(match.group(1)))
-        return f"IN (<{keys} keys>)" if keys > ABBREVIATE_KEYS_OVER else match.group(0)
-
-    return query + marker + _KEY_LIST.sub(counted, narrowing)
-
-
-def keys_in(column: str, keys: list[object], *, dialect: str) -> str:
-    """``column IN (keys)``; FALSE for no keys (no row can join). Written as text: sqlglot takes
-    ~10 µs a key, 0.1 s for the 10,000 suppliers of TPC-H Q8."""
-    if not keys:
-        return exp.false().sql(dialect=dialect)
-    values = ", ".join(
-        str(k) if type(k) is int else exp.convert(k).sql(dialect=dialect) for k in keys
-    )
-    return f"{exp.column(column, quoted=True).sql(dialect=dialect)} IN ({values})"
-
-
-def keys_in_table(column: str, table: str, key: str, *, dialect: str) -> str:
-    """``column IN (SELECT key FROM table)``: a semi-join with a table sent along."""
-    keys = exp.select(exp.column(key, quoted=True)).from_(exp.to_table(table))
-    return exp.In(this=exp.column(column, quoted=True), query=keys.subquery()).sql(dialect=dialect)
-
-
-def keys_between(column: str, low: object, high: object, *, dialect: str) -> str:
-    """``column BETWEEN low AND high``: lets the store skip what lies outside the keys' range."""
-    between = exp.Between(
-        this=exp.column(column, quoted=True), low=exp.convert(low), high=exp.convert(high)
-    )
-    return between.sql(dialect=dialect)

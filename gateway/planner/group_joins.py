@@ -15,14 +15,14 @@ that read nothing but the group's relations move into it, so the answer is uncha
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.qualify import is_qualified
+from gateway.planner.names import GROUP, conjuncts
 from gateway.planner.split import runs_entirely_at
-
-GROUP_PREFIX = "__group_"
+from gateway.planner.state import PlanState
 
 
 def _inner_only(select: exp.Select) -> bool:
@@ -37,21 +37,14 @@ def _relations(select: exp.Select) -> list[exp.Expression]:
     return [source.this, *(join.this for join in select.args.get("joins") or [])] if source else []
 
 
-def _conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
-    if condition is None:
-        return []
-    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-
-
-def group_same_store_joins(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    if not is_qualified(expression):
-        return expression
-    grouped = expression.copy()
+def group_same_store_joins(state: PlanState) -> PlanState:
+    if not state.qualified:
+        return state
+    grouped = state.tree.copy()
     counter = iter(range(1, 1_000_000))
     for select in list(grouped.find_all(exp.Select)):
-        _group(select, context, counter)
-    grouped.meta.update(expression.meta)
-    return grouped
+        _group(select, state.context, counter)
+    return replace(state, expression=grouped)
 
 
 def _group(select: exp.Select, context: PlanContext, counter) -> None:
@@ -67,9 +60,9 @@ def _group(select: exp.Select, context: PlanContext, counter) -> None:
         if capabilities is not None and capabilities.joins and capabilities.large_joins:
             stores[store].append(relation)
     where = select.args.get("where")
-    conditions = _conjuncts(where.this if where else None)
+    conditions = conjuncts(where.this if where else None, parens=False)
     for join in select.args.get("joins") or []:
-        conditions += _conjuncts(join.args.get("on"))
+        conditions += conjuncts(join.args.get("on"), parens=False)
     groups = [
         component
         for members in stores.values()
@@ -93,7 +86,7 @@ def _group(select: exp.Select, context: PlanContext, counter) -> None:
         aliases = {m.alias for m in members}
         inside = [c for c in conditions if _reads_only(c, aliases)]
         conditions = [c for c in conditions if not any(c is i for i in inside)]
-        name = f"{GROUP_PREFIX}{next(counter)}"
+        name = f"{GROUP}{next(counter)}"
         # derived tables cannot see their siblings: columns inside any relation are not ours
         outside = [c for c in select.find_all(exp.Column) if not _inside(c, relations)]
         outside += [c for condition in conditions for c in condition.find_all(exp.Column)]

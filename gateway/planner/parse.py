@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from gateway.errors import InvalidQuery
+
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -182,6 +187,17 @@ def _unwritable(node: exp.Expression, dialect: str) -> bool:
     except Exception:  # noqa: BLE001 - see _check_writable
         return True
     return False
+
+
+def parse(state: PlanState) -> PlanState:
+    """The step: the statement as a tree (see :func:`parse_statement`)."""
+    return replace(state, expression=parse_statement(state.sql, dialect=state.context.dialect))
+
+
+def check_plannable(state: PlanState) -> PlanState:
+    """The step: the state as it is, once :func:`refuse_unplannable` finds nothing to refuse."""
+    refuse_unplannable(state.tree)
+    return state
 
 
 def refuse_unplannable(expression: exp.Expression) -> None:

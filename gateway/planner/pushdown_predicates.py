@@ -11,32 +11,22 @@ c_acctbal > 5000 THEN error('x') END`` told whether a hidden row matched.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 
-from gateway.planner.context import PlanContext
-from gateway.planner.qualify import is_qualified
+from gateway.planner.govern import is_row_filtered
+from gateway.planner.names import BARRIER, conjuncts
+from gateway.planner.state import PlanState
 
 
-def push_down_predicates(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    if not is_qualified(expression):
-        return expression
-    pushed = _push_down(expression.copy(), dialect=context.dialect)
+def push_down_predicates(state: PlanState) -> PlanState:
+    if not state.qualified:
+        return state
+    pushed = _push_down(state.tree.copy(), dialect=state.context.dialect)
     _drop_true_conjuncts(pushed)
-    pushed.meta.update(expression.meta)
-    return pushed
-
-
-BARRIER_PREFIX = "__barrier_"
-
-
-def _is_row_filtered(node: exp.Expression) -> bool:
-    """A governed relation whose row filter (its WHERE, from govern) must run first."""
-    return (
-        isinstance(node, exp.Subquery)
-        and bool(node._meta and node.meta.get("governed"))
-        and node.this.args.get("where") is not None
-    )
+    return replace(state, expression=pushed)
 
 
 def _push_down(expression: exp.Expression, *, dialect: str) -> exp.Expression:
@@ -44,9 +34,9 @@ def _push_down(expression: exp.Expression, *, dialect: str) -> exp.Expression:
     it cannot push into; inside each relation, the rule runs on its own."""
     barriers: dict[str, exp.Subquery] = {}
     for node in list(expression.find_all(exp.Subquery)):
-        if node is expression or not _is_row_filtered(node) or node.root() is not expression:
+        if node is expression or not is_row_filtered(node) or node.root() is not expression:
             continue  # the last: inside a barrier already taken out
-        name = f"{BARRIER_PREFIX}{len(barriers) + 1}"
+        name = f"{BARRIER}{len(barriers) + 1}"
         node.replace(exp.Table(this=exp.to_identifier(name), alias=node.args["alias"].copy()))
         barriers[name] = node
     expression = pushdown_predicates(expression, dialect=dialect)
@@ -65,9 +55,9 @@ def _drop_true_conjuncts(expression: exp.Expression) -> None:
         condition = node.args.get(key)
         if condition is None:
             continue
-        conjuncts = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-        kept = [c for c in conjuncts if not (isinstance(c, exp.Boolean) and c.this)]
-        if len(kept) == len(conjuncts):
+        parts = conjuncts(condition, parens=False)
+        kept = [c for c in parts if not (isinstance(c, exp.Boolean) and c.this)]
+        if len(kept) == len(parts):
             continue
         if kept:
             node.set(key, exp.and_(*kept, copy=False))
