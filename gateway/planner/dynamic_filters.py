@@ -91,52 +91,75 @@ def dynamic_filters(
     """
     by_name = {f.name: f for f in fragments}
     reads = Counter(t.name for t in local.find_all(exp.Table) if t.name in by_name)
-    parsed = {f.name: f.query for f in fragments}
+    queries = {f.name: f.query for f in fragments}
     outputs = {
         name: [p.alias_or_name for p in query.expressions]
-        for name, query in parsed.items()
+        for name, query in queries.items()
         if isinstance(query, exp.Select)
     }
     edges = [e for e in dict.fromkeys(_edges(local, outputs)) if reads[e.probe] == 1]
-    own = {name: _selectivity(query) for name, query in parsed.items()}
-    level = dict(own)
-    filtered = {name for name, selective in own.items() if selective}
     key_tables = {f.name for f in fragments if context.connectors[f.store].capabilities.key_tables}
-    chosen: list[DynamicFilter] = []
-    probes: set[str] = set()
+    chooser = _Chooser({name: _selectivity(query) for name, query in queries.items()}, key_tables)
+    chooser.cross_to_key_tables(edges)
+    chooser.chain(edges)
+    chooser.widen(edges)
+    return tuple(chooser.chosen)
 
-    def choose(edge: DynamicFilter) -> None:
-        chosen.append(edge)
-        probes.add(edge.probe)
-        level[edge.probe] = max(level[edge.probe], level[edge.build])
 
-    def waits_for(edge: DynamicFilter) -> bool:
-        return edge in chosen or edge.build in _descendants(edge.probe, chosen)
+class _Chooser:
+    """The filters chosen so far, and how selective each fragment is with them."""
 
-    # both filtered: a store that reads tables of keys takes any number of them from one that
-    # cannot (a date range on orders narrows lineitem, whatever lineitem's own filter)
-    for e in edges:
-        crossing = e.probe in key_tables and e.build not in key_tables
-        if crossing and e.build in filtered and e.probe in filtered and not waits_for(e):
-            choose(e)
-    while True:
-        found = [
-            e
-            for e in edges
-            if e.probe not in probes and level[e.build] > level[e.probe] and not waits_for(e)
-        ]
-        if not found:
-            break
-        # the builds filtered most, and of those, the ones filtered by their own store first
-        strongest = max((level[e.build], own[e.build]) for e in found)
-        for e in found:
-            if (level[e.build], own[e.build]) == strongest and not waits_for(e):
-                choose(e)
-    # a probe also takes the other builds at least as selective as itself
-    for e in sorted(edges, key=lambda e: (e.probe not in key_tables, e.build in key_tables)):
-        if e.probe in probes and level[e.build] >= level[e.probe] > 0 and not waits_for(e):
-            choose(e)
-    return tuple(chosen)
+    def __init__(self, own: dict[str, int], key_tables: set[str]):
+        self.own = own
+        """How selective each fragment's own SQL is."""
+        self.level = dict(own)
+        """... and with the filters chosen so far narrowing it."""
+        self.key_tables = key_tables
+        self.chosen: list[DynamicFilter] = []
+        self.probes: set[str] = set()
+
+    def choose(self, edge: DynamicFilter) -> None:
+        self.chosen.append(edge)
+        self.probes.add(edge.probe)
+        self.level[edge.probe] = max(self.level[edge.probe], self.level[edge.build])
+
+    def waits_for(self, edge: DynamicFilter) -> bool:
+        return edge in self.chosen or edge.build in _descendants(edge.probe, self.chosen)
+
+    def cross_to_key_tables(self, edges: list[DynamicFilter]) -> None:
+        """Both filtered: a store that reads tables of keys takes any number of them from one
+        that cannot (a date range on orders narrows lineitem, whatever lineitem's own filter)."""
+        for e in edges:
+            crossing = e.probe in self.key_tables and e.build not in self.key_tables
+            filtered = self.own[e.build] and self.own[e.probe]
+            if crossing and filtered and not self.waits_for(e):
+                self.choose(e)
+
+    def chain(self, edges: list[DynamicFilter]) -> None:
+        """A build narrows a probe less selective than itself, which is then as selective."""
+        while True:
+            found = [
+                e
+                for e in edges
+                if e.probe not in self.probes
+                and self.level[e.build] > self.level[e.probe]
+                and not self.waits_for(e)
+            ]
+            if not found:
+                return
+            # the builds filtered most, and of those, the ones filtered by their own store first
+            strongest = max((self.level[e.build], self.own[e.build]) for e in found)
+            for e in found:
+                if (self.level[e.build], self.own[e.build]) == strongest and not self.waits_for(e):
+                    self.choose(e)
+
+    def widen(self, edges: list[DynamicFilter]) -> None:
+        """A probe also takes the other builds at least as selective as itself."""
+        keyed = self.key_tables
+        for e in sorted(edges, key=lambda e: (e.probe not in keyed, e.build in keyed)):
+            selective = self.level[e.build] >= self.level[e.probe] > 0
+            if e.probe in self.probes and selective and not self.waits_for(e):
+                self.choose(e)
 
 
 def _descendants(name: str, filters: list[DynamicFilter]) -> set[str]:
@@ -245,14 +268,7 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
     if any(select.args.get(k) for k in ("group", "having", "joins", "laterals", "qualify")):
         return None
     source = select.args["from_"].this if select.args.get("from_") else None
-    if isinstance(source, exp.Table) and is_fragment(source.name):
-        if source.db or not isinstance(source.this, exp.Identifier):
-            return None
-        below = _Relation(source.name, None)
-    elif isinstance(source, exp.Subquery) and source.alias:
-        below = _relation_of(source)
-    else:
-        return None
+    below = _read_below(source)
     if below is None:
         return None
     shaping = ("where", "order", "limit", "offset", "distinct")
@@ -270,6 +286,18 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
             if column is not None:
                 columns[projection.alias_or_name] = column
     return _Relation(below.fragment, columns) if columns else None
+
+
+def _read_below(source: exp.Expression | None) -> _Relation | None:
+    """The fragment a FROM's one relation reads: a fragment's table, or a derived table
+    that reads one (see :func:`_relation_of`)."""
+    if isinstance(source, exp.Table) and is_fragment(source.name):
+        if source.db or not isinstance(source.this, exp.Identifier):
+            return None
+        return _Relation(source.name, None)
+    if isinstance(source, exp.Subquery) and source.alias:
+        return _relation_of(source)
+    return None
 
 
 def _fragment_relations(select: exp.Select) -> dict[str, _Relation]:
@@ -359,26 +387,32 @@ def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[Dyn
         if inner is select or not _directly_under(inner, select):
             continue
         relations = _fragment_relations(inner)
-        source = inner.args.get("from_")
-        if inner.args.get("joins") or source is None or len(relations) != 1:
+        source, where = inner.args.get("from_"), inner.args.get("where")
+        if inner.args.get("joins") or source is None or len(relations) != 1 or where is None:
             continue
         ((alias, relation),) = relations.items()
-        where = inner.args.get("where")
-        if not relation.plain or where is None:
+        if not relation.plain:
             continue
-        for eq in conjuncts(where.this, parens=False):
-            if not isinstance(eq, exp.EQ):
+        for mine, theirs in _correlations(where.this, alias, outer):
+            built = outer[theirs.table].fragment_column(theirs.name)
+            if built is not None:
+                yield DynamicFilter(
+                    outer[theirs.table].fragment, built, relation.fragment, mine.name
+                )
+
+
+def _correlations(
+    condition: exp.Expression, alias: str, outer: dict[str, _Relation]
+) -> Iterator[tuple[exp.Column, exp.Column]]:
+    """(a column of ``alias``, a column of an outer relation) for each conjunct equating them."""
+    for eq in conjuncts(condition, parens=False):
+        if not isinstance(eq, exp.EQ):
+            continue
+        for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
+            if not (isinstance(mine, exp.Column) and isinstance(theirs, exp.Column)):
                 continue
-            for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
-                if not (isinstance(mine, exp.Column) and isinstance(theirs, exp.Column)):
-                    continue
-                if mine.table != alias or theirs.table == alias or theirs.table not in outer:
-                    continue
-                built = outer[theirs.table].fragment_column(theirs.name)
-                if built is not None:
-                    yield DynamicFilter(
-                        outer[theirs.table].fragment, built, relation.fragment, mine.name
-                    )
+            if mine.table == alias and theirs.table != alias and theirs.table in outer:
+                yield mine, theirs
 
 
 def _directly_under(inner: exp.Select, select: exp.Select) -> bool:

@@ -235,9 +235,27 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             f"the statement is {len(sql):,} characters long; meshgate reads statements of at "
             f"most {MAX_STATEMENT_CHARS:,}: bind long lists as parameters or join a product"
         )
+    statements = _parsed(sql, dialect)
+    if not statements:
+        raise InvalidQuery("the statement is empty; send one SELECT query")
+    if len(statements) > 1:
+        raise InvalidQuery(
+            f"found {len(statements)} statements; send exactly one SELECT query per request"
+        )
+    statement = statements[0]
+    check_size(statement)
+    _check_writable(statement, dialect)
+    _refuse_writes(statement)
+    _refuse_forbidden_functions(statement)
+    return statement
+
+
+def _parsed(sql: str, dialect: str) -> list[exp.Expression]:
+    """sqlglot's statements of ``sql``; InvalidQuery, in words a SQL user knows, when it
+    cannot read them."""
     try:
         _check_brackets(sql, dialect)
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        return [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except InvalidQuery:
         raise
     except RecursionError:
@@ -260,15 +278,10 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             f"syntax error: the statement cannot be read ({type(exc).__name__}); fix the SQL "
             f"(meshgate reads the {dialect} dialect)"
         ) from None
-    if not statements:
-        raise InvalidQuery("the statement is empty; send one SELECT query")
-    if len(statements) > 1:
-        raise InvalidQuery(
-            f"found {len(statements)} statements; send exactly one SELECT query per request"
-        )
-    statement = statements[0]
-    check_size(statement)
-    _check_writable(statement, dialect)
+
+
+def _refuse_writes(statement: exp.Expression) -> None:
+    """InvalidQuery for anything but a query, and for queries that write or lock."""
     if not isinstance(statement, exp.Query):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else statement.this
         raise InvalidQuery(
@@ -280,6 +293,10 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             raise InvalidQuery("SELECT ... INTO writes a table; meshgate is read-only")
         if select.args.get("locks"):
             raise InvalidQuery("SELECT ... FOR UPDATE/SHARE takes locks; meshgate is read-only")
+
+
+def _refuse_forbidden_functions(statement: exp.Expression) -> None:
+    """InvalidQuery for a function that reads past the products (FORBIDDEN_FUNCTIONS)."""
     for function in statement.find_all(exp.Func):
         name = (
             function.name if isinstance(function, exp.Anonymous) else function.sql_name()
@@ -289,4 +306,3 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
                 f"function {name}() is not allowed: queries read data products by their address "
                 "(<domain>.<product>) and nothing else"
             )
-    return statement
