@@ -1005,3 +1005,61 @@ def to_reference(sql: str) -> str:
     for domain in ("sales.", "reference.", "fulfillment."):
         sql = sql.replace(domain, "")
     return sql
+
+
+# --- the pipeline: pure steps over one typed state -------------------------------------------
+
+PIPELINE_QUERIES = [
+    "SELECT n.n_name, sum(o.o_total) AS total FROM sales.orders o "
+    "JOIN reference.nation n ON n.n_nationkey = o.o_custkey WHERE o.o_total > ? "
+    "GROUP BY n.n_name ORDER BY 1",
+    "WITH n AS (SELECT * FROM reference.nation) SELECT a.n_name FROM n a, sales.orders o, "
+    "sales.orders p WHERE a.n_nationkey = o.o_custkey AND o.o_orderkey = p.o_custkey "
+    "AND (a.n_name = 'EGYPT' OR o.o_total < 3)",
+    "SELECT i.i_qty FROM fulfillment.items i WHERE i.i_orderkey IN "
+    "(SELECT o_orderkey FROM sales.orders WHERE o_custkey = 1) AND EXISTS "
+    "(SELECT * FROM reference.nation n WHERE n.n_nationkey = i.i_qty)",
+]
+
+
+@pytest.mark.parametrize("sql", PIPELINE_QUERIES)
+def test_each_step_returns_a_new_state_and_leaves_its_input_as_it_was(sql, context):
+    import dataclasses
+
+    from gateway.planner import PIPELINE, plan_of, plan_query
+    from gateway.planner.state import PlanState
+
+    state = PlanState(sql=sql, context=context, parameters=(2,) if "?" in sql else ())
+    for _, steps in PIPELINE:
+        for step in steps:
+            before = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+            text = state.expression.sql("duckdb") if state.expression is not None else None
+            state = step(state)
+            if before["expression"] is not None:
+                assert before["expression"].sql("duckdb") == text, f"{step.__name__} mutated it"
+    planned = plan_query(sql, context=context, parameters=list(state.parameters))
+    assert plan_of(state) == planned
+
+
+SQLGLOT_NOTES = {"line", "col", "start", "end", "nonnull"}
+"""sqlglot's own notes: where its parser found a node, what its simplifier proved of it."""
+
+
+@pytest.mark.parametrize("sql", PIPELINE_QUERIES)
+def test_no_step_leaves_notes_in_the_tree_but_the_parameter_tags(sql, context):
+    """Steps hand each other the state's fields, never ``meta`` on nodes: a rewrite that builds
+    new nodes would drop such a note silently. Bound values carry their position (the one tag,
+    planner.parameters.TAG), which only bind writes and only the templates read."""
+    from gateway.planner import PIPELINE
+    from gateway.planner.parameters import TAG
+    from gateway.planner.state import PlanState
+
+    state = PlanState(sql=sql, context=context, parameters=(2,) if "?" in sql else ())
+    for _, steps in PIPELINE:
+        for step in steps:
+            state = step(state)
+            trees = [state.expression, state.local, *(f.query for f in state.fragments)]
+            for tree in filter(None, trees):
+                notes = {k for node in tree.walk() if node._meta for k in node.meta}
+                allowed = {TAG, *SQLGLOT_NOTES}
+                assert notes <= allowed, f"{step.__name__} left {notes - allowed}"
