@@ -8,6 +8,10 @@ the rule named beside it; resolve renames the client's CTEs to ``CTE`` names, so
 writes can stand for one of them (a client's derived table aliased like ``ROW_FILTERED`` only
 keeps its predicates outside it: less pushdown, never more rows).
 
+The one note the planner keeps on nodes is a bound value's position (``parameters.TAG``): bind
+writes it on the literals it makes and only the templates that write the SQL again read it; no
+step in between needs to know of it, and sqlglot's copies keep it.
+
 >>> fragment_name(3)
 '__fragment_3'
 >>> [c.sql() for c in conjuncts(exp.condition("a = 1 AND (b = 2 AND c = 3)"))]

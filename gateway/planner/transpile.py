@@ -26,8 +26,9 @@ class Fragment:
     template: Template | None = field(default=None, compare=False, repr=False)
     """The query when it holds bound parameters, to write it again with other values."""
     query: exp.Expression | None = field(default=None, compare=False, repr=False)
-    """The tree ``sql`` was written from (physical names, the store's dialect not applied yet),
-    for the rules that read a fragment's shape after it is written: never parse ``sql`` again."""
+    """The tree ``sql`` was written from, with the values it was planned with (physical names,
+    the store's dialect not applied yet): the rules that read a fragment's shape after it is
+    written read this, and never parse ``sql`` again."""
 
     @property
     def slots(self) -> frozenset[int]:
