@@ -1063,3 +1063,24 @@ def test_no_step_leaves_notes_in_the_tree_but_the_parameter_tags(sql, context):
                 notes = {k for node in tree.walk() if node._meta for k in node.meta}
                 allowed = {TAG, *SQLGLOT_NOTES}
                 assert notes <= allowed, f"{step.__name__} left {notes - allowed}"
+
+
+def test_a_row_filtered_relation_is_known_by_the_name_govern_gives_it():
+    """Predicate pushdown finds the barriers by the inner alias govern writes (names.ROW_FILTERED),
+    which every rewrite keeps; the same shape under another alias is a client's derived table."""
+    from gateway.planner.govern import is_row_filtered, row_filtered_address
+
+    def relation(inner_alias: str) -> exp.Subquery:
+        sql = (
+            'SELECT * FROM (SELECT "a" AS "a" FROM (SELECT "a" FROM "__source:sales.orders") '
+            f'AS "{inner_alias}" WHERE "a" > 1) AS o'
+        )
+        return parse_statement(sql, dialect="duckdb").find(exp.Subquery)
+
+    governed = relation("__filtered_orders")
+    assert row_filtered_address(governed) == "sales.orders"
+    assert row_filtered_address(governed.copy()) == "sales.orders", "copies keep the mark"
+    assert not is_row_filtered(relation("orders"))
+    unfiltered = relation("__filtered_orders")
+    unfiltered.this.set("where", None)
+    assert not is_row_filtered(unfiltered)
