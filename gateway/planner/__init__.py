@@ -6,8 +6,9 @@ store runs, the query the local engine runs over them, and the schema of the ans
 it; what a step hands on is a field of the state, and the names the planner gives the relations
 it makes are registered in ``planner.names``. Nothing here touches a store.
 
-To add a rule: write ``gateway/planner/<rule>.py`` with ``def <rule>(state: PlanState) ->
-PlanState`` (pure: copy the tree before changing it, return ``replace(state, ...)``), add a field
+To add a rule: write ``gateway/planner/<rule>.py`` with one step ``def <verb>_<what>(state:
+PlanState) -> PlanState`` (pure: copy the tree before changing it, return ``replace(state,
+...)``; not named like its module, which the package's attribute would then hide), add a field
 to ``PlanState`` if it produces something new, and put the step in its place in ``PIPELINE``.
 """
 
@@ -22,16 +23,16 @@ import pyarrow as pa
 from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.factor_disjunctions import factor_disjunctions
-from gateway.planner.govern import govern
+from gateway.planner.govern import govern_references
 from gateway.planner.group_joins import group_same_store_joins
 from gateway.planner.parameters import Template, bind, in_limits, slots_of
-from gateway.planner.parse import check_plannable, parse
-from gateway.planner.pin_decimals import pin_decimals
+from gateway.planner.parse import check_plannable, parse_sql
+from gateway.planner.pin_decimals import pin_decimal_types
 from gateway.planner.pushdown_predicates import push_down_predicates
 from gateway.planner.pushdown_projections import push_down_projections
 from gateway.planner.qualify import qualify_columns
-from gateway.planner.resolve import resolve
-from gateway.planner.route import LOCAL, route
+from gateway.planner.resolve import resolve_references
+from gateway.planner.route import LOCAL, route_query
 from gateway.planner.schema import infer_schema
 from gateway.planner.split import split_by_store
 from gateway.planner.state import PlanState
@@ -42,17 +43,17 @@ Step = Callable[[PlanState], PlanState]
 
 PIPELINE: tuple[tuple[str, tuple[Step, ...]], ...] = (
     # what the statement says
-    ("parse", (parse, bind)),
+    ("parse", (parse_sql, bind)),
     # what it means for this principal: after these, the answer's schema is fixed
-    ("resolve", (resolve,)),
-    ("govern", (govern, check_plannable)),
+    ("resolve", (resolve_references,)),
+    ("govern", (govern_references, check_plannable)),
     # where it runs cheapest: rewrites that keep the answer and move work towards the stores
     (
         "optimize",
         (
             infer_schema,
-            pin_decimals,
-            route,
+            pin_decimal_types,
+            route_query,
             qualify_columns,
             factor_disjunctions,
             push_down_predicates,

@@ -85,7 +85,7 @@ def apply_governance(expression: exp.Expression, *, context: PlanContext) -> exp
     return _govern(expression, context=context, depth=0)
 
 
-def govern(state: PlanState) -> PlanState:
+def govern_references(state: PlanState) -> PlanState:
     """The step: the products the statement names, and the query over their governed relations."""
     named = {product_address(t) for t in state.tree.find_all(exp.Table)} - {None}
     return replace(

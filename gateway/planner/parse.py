@@ -189,7 +189,7 @@ def _unwritable(node: exp.Expression, dialect: str) -> bool:
     return False
 
 
-def parse(state: PlanState) -> PlanState:
+def parse_sql(state: PlanState) -> PlanState:
     """The step: the statement as a tree (see :func:`parse_statement`)."""
     return replace(state, expression=parse_statement(state.sql, dialect=state.context.dialect))
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from gateway.planner.state import PlanState
 
 
-def pin_decimals(state: PlanState) -> PlanState:
+def pin_decimal_types(state: PlanState) -> PlanState:
     """The step: computed decimal outputs cast to the schema's types (infer_schema runs first)."""
     assert state.schema is not None, "infer_schema runs first"
     return replace(state, expression=pin_decimal_outputs(state.tree, schema=state.schema))

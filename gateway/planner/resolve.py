@@ -89,7 +89,7 @@ def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp
     return expression
 
 
-def resolve(state: PlanState) -> PlanState:
+def resolve_references(state: PlanState) -> PlanState:
     """The step: the statement's product references resolved (see :func:`resolve_products`)."""
     return replace(state, expression=resolve_products(state.tree, context=state.context))
 

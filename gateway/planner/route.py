@@ -93,7 +93,7 @@ def choose_route(
     )
 
 
-def route(state: PlanState) -> PlanState:
+def route_query(state: PlanState) -> PlanState:
     """The step: the route of the governed query, in the context the later steps read
     (``context.route``: which store or engine reads each source)."""
     context = state.context

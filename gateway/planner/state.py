@@ -27,16 +27,17 @@ class PlanState:
     sql: str
     """The statement as the client sent it."""
     context: PlanContext
-    """Mesh, principal, policies, connectors; ``context.route`` is set by ``choose_route``."""
+    """Mesh, principal, policies, connectors; ``context.route`` is set by ``route_query``."""
     parameters: tuple[object, ...] = ()
     """The values bound to the statement's ``?`` placeholders, in order."""
     expression: exp.Expression | None = None
-    """The query as a tree: parsed (parse), values bound (bind_parameters), product references
-    normalised to ``<domain>.<product>`` tables (resolve), each replaced by its governed relation
-    over a ``names.SOURCE`` placeholder (govern), then rewritten by the pushdown rules."""
+    """The query as a tree: parsed (parse_sql), values bound (bind), product references
+    normalised to ``<domain>.<product>`` tables (resolve_references), each replaced by its
+    governed relation over a ``names.SOURCE`` placeholder (govern_references), then rewritten by
+    the pushdown rules."""
     products: tuple[str, ...] = ()
-    """The products the statement itself names, sorted (govern; not those only row filters
-    read)."""
+    """The products the statement itself names, sorted (govern_references; not those only row
+    filters read)."""
     schema: pa.Schema | None = None
     """The answer's Arrow schema, fixed once governed (infer_schema)."""
     qualified: bool = False
