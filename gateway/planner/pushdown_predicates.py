@@ -13,55 +13,48 @@ cannot fail on any value (``c_mktsegment = 'BUILDING'``, ``o_orderdate >= DATE '
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 
 from gateway.planner.context import PlanContext
-from gateway.planner.qualify import is_qualified
+from gateway.planner.govern import row_filtered_address
+from gateway.planner.names import BARRIER, conjuncts
 from gateway.planner.safe_predicates import cannot_fail, crossing_kinds, is_safe
+from gateway.planner.state import PlanState
 
 
-def push_down_predicates(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    if not is_qualified(expression):
-        return expression
-    pushed = _push_down(expression.copy(), context=context)
+def push_down_predicates(state: PlanState) -> PlanState:
+    if not state.qualified:
+        return state
+    pushed = _push_down(state.tree.copy(), context=state.context)
     _drop_true_conjuncts(pushed)
-    pushed.meta.update(expression.meta)
-    return pushed
-
-
-BARRIER_PREFIX = "__barrier_"
-
-
-def _is_row_filtered(node: exp.Expression) -> bool:
-    """A governed relation whose row filter (its WHERE, from govern) must run first."""
-    return (
-        isinstance(node, exp.Subquery)
-        and bool(node._meta and node.meta.get("governed"))
-        and node.this.args.get("where") is not None
-    )
+    return replace(state, expression=pushed)
 
 
 def _push_down(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
     """sqlglot's rule over ``expression`` with each row-filtered relation standing behind a table
     it cannot push into; then the safe predicates sqlglot brought to it cross into it, and inside
     each relation the rule runs on its own."""
-    barriers: dict[str, exp.Subquery] = {}
+    barriers: dict[str, tuple[exp.Subquery, str]] = {}
     for node in list(expression.find_all(exp.Subquery)):
-        if node is expression or not _is_row_filtered(node) or node.root() is not expression:
+        address = row_filtered_address(node)
+        if node is expression or address is None or node.root() is not expression:
             continue  # the last: inside a barrier already taken out
-        name = f"{BARRIER_PREFIX}{len(barriers) + 1}"
+        name = f"{BARRIER}{len(barriers) + 1}"
         node.replace(exp.Table(this=exp.to_identifier(name), alias=node.args["alias"].copy()))
-        barriers[name] = node
+        barriers[name] = (node, address)
     expression = pushdown_predicates(expression, dialect=context.dialect)
     for table in list(expression.find_all(exp.Table)):
-        relation = barriers.get(table.name) if not table.db else None
-        if relation is not None:
+        barrier = barriers.get(table.name) if not table.db else None
+        if barrier is not None:
+            relation, address = barrier
             inner = relation.this.pop()
             crossing = (
                 []
                 if relation.args.get("pivots")
-                else _take_crossing(table, inner, relation.meta["governed"], context=context)
+                else _take_crossing(table, inner, address, context=context)
             )
             if crossing:
                 inner.where(exp.and_(*crossing, copy=False), copy=False)
@@ -89,7 +82,7 @@ def _take_crossing(
         return []
     alias = table.alias_or_name
     taken = []
-    for predicate in _conjuncts(condition):
+    for predicate in conjuncts(condition, parens=False):
         if exp.column_table_names(predicate) != {alias}:
             continue
         if not is_safe(predicate, alias=alias, kinds=kinds):
@@ -121,10 +114,6 @@ def _condition_over(table: exp.Table) -> exp.Expression | None:
     return None
 
 
-def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
-    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-
-
 def _drop_true_conjuncts(expression: exp.Expression) -> None:
     """sqlglot leaves ``TRUE`` where it took a predicate away; stores need not read it."""
     for node in list(expression.find_all(exp.Where, exp.Join)):
@@ -132,9 +121,9 @@ def _drop_true_conjuncts(expression: exp.Expression) -> None:
         condition = node.args.get(key)
         if condition is None:
             continue
-        conjuncts = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-        kept = [c for c in conjuncts if not (isinstance(c, exp.Boolean) and c.this)]
-        if len(kept) == len(conjuncts):
+        parts = conjuncts(condition, parens=False)
+        kept = [c for c in parts if not (isinstance(c, exp.Boolean) and c.this)]
+        if len(kept) == len(parts):
             continue
         if kept:
             node.set(key, exp.and_(*kept, copy=False))

@@ -186,6 +186,12 @@ def is_safe(predicate: exp.Expression, *, alias: str, kinds: Mapping[str, Kind])
     column = _kind_of(node, alias, kinds)
     if column is not None:
         return column.family == "boolean"
+    return _is_safe_test(node, alias=alias, kinds=kinds)
+
+
+def _is_safe_test(node: exp.Expression, *, alias: str, kinds: Mapping[str, Kind]) -> bool:
+    """``is_safe`` for one test of a column against literals (IS NULL, a comparison, BETWEEN,
+    IN, LIKE)."""
     if isinstance(node, exp.Is):
         return _kind_of(node.this, alias, kinds) is not None and isinstance(
             node.expression, exp.Null
