@@ -11,12 +11,12 @@ after the path: ``/data/ref.sqlite/nation``). The answer is the output, with a s
 column lineage from each of its columns to the product columns it came from (``MASKED`` where the
 principal reads a column masked), and its row count.
 
-Events are built and sent by one background thread: the query path only queues a small record
-(dropped and counted if the queue is full). What is the same for every run of a statement by a
-principal (job, inputs, column lineage) is built with openlineage-python's classes and serialized
-once; each event splices it in. Transports: ``file`` (one JSON line per event, appended),
-``http`` (one POST per event to OpenLineage's HTTP API, e.g. Marquez's ``api/v1/lineage``) and
-``console`` (the ``openlineage`` logger).
+Events are built and sent by one background thread, in batches (``batches.Batches``): the
+query path only queues a small record (dropped and counted if the queue is full). What is the
+same for every run of a statement by a principal (job, inputs, column lineage) is built with
+openlineage-python's classes and serialized once; each event splices it in. Transports: ``file``
+(one JSON line per event, appended), ``http`` (one POST per event to OpenLineage's HTTP API,
+e.g. Marquez's ``api/v1/lineage``) and ``console`` (the ``openlineage`` logger).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import socket
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ from sqlglot import exp
 
 from gateway.audit import utc_now
 from gateway.mesh import Mesh, Product
+from gateway.observability.batches import Batches
 from gateway.observability.settings import LineageSettings
 
 log = logging.getLogger(__name__)
@@ -269,52 +268,48 @@ class LineageEmitter:
                 version=VERSION, name="meshgate", producer=PRODUCER
             )
         )
-        self._queue: queue.Queue[LineageRecord | None] = queue.Queue(maxsize=settings.queue_size)
         self._static: dict[tuple, tuple] = {}
         """(statement, products, principal, policy) -> the job, inputs and output facets of its
         events: built once, as they only change with those."""
-        self._worker = threading.Thread(target=self._run, name="meshgate-lineage", daemon=True)
-        self._worker.start()
+        self._batches = Batches(
+            self._send_batch,
+            name="meshgate-lineage",
+            seconds=settings.batch_seconds,
+            size=settings.batch_size,
+            capacity=settings.queue_size,
+            on_drop=lambda record: self._on_sent(record.event_type, "dropped"),
+        )
 
     def emit(self, record: LineageRecord) -> None:
         """Queue ``record``; never waits (a full queue drops it and counts the drop)."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._on_sent(record.event_type, "dropped")
+        self._batches.put(record)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued event is sent (tests, shutdown); False on timeout."""
-        done = threading.Event()
-        threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
-        return done.wait(timeout)
+        """Send every queued event now (tests, shutdown); False on timeout."""
+        return self._batches.flush(timeout)
 
     def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._worker.join(timeout=5)
+        self._batches.close()
         with contextlib.suppress(Exception):  # a transport that fails to close
             self._send.close()
 
-    def _run(self) -> None:
-        while True:
-            record = self._queue.get()
-            try:
-                if record is None:
-                    return
-                self._send(self.event(record))
-                self._on_sent(record.event_type, "sent")
-                if self._failing:
-                    self._failing = False
-                    log.warning("OpenLineage events are sent again")
-            except Exception as exc:  # noqa: BLE001 - lineage must never stop the gateway
-                if not self._failing:  # once per outage, not once per event
-                    self._failing = True
-                    log.warning("could not send OpenLineage events (%s); retrying each", exc)
-                if record is not None:
-                    self._on_sent(record.event_type, "failed")
-            finally:
-                self._queue.task_done()
+    def _send_batch(self, records: list[LineageRecord]) -> None:
+        for record in records:
+            self._send_one(record)
+
+    def _send_one(self, record: LineageRecord) -> None:
+        try:
+            self._send(self.event(record))
+        except Exception as exc:  # noqa: BLE001 - lineage must never stop the gateway
+            if not self._failing:  # once per outage, not once per event
+                self._failing = True
+                log.warning("could not send OpenLineage events (%s); retrying each", exc)
+            self._on_sent(record.event_type, "failed")
+            return
+        self._on_sent(record.event_type, "sent")
+        if self._failing:
+            self._failing = False
+            log.warning("OpenLineage events are sent again")
 
     # --- building events ------------------------------------------------------------------
 

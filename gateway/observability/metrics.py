@@ -134,6 +134,10 @@ class Metrics:
             "meshgate_policy_denials", "Queries a policy refused, by product and role.",
             ["product", "role"], registry=r,
         )  # fmt: skip
+        self.trace_exports = Counter(
+            "meshgate_trace_exports", "Queries whose spans were exported, by result (sent, "
+            "failed, dropped: the export queue was full).", ["result"], registry=r,
+        )  # fmt: skip
         self.lineage_events = Counter(
             "meshgate_lineage_events", "OpenLineage events sent, by event type and result.",
             ["type", "result"], registry=r,
