@@ -14,7 +14,6 @@ import contextlib
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +43,7 @@ class Batches:
         self._size = size
         self._on_drop = on_drop
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self._wake = threading.Event()
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
@@ -63,6 +63,7 @@ class Batches:
             self._queue.put(_FLUSH, timeout=timeout)
         except queue.Full:
             return False
+        self._wake.set()
         done = threading.Event()
         threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
         return done.wait(timeout)
@@ -72,11 +73,14 @@ class Batches:
         self.flush(timeout)
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=1)
+        self._wake.set()
         self._worker.join(timeout=timeout)
 
     def _run(self) -> None:
         while True:
-            batch, marker = take_batch(self._queue, seconds=self._seconds, size=self._size)
+            batch, marker = take_batch(
+                self._queue, seconds=self._seconds, size=self._size, wake=self._wake
+            )
             try:
                 if batch:
                     self._handle(batch)
@@ -89,28 +93,34 @@ class Batches:
                 return
 
 
-def take_batch(waiting: queue.Queue, *, seconds: float, size: int) -> tuple[list[Any], object]:
+def take_batch(
+    waiting: queue.Queue, *, seconds: float, size: int, wake: threading.Event | None = None
+) -> tuple[list[Any], object]:
     """The next batch from ``waiting``: its first item (waiting as long as it takes), then what
-    else comes within ``seconds`` of it, up to ``size`` items or a flush or stop marker, which
-    is returned second (else a marker meaning none came).
+    else came within ``seconds`` of it (cut short when ``wake`` is set), up to ``size`` items or
+    a flush or stop marker, which is returned second (else a marker meaning none came).
+
+    The thread sleeps out the interval rather than wait on the queue, so queueing an item wakes
+    it once per batch, not once per item (each wake-up would take the GIL from a query).
 
     >>> q = queue.Queue()
     >>> for item in (1, 2, _FLUSH, 3):
     ...     q.put(item)
-    >>> take_batch(q, seconds=60, size=10) == ([1, 2], _FLUSH)
+    >>> take_batch(q, seconds=0.01, size=10) == ([1, 2], _FLUSH)
     True
     """
     first = waiting.get()
     if first is _STOP or first is _FLUSH:
         return [], first
     batch = [first]
-    deadline = time.monotonic() + seconds
+    if waiting.qsize() < size - 1:
+        if wake is None:
+            wake = threading.Event()
+        if wake.wait(seconds):
+            wake.clear()
     while len(batch) < size:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
         try:
-            item = waiting.get(timeout=remaining)
+            item = waiting.get_nowait()
         except queue.Empty:
             break
         if item is _STOP or item is _FLUSH:

@@ -102,12 +102,15 @@ class Observability:
 
         return {"trace": flight_middleware()}
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Send what is queued: lineage events, spans (tests and shutdown)."""
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send what is queued: lineage events, spans (tests and shutdown); False if some of it
+        is still waiting after ``timeout`` (each)."""
+        done = True
         if self.lineage is not None:
-            self.lineage.flush(timeout)
+            done = self.lineage.flush(timeout) and done
         if self.tracing is not None:
-            self.tracing.flush(timeout)
+            done = self.tracing.flush(timeout) and done
+        return done
 
     def close(self) -> None:
         if self.lineage is not None:
@@ -380,7 +383,6 @@ class QueryObservation:
         lineage = self.observe.lineage
         if lineage is None:
             return
-        from gateway.audit import utc_now
         from gateway.observability.lineage import LineageRecord
 
         plan = self.plan
@@ -392,15 +394,13 @@ class QueryObservation:
                 statement=self.statement,
                 principal=self.principal,
                 products=plan.products if plan is not None else (),
-                output_columns=tuple((f.name, str(f.type)) for f in plan.schema)
-                if plan is not None
-                else (),
+                schema=plan.schema if plan is not None else None,
                 trace_id=self.trace_id,
                 rows=record.get("rows"),
                 bytes=record.get("size"),
                 error=record.get("error"),
                 outcome=record.get("outcome"),
-                time=utc_now(),
+                at=time.time(),
             )
         )
 

@@ -22,6 +22,8 @@ e.g. Marquez's ``api/v1/lineage``) and ``console`` (the ``openlineage`` logger).
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -79,20 +81,35 @@ class MeshgateRunFacet(RunFacet):
 
 @dataclass(frozen=True)
 class LineageRecord:
-    """What the query path hands over for one event; the event is built off the path."""
+    """What the query path hands over for one event: what it has at hand, unformatted; the
+    event is built off the path."""
 
     event_type: str  # START, COMPLETE, FAIL
     run_id: str
     statement: str
     principal: Any  # gateway.principals.Principal
     products: tuple[str, ...]
-    output_columns: tuple[tuple[str, str], ...]  # (name, Arrow type)
+    schema: Any = None  # the answer's pyarrow Schema
     trace_id: str | None = None
     rows: int | None = None
     bytes: int | None = None
     error: str | None = None
     outcome: str | None = None
-    time: str = ""
+    at: float = 0.0
+    """When it happened (``time.time()``)."""
+
+    @functools.cached_property
+    def output_columns(self) -> tuple[tuple[str, str], ...]:
+        """The answer's columns as (name, Arrow type)."""
+        return () if self.schema is None else tuple((f.name, str(f.type)) for f in self.schema)
+
+    @property
+    def time(self) -> str:
+        """``at`` as an ISO 8601 UTC timestamp with milliseconds, as the audit writes them."""
+        if not self.at:
+            return utc_now()
+        moment = datetime.datetime.fromtimestamp(self.at, datetime.UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_name(statement: str) -> str:
@@ -357,7 +374,7 @@ class LineageEmitter:
             )
         run = {"facets": run_facets, "runId": record.run_id}
         return (
-            f'{{"eventTime":{json.dumps(record.time or utc_now())},'
+            f'{{"eventTime":{json.dumps(record.time)},'
             f'"eventType":{json.dumps(record.event_type)},"inputs":{inputs},"job":{job},'
             f'"outputs":{outputs},"producer":{json.dumps(PRODUCER)},"run":{_json(run)},'
             f'"schemaURL":{json.dumps(RunEvent._get_schema())}}}'

@@ -32,6 +32,8 @@ class TracingSettings(BaseModel):
     """The share of queries traced (a client's sampled trace is always continued)."""
     include_sql: bool = True
     """Put the client's statement and the SQL sent to each store on the spans (mask key hidden)."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long one OTLP export may take, retries included (spans wait in the queue meanwhile)."""
     batch_seconds: float = Field(default=1.0, ge=0)
     """How long a finished query's spans may wait for others' to be exported with them."""
     batch_size: int = Field(default=100, ge=1)

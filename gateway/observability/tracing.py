@@ -71,13 +71,16 @@ class Tracing:
         from gateway.observability.batches import Batches
 
         self.sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
+        self.sample_all = settings.sample_ratio >= 1.0
         self.ids = RandomIdGenerator()
         self.resource = Resource.create({"service.name": settings.service_name})
         self.scope = InstrumentationScope(TRACER_NAME)
         if exporter is None and settings.otlp_endpoint is not None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
+            exporter = OTLPSpanExporter(
+                endpoint=settings.otlp_endpoint, timeout=settings.timeout_seconds
+            )
         self.exporter = exporter or _LogExporter()
         self.on_export = lambda result, count: None
         """Told (``sent``/``failed``/``dropped``, number of traces) after each export."""
@@ -99,13 +102,12 @@ class Tracing:
             trace_id = parent_span.trace_id
         else:
             parent_span, trace_id = None, self.ids.generate_trace_id()
-        decision = self.sampler.should_sample(parent, trace_id, "meshgate.query", SpanKind.SERVER)
-        return QueryTrace(
-            trace_id,
-            parent_span,
-            sampled=decision.decision.is_sampled(),
-            new_id=self.ids.generate_span_id,
-        )
+        if parent_span is None and self.sample_all:
+            sampled = True  # what the sampler would say, without asking it on every query
+        else:
+            decision = self.sampler.should_sample(parent, trace_id, "meshgate.query")
+            sampled = decision.decision.is_sampled()
+        return QueryTrace(trace_id, parent_span, sampled=sampled, new_id=self.ids.generate_span_id)
 
     def finished(self, query_trace: QueryTrace) -> None:
         """Queue a query's spans for export (never waits)."""
