@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from gateway.errors import DeniedAsNotFound, PermissionDenied, status_name
 from gateway.observability.logs import CURRENT_QUERY
-from gateway.observability.metrics import Metrics, role_label
+from gateway.observability.metrics import PENDING_LIMIT, Metrics, role_label
 from gateway.observability.settings import ObservabilitySettings
 from gateway.streaming import arrow_bytes, close_stream, stream_reader
 
@@ -92,7 +92,7 @@ class Observability:
 
     def policy_reloaded(self) -> None:
         if self.metrics is not None:
-            self.metrics.policy_reloads.inc()
+            self.metrics.child(self.metrics.policy_reloads).inc()
 
     def flight_middleware(self) -> dict[str, Any]:
         """Flight server middleware to install: the trace context reader when tracing is on."""
@@ -226,7 +226,7 @@ class QueryObservation:
         metrics = self.observe.metrics
         self._streaming = True
         if metrics is not None:
-            metrics.active_streams.inc()
+            metrics.child(metrics.active_streams).inc()
             metrics.child(metrics.duration, "first_batch").observe(
                 time.perf_counter() - self.started
             )
@@ -335,9 +335,11 @@ class QueryObservation:
             if not self.planning_only:
                 metrics.child(metrics.duration, "total").observe(time.perf_counter() - self.started)
                 if self._streaming:
-                    metrics.active_streams.dec()
+                    metrics.child(metrics.active_streams).dec()
             if plan is not None and sent:
                 self._count_fragments(metrics, plan, sent)
+            if len(metrics.pending) > PENDING_LIMIT:
+                metrics.apply_pending()
         self._end_span(outcome, code, error, rows, size)
         if not self._started_lineage:
             self._lineage("START")
@@ -354,7 +356,7 @@ class QueryObservation:
         kinds = self.observe.kinds
         planned = {fragment.sql for fragment in plan.fragments}
         if plan.dynamic_filters:
-            metrics.dynamic_filters.inc(len(plan.dynamic_filters))
+            metrics.child(metrics.dynamic_filters).inc(len(plan.dynamic_filters))
         key_tables = dict(self.key_tables)
         for store, sql in sent:
             metrics.child(metrics.fragments, store, kinds.get(store, "")).inc()
