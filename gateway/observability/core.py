@@ -197,7 +197,10 @@ class QueryObservation:
         """A span for one step under ``meshgate.execute`` (the executor's local engine)."""
         if self._trace is None:
             return _NO_STEP
-        return _span_context(self._trace, name, self._execute_span or self.span, attributes)
+        from gateway.observability.tracing import Step
+
+        parent = self._execute_span or self.span
+        return Step(self._trace, self._trace.start(name, parent=parent, attributes=attributes))
 
     @contextlib.contextmanager
     def executing(self) -> Iterator[None]:
@@ -405,18 +408,6 @@ class QueryObservation:
                 at=time.time(),
             )
         )
-
-
-@contextlib.contextmanager
-def _span_context(trace: Any, name: str, parent: Any, attributes: dict) -> Iterator[Any]:
-    """A span of ``trace`` under ``parent`` for the ``with`` block, failed if the block raises."""
-    span = trace.start(name, parent=parent, attributes=attributes)
-    try:
-        yield span
-    except BaseException as exc:
-        span.finish(exc)
-        raise
-    span.finish()
 
 
 class ObservedConnector:

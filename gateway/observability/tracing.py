@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -263,18 +263,31 @@ class QueryTrace:
         self._open = [record.span_id]
         return record
 
-    @contextlib.contextmanager
-    def step(self, name: str, **attributes: object) -> Iterator[SpanRecord]:
-        record = self.start(PLAN_STEPS.get(name, name), attributes=attributes)
-        self._open.append(record.span_id)
-        try:
-            yield record
-        except BaseException as exc:
-            record.finish(exc)
-            raise
-        finally:
-            self._open.pop()
-        record.finish()
+    def step(self, name: str, **attributes: object) -> Step:
+        """A span for the ``with`` block, the parent of the steps opened inside it."""
+        return Step(self, self.start(PLAN_STEPS.get(name, name), attributes=attributes), nest=True)
+
+
+class Step:
+    """A span open for a ``with`` block: ended when it ends, failed if it raises (a class, not
+    a generator context manager: the query path opens a few per query)."""
+
+    __slots__ = ("_trace", "_record", "_nest")
+
+    def __init__(self, query_trace: QueryTrace, record: SpanRecord, *, nest: bool = False):
+        self._trace = query_trace
+        self._record = record
+        self._nest = nest
+
+    def __enter__(self) -> SpanRecord:
+        if self._nest:
+            self._trace._open.append(self._record.span_id)
+        return self._record
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if self._nest:
+            self._trace._open.pop()
+        self._record.finish(error)
 
 
 def incoming_context(headers: Mapping[str, list[str]]) -> otel_context.Context | None:
