@@ -99,6 +99,16 @@ class ConnectorSettings(BaseModel):
     pool_size: int = Field(default=4, ge=1, le=64)
 
 
+def sql_string(value: object, *, dialect: str = "duckdb") -> str:
+    """``value`` as a string literal of ``dialect``, quoted by sqlglot (paths, settings, SQL text
+    handed to a function such as ``postgres_query``).
+
+    >>> sql_string("it's")
+    "'it''s'"
+    """
+    return exp.Literal.string(str(value)).sql(dialect=dialect)
+
+
 def secret_from_env(variable: str | None, *, store: str, field_name: str) -> str | None:
     """Read a secret from the environment variable named in mesh.yaml; never from the file."""
     if variable is None:

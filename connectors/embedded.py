@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from connectors.base import Capabilities, Connector
+from connectors.base import Capabilities, Connector, sql_string
 from connectors.watchdog import watchdog
 from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable, values_hidden
 from gateway.streaming import OwnedStream
@@ -25,7 +25,7 @@ STORE_ENGINE_CONFIG = {
 def _sql_value(value: bool | int | str) -> str:
     if isinstance(value, bool | int):
         return str(value).lower()
-    return "'" + value.replace("'", "''") + "'"
+    return sql_string(value)
 
 
 def _interrupt(cursor) -> None:

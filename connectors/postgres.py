@@ -19,7 +19,13 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 from sqlglot import exp
 
-from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorSettings,
+    secret_from_env,
+    sql_string,
+)
 from connectors.embedded import ROWS_PER_BATCH
 from connectors.remote import (
     bind_parameters,
@@ -128,7 +134,7 @@ class PostgresConnector(Connector):
                     secret["PASSWORD"] = self._password
                 con.execute(
                     "CREATE TEMPORARY SECRET store_login (TYPE postgres, "
-                    + ", ".join(f"{key} {_quote(value)}" for key, value in secret.items())
+                    + ", ".join(f"{key} {sql_string(value)}" for key, value in secret.items())
                     + ")"
                 )
                 timeout_ms = int(s.query_timeout_seconds * 1000)
@@ -140,7 +146,7 @@ class PostgresConnector(Connector):
                 }
                 libpq = " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
                 con.execute(
-                    f"ATTACH {_quote(libpq)} AS {ALIAS} "
+                    f"ATTACH {sql_string(libpq)} AS {ALIAS} "
                     "(TYPE postgres, SECRET store_login, READ_ONLY)"
                 )
             except duckdb.Error as exc:
@@ -216,7 +222,7 @@ class PostgresConnector(Connector):
         cursor = con.cursor()
         try:
             # a relation streams; cursor.execute() would materialise the whole result first
-            relation = cursor.sql(f"SELECT * FROM postgres_query('{ALIAS}', {_quote(tagged)})")
+            relation = cursor.sql(f"SELECT * FROM postgres_query('{ALIAS}', {sql_string(tagged)})")
             reader = relation.to_arrow_reader(ROWS_PER_BATCH)
         except duckdb.Error as exc:
             cursor.close()
@@ -239,9 +245,9 @@ class PostgresConnector(Connector):
             try:
                 control.execute(
                     f"SELECT * FROM postgres_query('{ALIAS}', "
-                    + _quote(
+                    + sql_string(
                         "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                        f"WHERE query LIKE {_quote(pattern)} AND pid <> pg_backend_pid()"
+                        f"WHERE query LIKE {sql_string(pattern)} AND pid <> pg_backend_pid()"
                     )
                     + ")"
                 ).fetchall()
@@ -257,7 +263,8 @@ class PostgresConnector(Connector):
         query = (
             "SELECT column_name, data_type, numeric_precision, numeric_scale "
             "FROM information_schema.columns WHERE table_schema = "
-            f"{_quote(schema)} AND table_name = {_quote(relation.name)} ORDER BY ordinal_position"
+            f"{sql_string(schema)} AND table_name = {sql_string(relation.name)} "
+            "ORDER BY ordinal_position"
         )
         columns = self.execute(query).read_all().to_pylist()
         if not columns:
@@ -280,11 +287,6 @@ class PostgresConnector(Connector):
 
     def close(self) -> None:
         self._forget_connection()
-
-
-def _quote(value: object) -> str:
-    """A DuckDB/PostgreSQL string literal."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _libpq_value(value: str) -> str:
