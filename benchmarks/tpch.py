@@ -91,7 +91,7 @@ def memory_baseline(parquet_dir: Path):
     """DuckDB with every TPC-H table in memory."""
     import duckdb
 
-    from gateway.demo import load_tpch_reference
+    from demo import load_tpch_reference
 
     con = duckdb.connect()
     load_tpch_reference(con, parquet_dir)

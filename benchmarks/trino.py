@@ -48,7 +48,7 @@ from benchmarks.tpch import (
     measure,
     memory_baseline,
 )
-from gateway.demo import TABLES, tpch_row_counts
+from demo import TABLES, tpch_row_counts
 from tests.support.stores import trino_admin
 from tests.support.tpch_mesh import (
     PRINCIPAL,

@@ -185,7 +185,7 @@ def _cmd_validate(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from gateway.demo import build_demo_mesh
+    from demo import build_demo_mesh
     from gateway.service import Gateway
 
     directory = build_demo_mesh(Path(args.dir), scale_factor=args.scale_factor, progress=_progress)
