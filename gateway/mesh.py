@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -416,8 +417,17 @@ class Mesh(BaseModel):
         """Whether ``product`` stays discoverable to principals that may not read it."""
         return product.descriptor.when_denied or self.config.gateway.denied_products
 
-    def closest_addresses(self, address: str, n: int = 3) -> list[str]:
-        return difflib.get_close_matches(address.lower(), self.addresses(), n=n, cutoff=0.5)
+
+def closest_addresses(address: str, candidates: Iterable[str], *, n: int = 3) -> list[str]:
+    """Up to ``n`` of ``candidates`` close to ``address``, for a "did you mean" hint.
+
+    The caller passes only the addresses its reader may know exist, so that a hint never names
+    a product hidden from them.
+
+    >>> closest_addresses("sales.order", ["sales.orders", "supply.part"])
+    ['sales.orders']
+    """
+    return difflib.get_close_matches(address.lower(), list(candidates), n=n, cutoff=0.5)
 
 
 def _describe_validation_error(path: Path, error: ValidationError) -> list[str]:
