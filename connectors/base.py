@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,9 @@ class Connector(abc.ABC):
         except ValidationError as exc:
             raise MeshConfigError(
                 [
-                    f"mesh.yaml: field `stores.{name}.{'.'.join(map(str, e['loc']))}`: "
-                    f"{e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
+                    f"mesh.yaml: field `{'.'.join(map(str, ('stores', name, *p.location)))}`: "
+                    f"{p.message}"
+                    for p in field_problems(exc)
                 ]
             ) from None
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
 from gateway.jwt_auth import IdentityProviderSettings
 from gateway.limits import LimitsSettings
 from gateway.observability.settings import ObservabilitySettings
@@ -431,16 +431,7 @@ def closest_addresses(address: str, candidates: Iterable[str], *, n: int = 3) ->
 
 
 def _describe_validation_error(path: Path, error: ValidationError) -> list[str]:
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field; remove it or check its spelling"
-        elif item["type"] == "missing":
-            message = "required field is missing; add it"
-        problems.append(f"{path}: field `{where}`: {message}")
-    return problems
+    return [f"{path}: field `{p.field}`: {p.message}" for p in field_problems(error)]
 
 
 def _read_yaml(path: Path, problems: list[str]) -> Any:

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
 
 PRINCIPALS_FILE = "principals.yaml"
 DEFAULT_ROUNDS = 12
@@ -35,6 +35,15 @@ class Principal:
     name: str
     roles: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def cache_key(self) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """Everything of the principal that a policy decision can depend on, hashable: the key
+        every per-principal cache (plans, decisions, audit and lineage notes) uses.
+
+        >>> Principal("ana", ("analyst",), {"region": "EU"}).cache_key()
+        ('ana', ('analyst',), (('region', 'EU'),))
+        """
+        return self.name, tuple(self.roles), tuple(sorted(self.attributes.items()))
 
 
 class _Entry(BaseModel):
@@ -100,11 +109,7 @@ class PrincipalDirectory:
             raise MeshConfigError([f"{path}:{line}: not valid YAML; fix it"]) from None
         except ValidationError as exc:
             raise MeshConfigError(
-                [
-                    f"{path}: field `{'.'.join(map(str, e['loc']))}`: "
-                    f"{e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
-                ]
+                [f"{path}: field `{p.field}`: {p.message}" for p in field_problems(exc)]
             ) from None
         return cls(parsed.principals)
 

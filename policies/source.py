@@ -39,6 +39,7 @@ import yaml
 from casbin.util import glob_match
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from gateway.errors import field_problems
 from gateway.mesh import Classification, Column, Mesh, Product
 from gateway.principals import PRINCIPALS_FILE
 from policies.masks import Mask
@@ -369,15 +370,10 @@ class _Reader:
         try:
             return model.model_validate(raw)
         except ValidationError as error:
-            for item in error.errors():
-                key = item["loc"][0] if item["loc"] else None
-                message = item["msg"].removeprefix("Value error, ")
-                if item["type"] == "extra_forbidden":
-                    message = "unknown field; remove it or check its spelling"
-                elif item["type"] == "missing":
-                    message = "required field is missing; add it"
-                field_name = ".".join(str(p) for p in item["loc"])
-                self.problem(path, _line(raw, key), f"{where}.{field_name}", message)
+            for problem in field_problems(error):
+                key = problem.location[0] if problem.location else None
+                field_name = ".".join(map(str, problem.location))
+                self.problem(path, _line(raw, key), f"{where}.{field_name}", problem.message)
             return None
 
     def grant(
@@ -576,7 +572,7 @@ def load_policy_set(mesh: Mesh) -> tuple[PolicySet, list[str]]:
         try:
             mask_key_env = _MaskingInput.model_validate(document.get("masking") or {}).hash_key_env
         except ValidationError as error:
-            message = error.errors()[0]["msg"]
+            message = field_problems(error)[0].message
             reader.problem(global_files[0], _line(document, "masking"), "masking", message)
         # without global.yaml nothing is granted, and no role is declared to check against
         reader.check_principals()
