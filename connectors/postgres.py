@@ -35,17 +35,37 @@ from connectors.remote import (
     stream,
     tag_query,
 )
+from connectors.store_errors import ErrorSigns, kind_of, store_error
 from gateway.errors import (
     GatewayError,
-    InvalidQuery,
     NotFound,
-    QueryTimeout,
-    SourceUnavailable,
     values_hidden,
 )
 from gateway.types import arrow_type
 
 ALIAS = "store"
+
+
+ERROR_SIGNS = ErrorSigns(
+    timeout=("statement timeout",),
+    unavailable=(
+        "unable to connect",
+        "could not connect",
+        "connection refused",
+        "server closed the connection",
+        "connection to server",
+        "terminating connection",
+        "no connection to the server",
+        "ssl syscall",
+        # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
+        "unable to read binary copy data",
+        "unexpected eof",
+        # another query found the server gone and dropped the shared ATTACH under this one (a
+        # deadline is told apart before this mapping, by the stream)
+        "interrupt error: interrupted",
+    ),
+)
+"""How PostgreSQL's failures read through DuckDB's postgres scanner."""
 
 
 class PostgresSettings(ConnectorSettings):
@@ -160,44 +180,18 @@ class PostgresConnector(Connector):
         message = str(exc)
         if self._password:
             message = message.replace(self._password, "***")
-        lowered = message.lower()
-        if any(
-            sign in lowered
-            for sign in (
-                "unable to connect",
-                "could not connect",
-                "connection refused",
-                "server closed the connection",
-                "connection to server",
-                "terminating connection",
-                "no connection to the server",
-                "ssl syscall",
-                # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
-                "unable to read binary copy data",
-                "unexpected eof",
-                # another query found the server gone and dropped the shared ATTACH under this
-                # one (a deadline is told apart before this mapping, by the stream)
-                "interrupt error: interrupted",
-            )
-        ):
+        kind = kind_of(message, ERROR_SIGNS)
+        if kind == "unavailable":
             self._forget_connection()
-            return SourceUnavailable(
-                f"store {self.name!r} ({self._where()}) is unavailable: {message.strip()}; "
-                "the query can be retried once the server is back",
-                public=f"store {self.name!r} is unavailable; retry once it is back",
-            )
-        if "statement timeout" in lowered:
-            return QueryTimeout(
-                f"store {self.name!r} cancelled the query after "
-                f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
-                "`query_timeout_seconds` in mesh.yaml"
-            )
         # the scanner quotes the whole SQL it sent; PostgreSQL's own words follow "ERROR:"
         reason = message.rpartition("ERROR:")[2].strip() if "ERROR:" in message else None
-        return InvalidQuery(
-            f"store {self.name!r} rejected the query: {message.strip()}",
-            public=f"store {self.name!r} rejected the query"
-            + (f": {values_hidden(reason.splitlines()[0])}" if reason else ""),
+        return store_error(
+            kind,
+            store=self.name,
+            message=message,
+            where=self._where(),
+            timeout_seconds=self.settings.query_timeout_seconds,
+            public_reason=values_hidden(reason.splitlines()[0]) if reason else None,
         )
 
     def _forget_connection(self) -> None:

@@ -27,6 +27,7 @@ from sqlglot import exp
 
 from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
 from connectors.pool import ConnectionPool
+from connectors.store_errors import timed_out
 from connectors.watchdog import watchdog
 from gateway.errors import (
     GatewayError,
@@ -294,11 +295,7 @@ class _TrinoStream:
             self._cancel()
 
     def _timeout(self) -> QueryTimeout:
-        seconds = self._connector.settings.query_timeout_seconds
-        return QueryTimeout(
-            f"store {self._connector.name!r} (Trino) did not answer within {seconds:g} s and the "
-            "query was cancelled; narrow the query or raise `query_timeout_seconds` in mesh.yaml"
-        )
+        return timed_out(self._connector.name, self._connector.settings.query_timeout_seconds)
 
     def _translate(self, exc: Exception) -> GatewayError | Exception:
         """The GatewayError for what the trino client raised (``exc`` itself if unknown)."""
