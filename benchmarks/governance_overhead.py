@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    from gateway.demo import build_demo_mesh
+    from demo import build_demo_mesh
 
     mesh = build_demo_mesh(
         DATA / f"mesh-sf{args.scale_factor:g}", scale_factor=args.scale_factor, progress=progress

@@ -37,7 +37,7 @@ def memory_baseline(parquet_dir: Path):
     reference and the gateway's local engine run."""
     import duckdb
 
-    from gateway.demo import load_tpch_reference
+    from demo import load_tpch_reference
 
     con = duckdb.connect(config={"disabled_optimizers": "join_filter_pushdown"})
     load_tpch_reference(con, parquet_dir)
@@ -97,7 +97,7 @@ def trino_sql(sql: str, names: dict[str, exp.Table], *, output: Sequence[str] | 
     """
     from sqlglot.optimizer.qualify import qualify
 
-    from gateway.demo import TABLES
+    from demo import TABLES
 
     schema = {t.name: {n: kind for n, kind, _, _ in t.columns} for t in TABLES}
     tree = qualify(sqlglot.parse_one(sql, read="duckdb"), schema=schema, dialect="duckdb")

@@ -960,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     settings = Settings.of(args)
-    from gateway.demo import build_demo_mesh
+    from demo import build_demo_mesh
 
     mesh = build_demo_mesh(
         DATA / f"mesh-sf{settings.scale_factor:g}",

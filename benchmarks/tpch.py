@@ -65,8 +65,8 @@ from benchmarks.peers import (
     peer_difference,
     trino_direct,
 )
+from demo import tpch_row_counts
 from gateway.audit import abbreviated
-from gateway.demo import tpch_row_counts
 from gateway.narrowing import NARROWED
 from tests.support.stores import TRINO
 from tests.support.tpch_mesh import (

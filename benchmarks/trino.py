@@ -48,7 +48,7 @@ from benchmarks.tpch import (
     federated_mesh,
     measure,
 )
-from gateway.demo import tpch_row_counts
+from demo import tpch_row_counts
 from tests.support.stores import trino_admin
 from tests.support.tpch_mesh import (
     PRINCIPAL,

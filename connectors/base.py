@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,16 @@ class ConnectorSettings(BaseModel):
     pool_size: int = Field(default=4, ge=1, le=64)
 
 
+def sql_string(value: object, *, dialect: str = "duckdb") -> str:
+    """``value`` as a string literal of ``dialect``, quoted by sqlglot (paths, settings, SQL text
+    handed to a function such as ``postgres_query``).
+
+    >>> sql_string("it's")
+    "'it''s'"
+    """
+    return exp.Literal.string(str(value)).sql(dialect=dialect)
+
+
 def secret_from_env(variable: str | None, *, store: str, field_name: str) -> str | None:
     """Read a secret from the environment variable named in mesh.yaml; never from the file."""
     if variable is None:
@@ -131,9 +141,9 @@ class Connector(abc.ABC):
         except ValidationError as exc:
             raise MeshConfigError(
                 [
-                    f"mesh.yaml: field `stores.{name}.{'.'.join(map(str, e['loc']))}`: "
-                    f"{e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
+                    f"mesh.yaml: field `{'.'.join(map(str, ('stores', name, *p.location)))}`: "
+                    f"{p.message}"
+                    for p in field_problems(exc)
                 ]
             ) from None
 

@@ -614,8 +614,7 @@ class Gateway:
     ) -> tuple[list[str], dict[str, str], dict[str, str]]:
         """The columns, masks and row filters ``plan`` read for ``principal``, as the audit log
         names them; worked out once per principal and products while the policy holds."""
-        key = (principal.name, principal.roles, repr(sorted(principal.attributes.items())))
-        key += (plan.products, self._policy_generation)
+        key = (principal.cache_key(), plan.products, self._policy_generation)
         applied = self._governance_notes.get(key)
         if applied is not None:
             return applied

@@ -33,7 +33,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from gateway.demo import TABLES, load_tpch_reference
+from demo import TABLES, load_tpch_reference
 from gateway.planner import Plan
 from gateway.principals import Principal
 from gateway.service import Gateway

@@ -407,8 +407,7 @@ class LineageEmitter:
 
     def _static_parts(self, record: LineageRecord) -> tuple[str, str, str, str | None]:
         principal = record.principal
-        key = (record.statement, record.products, record.output_columns, principal.name)
-        key += (principal.roles, repr(sorted(principal.attributes.items())))
+        key = (record.statement, record.products, record.output_columns, principal.cache_key())
         key += (id(self._policy_snapshot()),)
         parts = self._static.get(key)
         if parts is None:

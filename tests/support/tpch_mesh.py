@@ -10,7 +10,7 @@
 and writes the mesh directory (mesh.yaml, descriptors with the demo's column definitions,
 policies granting principal ``admin`` every product, principals.yaml; the password is ``admin``).
 The generated Parquet stays in ``<mesh>/tpch`` for the one-database reference
-(:func:`gateway.demo.load_tpch_reference`).
+(:func:`demo.load_tpch_reference`).
 
 Loading is idempotent: each server store holds a marker table written in the same transaction
 (PostgreSQL) or after the last row (MariaDB, under a named lock), and a store whose marker records
@@ -38,7 +38,7 @@ import sqlglot
 import yaml
 from sqlglot import exp
 
-from gateway.demo import TABLES, exclusive, generate_tpch, tpch_file, tpch_row_counts
+from demo import TABLES, exclusive, generate_tpch, tpch_file, tpch_row_counts
 from tests.support.mesh import grant_everything
 from tests.support.stores import MARIADB, POSTGRES, Service
 
