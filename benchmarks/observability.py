@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.harness import GatewayProcess, median, progress
+from benchmarks.harness import GatewayProcess, cpu_seconds, median, progress
 
 GOALS = {"stream_ratio": 1.03, "point_p50_extra_ms": 0.2}
+BATCH_SETTLE_SECONDS = 2.0
+"""Longer than the lineage and span batch interval (1 s): their batches are sent meanwhile."""
 
 
 class Sink:
@@ -97,19 +101,27 @@ def overhead(mesh: Path, settings: Any, results_dir: Path) -> dict[str, Any]:
             gateways = {"off": off, "on": on}
             conns = {name: serving.connect(g.uri, serving.USER) for name, g in gateways.items()}
             try:
+                load_before = os.getloadavg()
                 streams = _streams(gateways, conns, settings)
-                points = _points(mesh, conns, settings)
+                points = _points(mesh, gateways, conns, settings)
+                load_after = os.getloadavg()
             finally:
                 for conn in conns.values():
                     conn.close()
         exported = dict(sink.counts)
     stream_ratio = streams["on"]["seconds"] / streams["off"]["seconds"]
     extra_ms = points["on"]["p50_ms"] - points["off"]["p50_ms"]
+    extra_cpu = points["on"]["gateway_cpu_ms"] - points["off"]["gateway_cpu_ms"]
     return {
         "goals": GOALS,
         "streaming": {**streams, "ratio": round(stream_ratio, 3)},
-        "point_query": {**points, "p50_extra_ms": round(extra_ms, 3)},
+        "point_query": {
+            **points,
+            "p50_extra_ms": round(extra_ms, 3),
+            "gateway_cpu_extra_ms": round(extra_cpu, 3),
+        },
         "exported_posts": exported,
+        "load_average": {"before": load_before, "after": load_after, "cores": os.cpu_count()},
         "met": {
             "streaming": stream_ratio <= GOALS["stream_ratio"],
             "point_query": extra_ms <= GOALS["point_p50_extra_ms"],
@@ -143,7 +155,10 @@ def _streams(gateways, conns, settings) -> dict[str, Any]:
     }
 
 
-def _points(mesh: Path, conns, settings) -> dict[str, Any]:
+def _points(mesh: Path, gateways, conns, settings) -> dict[str, Any]:
+    """Point-query latency of each gateway, alternating in blocks, and each gateway process's
+    CPU time per query (all its threads: the background senders' batches included, as the
+    count runs until they have had time to go out)."""
     from benchmarks import serving
 
     warmup, runs = settings.latency_warmup, settings.latency_runs
@@ -152,17 +167,31 @@ def _points(mesh: Path, conns, settings) -> dict[str, Any]:
     for index, name in enumerate(("off", "on")):
         serving._point_gateway(conns[name], keys[index * warmup : (index + 1) * warmup])
     rest = keys[2 * warmup :]
+    time.sleep(BATCH_SETTLE_SECONDS)  # the warm-up's batches go out before CPU is counted
+    cpu = {name: cpu_seconds(g.pid) for name, g in gateways.items()}
     block = 10  # alternate in blocks of ten queries, so load changes hit both alike
     for start in range(0, runs, block):
         for index, name in enumerate(("off", "on") if start % 20 == 0 else ("on", "off")):
             chunk = rest[2 * start + index * block : 2 * start + (index + 1) * block]
             samples[name].extend(serving._point_gateway(conns[name], chunk))
+    time.sleep(BATCH_SETTLE_SECONDS)
+    cpu = {name: cpu_seconds(g.pid) - cpu[name] for name, g in gateways.items()}
     progress(
         "observability point queries: "
         + ", ".join(f"{n} p50 {median(samples[n]) * 1000:.2f} ms" for n in ("off", "on"))
     )
-    return {name: {"p50_ms": round(median(values) * 1000, 3), "runs": len(values)}
-            for name, values in samples.items()}  # fmt: skip
+    return {
+        name: {
+            "p50_ms": round(median(values) * 1000, 3),
+            "gateway_cpu_ms": round(cpu[name] / len(values) * 1000, 3),
+            "runs": len(values),
+        }
+        for name, values in samples.items()
+    }
+
+
+def _load(load: dict[str, Any]) -> str:
+    return " / ".join(f"{value[0]:.1f}" for value in (load["before"], load["after"]))
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
@@ -177,6 +206,13 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"| point query p50, ms ({p['off']['runs']} runs each) | {p['off']['p50_ms']:.3f} | "
         f"{p['on']['p50_ms']:.3f} | {p['p50_extra_ms']:+.3f} ms | "
         f"<= {GOALS['point_p50_extra_ms']} ms |",
+        f"| gateway CPU per point query, ms (all threads) | {p['off']['gateway_cpu_ms']:.3f} | "
+        f"{p['on']['gateway_cpu_ms']:.3f} | {p['gateway_cpu_extra_ms']:+.3f} ms | |",
+        "",
+        "Goals met: "
+        + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["met"].items())
+        + f". Load average before/after: {_load(result['load_average'])} on "
+        f"{result['load_average']['cores']} cores (figures from a busy machine are noise).",
         "",
         f"Exported while on (POSTs to the local sink): {json.dumps(result['exported_posts'])}",
         "",

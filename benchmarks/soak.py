@@ -149,7 +149,7 @@ def verdict(samples: list[dict[str, float]], errors: int, serving: bool) -> dict
 
 def soak(*, clients: int, seconds: float, scale_factor: float, log: Path) -> dict[str, object]:
     """Run the soak and return its figures and verdict."""
-    from gateway.demo import build_demo_mesh
+    from demo import build_demo_mesh
 
     mesh = build_demo_mesh(
         DATA / f"soak-demo-sf{scale_factor:g}", scale_factor=scale_factor, progress=progress

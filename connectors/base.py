@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,6 @@ class Capabilities:
 
     filters: bool = True
     """WHERE predicates can be pushed."""
-
-    projections: bool = True
-    """Only the needed columns are read from the store."""
 
     limits: bool = True
     """LIMIT/OFFSET can be pushed (with the ORDER BY that makes them deterministic)."""
@@ -64,7 +61,13 @@ class Capabilities:
     """UNION / INTERSECT / EXCEPT between this store's relations can be pushed."""
 
     subqueries: bool = True
-    """Scalar, IN and EXISTS subqueries (correlated too) can be pushed."""
+    """Scalar, IN and EXISTS subqueries (correlated too) can be pushed. When False, a query with
+    one is split: the subquery's own part and the rest are fetched apart and joined locally."""
+
+    distinct_ordered_limits: bool = True
+    """A query block with SELECT DISTINCT, ORDER BY and LIMIT together answers as written. False
+    keeps such blocks local (MariaDB 10.11 ignores expression keys of that ORDER BY over a merged
+    derived table and returns the wrong row)."""
 
     case_insensitive_text: bool = False
     """String comparison ignores case by default (MySQL collations): text predicates, joins,
@@ -78,9 +81,6 @@ class Capabilities:
     """Functions sqlglot does not know (``exp.Anonymous``: DuckDB's ``hash()``, ``product()``,
     ``now()``...) exist at this store under the same name. True where the store speaks the
     gateway's dialect (DuckDB); elsewhere such calls run in the local engine."""
-
-    concurrent_queries: bool = True
-    """Several queries may run at once on this store."""
 
     key_tables: bool = False
     """The store can read Arrow tables the gateway sends along with a query
@@ -97,6 +97,16 @@ class ConnectorSettings(BaseModel):
     connect_timeout_seconds: float = Field(default=10, gt=0)
     query_timeout_seconds: float = Field(default=300, gt=0)
     pool_size: int = Field(default=4, ge=1, le=64)
+
+
+def sql_string(value: object, *, dialect: str = "duckdb") -> str:
+    """``value`` as a string literal of ``dialect``, quoted by sqlglot (paths, settings, SQL text
+    handed to a function such as ``postgres_query``).
+
+    >>> sql_string("it's")
+    "'it''s'"
+    """
+    return exp.Literal.string(str(value)).sql(dialect=dialect)
 
 
 def secret_from_env(variable: str | None, *, store: str, field_name: str) -> str | None:
@@ -131,9 +141,9 @@ class Connector(abc.ABC):
         except ValidationError as exc:
             raise MeshConfigError(
                 [
-                    f"mesh.yaml: field `stores.{name}.{'.'.join(map(str, e['loc']))}`: "
-                    f"{e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
+                    f"mesh.yaml: field `{'.'.join(map(str, ('stores', name, *p.location)))}`: "
+                    f"{p.message}"
+                    for p in field_problems(exc)
                 ]
             ) from None
 

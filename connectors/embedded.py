@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from connectors.base import Capabilities, Connector
+from connectors.base import Capabilities, Connector, sql_string
+from connectors.store_errors import missing_database_file, store_error, timed_out
 from connectors.watchdog import watchdog
-from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable, values_hidden
+from gateway.errors import GatewayError, SourceUnavailable, values_hidden
 from gateway.streaming import OwnedStream
 
 ROWS_PER_BATCH = 16_384
@@ -21,7 +22,7 @@ above idle with 65,536-row batches (about 11 MB each) and 250 MB with 16,384, at
 throughput (python -m benchmarks serving)."""
 STORE_ENGINE_CONFIG = {
     # DuckDB 1.5.5 can push a join's runtime filter below a LIMIT (see the local engine's
-    # configuration in gateway/planner/schema.py); queries pushed down whole run here too
+    # configuration in gateway/local_engine.py); queries pushed down whole run here too
     "disabled_optimizers": "join_filter_pushdown",
 }
 
@@ -29,7 +30,7 @@ STORE_ENGINE_CONFIG = {
 def _sql_value(value: bool | int | str) -> str:
     if isinstance(value, bool | int):
         return str(value).lower()
-    return "'" + value.replace("'", "''") + "'"
+    return sql_string(value)
 
 
 def _interrupt(cursor) -> None:
@@ -73,11 +74,7 @@ class EmbeddedDuckDB:
         with self._lock:
             if self._connection is None:
                 if self.must_exist and not Path(self.database).is_file():
-                    raise SourceUnavailable(
-                        f"store {self.store!r}: database file {self.database} does not exist; "
-                        "check `path` in mesh.yaml",
-                        public=f"store {self.store!r} is unavailable",
-                    )
+                    raise missing_database_file(self.store, self.database)
                 read_only = self.database != ":memory:"
                 try:
                     connection = duckdb.connect(
@@ -135,35 +132,34 @@ class EmbeddedDuckDB:
         try:
             result = cursor.execute(sql, values)
             native = result.to_arrow_reader(ROWS_PER_BATCH)
-        except duckdb.InterruptException as exc:
-            finish()
-            raise QueryTimeout(
-                f"store {self.store!r} did not answer within {self.query_timeout_seconds:g} s"
-            ) from exc
-        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
-            finish()
-            # first line only: DuckDB goes on to quote the SQL, which names physical relations
-            reason = str(exc).splitlines()[0]
-            raise InvalidQuery(f"store {self.store!r} rejected the query: {reason}") from exc
-        except duckdb.IOException as exc:
-            finish()
-            raise SourceUnavailable(
-                f"store {self.store!r} cannot be read: {exc}",
-                public=f"store {self.store!r} cannot be read",  # DuckDB names the files
-            ) from exc
         except duckdb.Error as exc:
             finish()
-            raise InvalidQuery(
-                f"store {self.store!r} failed to run the query: {exc}",
-                public=f"store {self.store!r} failed to run the query: "
-                + values_hidden(str(exc).splitlines()[0]),
-            ) from exc
+            raise self._error(exc) from exc
         except BaseException:
             finish()
             raise
         # the deadline covers the stream too: a query that starts fast can stream for ever
         stream = OwnedStream(native, owner=finish, interrupt=interrupt)
         return stream.reader()
+
+    def _error(self, exc: Exception) -> GatewayError:
+        """The gateway error for what DuckDB raised, told apart by its exception class."""
+        import duckdb
+
+        rejected = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, duckdb.InterruptException):
+            return timed_out(self.store, self.query_timeout_seconds)
+        if isinstance(exc, rejected):
+            # first line only: DuckDB goes on to quote the SQL, which names physical relations
+            return store_error(
+                "rejected", store=self.store, message=first_line, public_reason=first_line
+            )
+        if isinstance(exc, duckdb.IOException):  # DuckDB names the files: none of it is public
+            return store_error("unavailable", store=self.store, message=str(exc))
+        return store_error(
+            "rejected", store=self.store, message=str(exc), public_reason=values_hidden(first_line)
+        )
 
     def close(self) -> None:
         with self._lock:

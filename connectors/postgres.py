@@ -19,7 +19,13 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 from sqlglot import exp
 
-from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorSettings,
+    secret_from_env,
+    sql_string,
+)
 from connectors.embedded import ROWS_PER_BATCH
 from connectors.remote import (
     bind_parameters,
@@ -29,17 +35,37 @@ from connectors.remote import (
     stream,
     tag_query,
 )
+from connectors.store_errors import ErrorSigns, kind_of, store_error
 from gateway.errors import (
     GatewayError,
-    InvalidQuery,
     NotFound,
-    QueryTimeout,
-    SourceUnavailable,
     values_hidden,
 )
 from gateway.types import arrow_type
 
 ALIAS = "store"
+
+
+ERROR_SIGNS = ErrorSigns(
+    timeout=("statement timeout",),
+    unavailable=(
+        "unable to connect",
+        "could not connect",
+        "connection refused",
+        "server closed the connection",
+        "connection to server",
+        "terminating connection",
+        "no connection to the server",
+        "ssl syscall",
+        # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
+        "unable to read binary copy data",
+        "unexpected eof",
+        # another query found the server gone and dropped the shared ATTACH under this one (a
+        # deadline is told apart before this mapping, by the stream)
+        "interrupt error: interrupted",
+    ),
+)
+"""How PostgreSQL's failures read through DuckDB's postgres scanner."""
 
 
 class PostgresSettings(ConnectorSettings):
@@ -128,7 +154,7 @@ class PostgresConnector(Connector):
                     secret["PASSWORD"] = self._password
                 con.execute(
                     "CREATE TEMPORARY SECRET store_login (TYPE postgres, "
-                    + ", ".join(f"{key} {_quote(value)}" for key, value in secret.items())
+                    + ", ".join(f"{key} {sql_string(value)}" for key, value in secret.items())
                     + ")"
                 )
                 timeout_ms = int(s.query_timeout_seconds * 1000)
@@ -140,7 +166,7 @@ class PostgresConnector(Connector):
                 }
                 libpq = " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
                 con.execute(
-                    f"ATTACH {_quote(libpq)} AS {ALIAS} "
+                    f"ATTACH {sql_string(libpq)} AS {ALIAS} "
                     "(TYPE postgres, SECRET store_login, READ_ONLY)"
                 )
             except duckdb.Error as exc:
@@ -154,44 +180,18 @@ class PostgresConnector(Connector):
         message = str(exc)
         if self._password:
             message = message.replace(self._password, "***")
-        lowered = message.lower()
-        if any(
-            sign in lowered
-            for sign in (
-                "unable to connect",
-                "could not connect",
-                "connection refused",
-                "server closed the connection",
-                "connection to server",
-                "terminating connection",
-                "no connection to the server",
-                "ssl syscall",
-                # the backend went away in the middle of a COPY (pg_terminate_backend, restart)
-                "unable to read binary copy data",
-                "unexpected eof",
-                # another query found the server gone and dropped the shared ATTACH under this
-                # one (a deadline is told apart before this mapping, by the stream)
-                "interrupt error: interrupted",
-            )
-        ):
+        kind = kind_of(message, ERROR_SIGNS)
+        if kind == "unavailable":
             self._forget_connection()
-            return SourceUnavailable(
-                f"store {self.name!r} ({self._where()}) is unavailable: {message.strip()}; "
-                "the query can be retried once the server is back",
-                public=f"store {self.name!r} is unavailable; retry once it is back",
-            )
-        if "statement timeout" in lowered:
-            return QueryTimeout(
-                f"store {self.name!r} cancelled the query after "
-                f"{self.settings.query_timeout_seconds:g} s; narrow it or raise "
-                "`query_timeout_seconds` in mesh.yaml"
-            )
         # the scanner quotes the whole SQL it sent; PostgreSQL's own words follow "ERROR:"
         reason = message.rpartition("ERROR:")[2].strip() if "ERROR:" in message else None
-        return InvalidQuery(
-            f"store {self.name!r} rejected the query: {message.strip()}",
-            public=f"store {self.name!r} rejected the query"
-            + (f": {values_hidden(reason.splitlines()[0])}" if reason else ""),
+        return store_error(
+            kind,
+            store=self.name,
+            message=message,
+            where=self._where(),
+            timeout_seconds=self.settings.query_timeout_seconds,
+            public_reason=values_hidden(reason.splitlines()[0]) if reason else None,
         )
 
     def _forget_connection(self) -> None:
@@ -216,7 +216,7 @@ class PostgresConnector(Connector):
         cursor = con.cursor()
         try:
             # a relation streams; cursor.execute() would materialise the whole result first
-            relation = cursor.sql(f"SELECT * FROM postgres_query('{ALIAS}', {_quote(tagged)})")
+            relation = cursor.sql(f"SELECT * FROM postgres_query('{ALIAS}', {sql_string(tagged)})")
             reader = relation.to_arrow_reader(ROWS_PER_BATCH)
         except duckdb.Error as exc:
             cursor.close()
@@ -239,9 +239,9 @@ class PostgresConnector(Connector):
             try:
                 control.execute(
                     f"SELECT * FROM postgres_query('{ALIAS}', "
-                    + _quote(
+                    + sql_string(
                         "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                        f"WHERE query LIKE {_quote(pattern)} AND pid <> pg_backend_pid()"
+                        f"WHERE query LIKE {sql_string(pattern)} AND pid <> pg_backend_pid()"
                     )
                     + ")"
                 ).fetchall()
@@ -257,7 +257,8 @@ class PostgresConnector(Connector):
         query = (
             "SELECT column_name, data_type, numeric_precision, numeric_scale "
             "FROM information_schema.columns WHERE table_schema = "
-            f"{_quote(schema)} AND table_name = {_quote(relation.name)} ORDER BY ordinal_position"
+            f"{sql_string(schema)} AND table_name = {sql_string(relation.name)} "
+            "ORDER BY ordinal_position"
         )
         columns = self.execute(query).read_all().to_pylist()
         if not columns:
@@ -280,11 +281,6 @@ class PostgresConnector(Connector):
 
     def close(self) -> None:
         self._forget_connection()
-
-
-def _quote(value: object) -> str:
-    """A DuckDB/PostgreSQL string literal."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _libpq_value(value: str) -> str:

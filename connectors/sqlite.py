@@ -9,7 +9,8 @@ from sqlglot import exp
 
 from connectors.base import Capabilities, Connector, ConnectorSettings
 from connectors.pool import ConnectionPool
-from gateway.errors import InvalidQuery, SourceUnavailable, Unsupported, values_hidden
+from connectors.store_errors import missing_database_file, store_error
+from gateway.errors import InvalidQuery, Unsupported, values_hidden
 from gateway.types import arrow_type
 
 
@@ -115,11 +116,7 @@ class SQLiteConnector(Connector):
         import adbc_driver_sqlite.dbapi
 
         if not self.path.is_file():
-            raise SourceUnavailable(
-                f"store {self.name!r}: database file {self.path} does not exist; check `path` in "
-                "mesh.yaml",
-                public=f"store {self.name!r} is unavailable",
-            )
+            raise missing_database_file(self.name, self.path)
         connection = adbc_driver_sqlite.dbapi.connect(f"file:{self.path}?mode=ro", autocommit=True)
         # SQLite's LIKE ignores ASCII case by default; the gateway's (DuckDB's) does not
         with connection.cursor() as cursor:
@@ -139,9 +136,8 @@ class SQLiteConnector(Connector):
                 cursor.close()
                 # the driver quotes the SQL it was given: physical names stay inside the gateway
                 reason = str(exc).split("\nquery:")[0]
-                raise InvalidQuery(
-                    f"store {self.name!r} rejected the query: {reason}",
-                    public=f"store {self.name!r} rejected the query: {values_hidden(reason)}",
+                raise store_error(
+                    "rejected", store=self.name, message=reason, public_reason=values_hidden(reason)
                 ) from exc
             return _untyped_when_empty(cursor.fetch_record_batch()), cursor
 

@@ -27,6 +27,8 @@ from sqlglot import exp
 
 from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
 from connectors.pool import ConnectionPool
+from connectors.store_errors import timed_out
+from connectors.watchdog import watchdog
 from gateway.errors import (
     GatewayError,
     InvalidQuery,
@@ -186,7 +188,8 @@ class _TrinoStream:
 
     The time spent waiting on Trino (submission and every page) counts against
     ``query_timeout_seconds``; time the consumer spends on a batch does not. When the budget
-    runs out, a watchdog cancels the query (DELETE on ``nextUri``) and QueryTimeout is raised.
+    runs out, the shared watchdog (connectors.watchdog) cancels the query (DELETE on ``nextUri``)
+    and QueryTimeout is raised.
     """
 
     def __init__(self, connector: TrinoConnector, cursor, sql: str, parameters: list | None):
@@ -237,10 +240,19 @@ class _TrinoStream:
             self._expire()
             raise self._timeout()
         returned = threading.Event()
-        watchdog = threading.Timer(self._remaining, self._expire, args=(returned,))
-        watchdog.daemon = True
+        cancelling: list[threading.Thread] = []
+
+        def on_deadline() -> None:
+            # cancelling talks to Trino: off the shared watchdog thread, so others keep time
+            self._timed_out = True
+            thread = threading.Thread(
+                target=self._expire, args=(returned,), name="meshgate-cancel", daemon=True
+            )
+            cancelling.append(thread)
+            thread.start()
+
         started = time.monotonic()
-        watchdog.start()
+        cancel_deadline = watchdog.schedule(self._remaining, on_deadline)
         try:
             result = call()
         except GatewayError:
@@ -253,9 +265,9 @@ class _TrinoStream:
             raise error from exc
         finally:
             returned.set()
-            watchdog.cancel()
-            if self._timed_out:  # report the timeout only once the cancel went out
-                watchdog.join(self._connector.settings.connect_timeout_seconds)
+            cancel_deadline()
+            for thread in cancelling:  # report the timeout only once the cancel went out
+                thread.join(self._connector.settings.connect_timeout_seconds)
             self._remaining -= time.monotonic() - started
         if self._timed_out:
             self._done = True
@@ -283,11 +295,7 @@ class _TrinoStream:
             self._cancel()
 
     def _timeout(self) -> QueryTimeout:
-        seconds = self._connector.settings.query_timeout_seconds
-        return QueryTimeout(
-            f"store {self._connector.name!r} (Trino) did not answer within {seconds:g} s and the "
-            "query was cancelled; narrow the query or raise `query_timeout_seconds` in mesh.yaml"
-        )
+        return timed_out(self._connector.name, self._connector.settings.query_timeout_seconds)
 
     def _translate(self, exc: Exception) -> GatewayError | Exception:
         """The GatewayError for what the trino client raised (``exc`` itself if unknown)."""

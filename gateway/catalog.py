@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidQuery, NotFound, PermissionDenied
-from gateway.mesh import Classification, Mesh, Product
+from gateway.mesh import Classification, Mesh, Product, closest_addresses
 from gateway.principals import Principal
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def canonical(mesh: Mesh, address: str) -> Product:
     """The product at ``address`` (latest or pinned); NotFound suggests close addresses."""
     product = mesh.products.get(address.lower())
     if product is None:
-        close = mesh.closest_addresses(address)
+        close = closest_addresses(address, mesh.addresses())  # the owners' view: all
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise NotFound(f"no product {address!r}{hint}")
     return product
@@ -280,7 +280,7 @@ class Catalog:
         listed = self.listed(principal) if listed is None else listed
         found = listed.get(address.lower())
         if found is None:
-            close = [a for a in self.gateway.mesh.closest_addresses(address) if a in listed]
+            close = closest_addresses(address, listed)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise NotFound(f"no product {address!r} you may read{hint}")
         product, readable = found

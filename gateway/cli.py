@@ -32,22 +32,13 @@ def _serve(
     """Serve Flight SQL on ``port`` and, unless ``http_port`` is None, the discovery port;
     SIGTERM drains (gateway.draining)."""
     from gateway.draining import drain_on_sigterm, serve_health
-    from gateway.flightsql.server import MeshFlightServer
 
     if gateway.settings.observability.log_format == "json":
         from gateway.observability.logs import use_json_logs
 
         use_json_logs()  # every line a JSON object with its query's id, principal and trace id
     http = None
-    try:
-        ensure_port_free(host, port)
-        warning = getattr(gateway.policy, "mask_key_warning", lambda: None)()
-        if warning:
-            logging.getLogger("meshgate").warning(warning)
-        server = MeshFlightServer(gateway, f"grpc://{host}:{port}")
-    except BaseException:
-        gateway.close()
-        raise
+    server = _flight_server(gateway, host=host, port=port)
     # SIGTERM (service managers, containers) drains: new queries are refused, running streams
     # finish, then the finally below sends queued spans and lineage events and closes the stores
     running = gateway.admission.running
@@ -61,17 +52,7 @@ def _serve(
             health = serve_health(server.lifecycle, running=running, host=host, port=health_port)
             print(f"health check at http://{host}:{health.server_port}/healthz", flush=True)
         if http_port is not None:
-            from gateway.http.app import create_app
-            from gateway.http.server import HttpServer
-
-            flight_uri = f"{scheme}://{_public_host(host)}:{server.port}"
-            app = create_app(gateway, signer=server.signer, flight_uri=flight_uri)
-            try:
-                http = HttpServer(app, host=host, port=http_port or DEFAULT_HTTP_PORT).start()
-            except OSError as exc:
-                if http_port:  # asked for on the command line: a port in use is an error
-                    raise SystemExit(f"meshgate: {exc}") from None
-                log.warning("%s; serving Flight SQL only", exc)
+            http = _discovery_server(gateway, server, host=host, http_port=http_port)
         print(
             banner
             or f"meshgate serving mesh {gateway.mesh.name!r} at {scheme}://{host}:{server.port}"
@@ -94,6 +75,40 @@ def _serve(
         if health is not None:
             health.shutdown()
         gateway.close()
+
+
+def _flight_server(gateway, *, host: str, port: int):
+    """The Flight SQL server on ``port``, after warning of a weak mask key; the gateway is
+    closed when the server cannot start."""
+    from gateway.flightsql.server import MeshFlightServer
+
+    try:
+        ensure_port_free(host, port)
+        warning = getattr(gateway.policy, "mask_key_warning", lambda: None)()
+        if warning:
+            logging.getLogger("meshgate").warning(warning)
+        return MeshFlightServer(gateway, f"grpc://{host}:{port}")
+    except BaseException:
+        gateway.close()
+        raise
+
+
+def _discovery_server(gateway, server, *, host: str, http_port: int):
+    """The started discovery port, or None when the default port is busy (a warning then; a
+    port asked for on the command line that is in use ends the command)."""
+    from gateway.http.app import create_app
+    from gateway.http.server import HttpServer
+
+    scheme = server.listen_location.partition("://")[0]
+    flight_uri = f"{scheme}://{_public_host(host)}:{server.port}"
+    app = create_app(gateway, signer=server.signer, flight_uri=flight_uri)
+    try:
+        return HttpServer(app, host=host, port=http_port or DEFAULT_HTTP_PORT).start()
+    except OSError as exc:
+        if http_port:
+            raise SystemExit(f"meshgate: {exc}") from None
+        log.warning("%s; serving Flight SQL only", exc)
+        return None
 
 
 def _http_port(args) -> int | None:
@@ -185,7 +200,7 @@ def _cmd_validate(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from gateway.demo import build_demo_mesh
+    from demo import build_demo_mesh
     from gateway.service import Gateway
 
     directory = build_demo_mesh(Path(args.dir), scale_factor=args.scale_factor, progress=_progress)

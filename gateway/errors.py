@@ -17,9 +17,14 @@ import re
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.flight as flight
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class GatewayError(Exception):
@@ -107,6 +112,37 @@ class MeshConfigError(GatewayError):
         super().__init__(
             f"the mesh has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One problem pydantic found in a YAML document: where, and what to do about it."""
+
+    location: tuple[str | int, ...]
+    """The path of keys and indexes to the field; empty for the document itself."""
+    message: str
+
+    @property
+    def field(self) -> str:
+        """The field as a dotted path (``stores.sales.port``), or ``(top level)``."""
+        return ".".join(str(part) for part in self.location) or "(top level)"
+
+
+def field_problems(error: ValidationError) -> list[FieldProblem]:
+    """Each problem of a pydantic ``ValidationError``, worded for the person who wrote the file.
+
+    Every loader of descriptors, mesh.yaml, principals and policies words its problems this one
+    way: unknown and missing fields say what to do, a validator's own message stays as written.
+    """
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; remove it or check its spelling"
+        elif item["type"] == "missing":
+            message = "required field is missing; add it"
+        problems.append(FieldProblem(tuple(item["loc"]), message))
+    return problems
 
 
 QUOTED_VALUE = re.compile(r"'(?:[^']|'')*'")

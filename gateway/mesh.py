@@ -17,15 +17,16 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
 from gateway.jwt_auth import IdentityProviderSettings
 from gateway.limits import LimitsSettings
 from gateway.observability.settings import ObservabilitySettings
@@ -416,21 +417,24 @@ class Mesh(BaseModel):
         """Whether ``product`` stays discoverable to principals that may not read it."""
         return product.descriptor.when_denied or self.config.gateway.denied_products
 
-    def closest_addresses(self, address: str, n: int = 3) -> list[str]:
-        return difflib.get_close_matches(address.lower(), self.addresses(), n=n, cutoff=0.5)
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def closest_addresses(address: str, candidates: Iterable[str], *, n: int = 3) -> list[str]:
+    """Up to ``n`` of ``candidates`` close to ``address``, for a "did you mean" hint.
+
+    The caller passes only the addresses its reader may know exist, so that a hint never names
+    a product hidden from them.
+
+    >>> closest_addresses("sales.order", ["sales.orders", "supply.part"])
+    ['sales.orders']
+    """
+    return difflib.get_close_matches(address.lower(), list(candidates), n=n, cutoff=0.5)
 
 
 def _describe_validation_error(path: Path, error: ValidationError) -> list[str]:
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field; remove it or check its spelling"
-        elif item["type"] == "missing":
-            message = "required field is missing; add it"
-        problems.append(f"{path}: field `{where}`: {message}")
-    return problems
+    return [f"{path}: field `{p.field}`: {p.message}" for p in field_problems(error)]
 
 
 def _read_yaml(path: Path, problems: list[str]) -> Any:
@@ -468,63 +472,67 @@ def read_mesh(
     mesh_path = root / "mesh.yaml"
     if not mesh_path.is_file():
         return None, [f"{mesh_path}: not found; a mesh directory needs a mesh.yaml"]
-    raw = _read_yaml(mesh_path, problems)
-    config: MeshFile | None = None
-    if raw is not None:
-        try:
-            config = MeshFile.model_validate(raw)
-        except ValidationError as exc:
-            problems.extend(_describe_validation_error(mesh_path, exc))
+    config = _read_model(mesh_path, MeshFile, problems)
     if config is None:
         problems = problems or [f"{mesh_path}: empty; give the mesh a name and stores"]
         for path in _descriptor_paths(root, problems):  # their own problems, all the same
-            raw = _read_yaml(path, problems)
-            if raw is not None:
-                try:
-                    Descriptor.model_validate(raw)
-                except ValidationError as exc:
-                    problems.extend(_describe_validation_error(path, exc))
+            _read_model(path, Descriptor, problems)
         return None, problems
+    problems.extend(_check_mesh_file(mesh_path, config, known_store_kinds))
+    products = _read_products(root, config, problems)
+    problems.extend(check_replacements(products))
+    return Mesh(root=root, config=config, products=products), problems
 
-    for engine_name in config.engines:
-        if engine_name in config.stores:
-            problems.append(
-                f"{mesh_path}: field `engines.{engine_name}`: a store has that name too; "
-                "rename the engine"
-            )
+
+def _read_model(path: Path, model: type[_Model], problems: list[str]) -> _Model | None:
+    """The YAML file at ``path`` validated as ``model``; None, with its problems, if it is not."""
+    raw = _read_yaml(path, problems)
+    if raw is None:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe_validation_error(path, exc))
+        return None
+
+
+def _check_mesh_file(
+    mesh_path: Path, config: MeshFile, known_store_kinds: set[str] | None
+) -> list[str]:
+    """What mesh.yaml gets wrong across its fields: names shared by an engine and a store, a
+    routing mode without an engine, store kinds no connector serves."""
+    problems = [
+        f"{mesh_path}: field `engines.{name}`: a store has that name too; rename the engine"
+        for name in config.engines
+        if name in config.stores
+    ]
     if config.gateway.routing.mode != "local" and not config.engines:
         problems.append(
             f"{mesh_path}: field `gateway.routing.mode`: {config.gateway.routing.mode!r} needs "
             "a Trino cluster under `engines:`; add one or set `mode: local`"
         )
-    for store_name, store in config.stores.items():
-        if known_store_kinds is not None and store.kind not in known_store_kinds:
-            problems.append(
-                f"{mesh_path}: field `stores.{store_name}.kind`: unknown kind {store.kind!r}; "
-                f"use one of {', '.join(sorted(known_store_kinds))}"
-            )
+    if known_store_kinds is not None:
+        problems.extend(
+            f"{mesh_path}: field `stores.{name}.kind`: unknown kind {store.kind!r}; "
+            f"use one of {', '.join(sorted(known_store_kinds))}"
+            for name, store in config.stores.items()
+            if store.kind not in known_store_kinds
+        )
+    return problems
 
+
+def _read_products(root: Path, config: MeshFile, problems: list[str]) -> dict[str, Product]:
+    """Every product that parses, at its versioned address and (the latest version) at its
+    plain one; the problems of each descriptor are added to ``problems``."""
     products: dict[str, Product] = {}
     latest: dict[str, Product] = {}
     for path in _descriptor_paths(root, problems):
-        domain = path.parent.name
-        raw = _read_yaml(path, problems)
-        if raw is None:
+        descriptor = _read_model(path, Descriptor, problems)
+        if descriptor is None:
             continue
-        try:
-            descriptor = Descriptor.model_validate(raw)
-        except ValidationError as exc:
-            problems.extend(_describe_validation_error(path, exc))
-            continue
-        product = Product(domain=domain, descriptor=descriptor, path=path)
+        product = Product(domain=path.parent.name, descriptor=descriptor, path=path)
         problems.extend(_check_descriptor(product, config))
-        expected_stems = {descriptor.product, f"{descriptor.product}_v{descriptor.version}"}
-        if path.stem not in expected_stems:
-            problems.append(
-                f"{path}: field `product`: the file of product {descriptor.product!r} version "
-                f"{descriptor.version} must be named {descriptor.product}.yaml or "
-                f"{descriptor.product}_v{descriptor.version}.yaml"
-            )
+        problems.extend(_check_file_name(product))
         address = product.versioned_address
         if address in products:
             problems.append(
@@ -533,13 +541,22 @@ def read_mesh(
             )
             continue
         products[address] = product
-        unversioned = f"{domain}.{descriptor.product}"
+        unversioned = f"{product.domain}.{descriptor.product}"
         if unversioned not in latest or latest[unversioned].version < descriptor.version:
             latest[unversioned] = product
+    return {**products, **latest}
 
-    products.update(latest)
-    problems.extend(check_replacements(products))
-    return Mesh(root=root, config=config, products=products), problems
+
+def _check_file_name(product: Product) -> list[str]:
+    """A descriptor is named after its product: ``<product>.yaml`` or ``<product>_v<N>.yaml``."""
+    descriptor = product.descriptor
+    if product.path.stem in {descriptor.product, f"{descriptor.product}_v{descriptor.version}"}:
+        return []
+    return [
+        f"{product.path}: field `product`: the file of product {descriptor.product!r} version "
+        f"{descriptor.version} must be named {descriptor.product}.yaml or "
+        f"{descriptor.product}_v{descriptor.version}.yaml"
+    ]
 
 
 def _descriptor_paths(root: Path, problems: list[str]) -> list[Path]:

@@ -30,9 +30,7 @@ def plan_key(
     of the bound values it depends on (planner.parameters)."""
     return (
         sql,
-        principal.name,
-        tuple(principal.roles),
-        repr(sorted(principal.attributes.items())),
+        principal.cache_key(),
         parameters,
         policy_generation,
     )

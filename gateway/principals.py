@@ -20,10 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.errors import MeshConfigError
+from gateway.errors import MeshConfigError, field_problems
+from gateway.located_yaml import line_of, read_located_yaml
 
 PRINCIPALS_FILE = "principals.yaml"
 DEFAULT_ROUNDS = 12
@@ -36,6 +36,15 @@ class Principal:
     name: str
     roles: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def cache_key(self) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """Everything of the principal that a policy decision can depend on, hashable: the key
+        every per-principal cache (plans, decisions, audit and lineage notes) uses.
+
+        >>> Principal("ana", ("analyst",), {"region": "EU"}).cache_key()
+        ('ana', ('analyst',), (('region', 'EU'),))
+        """
+        return self.name, tuple(self.roles), tuple(sorted(self.attributes.items()))
 
 
 class _Entry(BaseModel):
@@ -74,6 +83,37 @@ def bcrypt_cost(password_hash: str) -> int:
         return DEFAULT_ROUNDS
 
 
+@dataclass(frozen=True)
+class PrincipalsFile:
+    """``principals.yaml`` as read and checked: its entries, and where each one's roles are."""
+
+    path: Path
+    entries: dict[str, _Entry]
+    role_lines: dict[str, int]
+    """The line of each principal's ``roles`` (of the principal, when it lists none)."""
+
+
+def read_principals(mesh_root: Path) -> PrincipalsFile:
+    """The mesh's principals, read and validated once for the directory and the policy checks;
+    no file is no principals. MeshConfigError lists every problem with its file and line."""
+    path = mesh_root / PRINCIPALS_FILE
+    if not path.is_file():
+        return PrincipalsFile(path, {}, {})
+    problems: list[str] = []
+    document = read_located_yaml(path, problems)
+    if problems:
+        raise MeshConfigError(problems)
+    try:
+        parsed = _File.model_validate(document or {"principals": {}})
+    except ValidationError as exc:
+        raise MeshConfigError(
+            [f"{path}: field `{p.field}`: {p.message}" for p in field_problems(exc)]
+        ) from None
+    raw = document.get("principals") or {} if document else {}
+    role_lines = {name: line_of(raw.get(name), "roles") for name in parsed.principals}
+    return PrincipalsFile(path, parsed.principals, role_lines)
+
+
 class PrincipalDirectory:
     """The principals of one mesh, checked by bcrypt."""
 
@@ -89,25 +129,7 @@ class PrincipalDirectory:
 
     @classmethod
     def load(cls, mesh_root: Path) -> PrincipalDirectory:
-        path = mesh_root / PRINCIPALS_FILE
-        if not path.is_file():
-            return cls({})
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {"principals": {}}
-            parsed = _File.model_validate(raw)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise MeshConfigError([f"{path}:{line}: not valid YAML; fix it"]) from None
-        except ValidationError as exc:
-            raise MeshConfigError(
-                [
-                    f"{path}: field `{'.'.join(map(str, e['loc']))}`: "
-                    f"{e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
-                ]
-            ) from None
-        return cls(parsed.principals)
+        return cls(read_principals(mesh_root).entries)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

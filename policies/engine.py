@@ -200,7 +200,7 @@ class PolicyEngine:
         address): readable, masks, row filter, and the rules that decided."""
         address = address or f"{product.domain}.{product.name}"
         snapshot = self._snapshot
-        key = (*_principal_key(principal), product.versioned_address, address)
+        key = (*principal.cache_key(), product.versioned_address, address)
         decision = snapshot.decisions.get(key)
         if decision is None:
             decision = _decide(snapshot, principal, product, address)
@@ -215,7 +215,7 @@ class PolicyEngine:
     def readable(self, principal: Principal, product: Product) -> bool:
         """May ``principal`` read ``product`` at all (for metadata listings)?"""
         snapshot = self._snapshot
-        key = (*_principal_key(principal), object_of(product))
+        key = (*principal.cache_key(), object_of(product))
         readable = snapshot.readable.get(key)
         if readable is None:
             readable = snapshot.first_match(principal, product, "read") is not None
@@ -284,10 +284,6 @@ def _signature(root: Path) -> tuple:
             continue
         stats.append((str(path), stat.st_mtime_ns, stat.st_size))
     return tuple(stats)
-
-
-def _principal_key(principal: Principal) -> tuple:
-    return principal.name, principal.roles, tuple(sorted(principal.attributes.items()))
 
 
 def _decide(

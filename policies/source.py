@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from casbin.util import glob_match
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from gateway.errors import MeshConfigError, field_problems
+from gateway.located_yaml import Located, line_of, read_located_yaml
 from gateway.mesh import Classification, Column, Mesh, Product
-from gateway.principals import PRINCIPALS_FILE
+from gateway.principals import read_principals
 from policies.masks import Mask
 from policies.rowfilters import RowFilter, parse_row_filter, unknown_columns
 
@@ -56,59 +57,6 @@ SEGMENT = re.compile(r"^[a-z0-9_*?\[\]!{},-]+$")
 GLOB_CHARS = set("*?[]{}!")
 RULE_SECTIONS = ("grants", "masks", "row_filters")
 GLOBAL_SECTIONS = ("roles", "masking")
-
-
-# --- YAML with line numbers ----------------------------------------------------------------
-
-
-class Located(dict):
-    """A YAML mapping that remembers the line of itself and of each of its keys."""
-
-    line: int = 0
-    key_lines: dict[Any, int]
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
-    loader.flatten_mapping(node)
-    mapping = Located()
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_located_yaml(path: Path, problems: list[str]) -> Any:
-    """The YAML document at ``path`` with line numbers on its mappings; problems on failure."""
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(error, "problem", None) or str(error)
-        problems.append(f"{path}:{line}: not valid YAML ({problem}); fix it")
-    except OSError as error:
-        problems.append(f"{path}:1: cannot be read ({error.strerror})")
-    return None
-
-
-def _line(raw: Any, key: Any = None) -> int:
-    if isinstance(raw, Located):
-        return raw.key_lines.get(key, raw.line) if key is not None else raw.line
-    return 0
 
 
 # --- rules -----------------------------------------------------------------------------------
@@ -361,7 +309,7 @@ class _Reader:
         if not isinstance(raw, dict):
             self.problem(
                 path,
-                _line(raw),
+                line_of(raw),
                 where,
                 "each rule is a mapping, e.g. {role: analyst, products: sales.orders}",
             )
@@ -369,15 +317,10 @@ class _Reader:
         try:
             return model.model_validate(raw)
         except ValidationError as error:
-            for item in error.errors():
-                key = item["loc"][0] if item["loc"] else None
-                message = item["msg"].removeprefix("Value error, ")
-                if item["type"] == "extra_forbidden":
-                    message = "unknown field; remove it or check its spelling"
-                elif item["type"] == "missing":
-                    message = "required field is missing; add it"
-                field_name = ".".join(str(p) for p in item["loc"])
-                self.problem(path, _line(raw, key), f"{where}.{field_name}", message)
+            for problem in field_problems(error):
+                key = problem.location[0] if problem.location else None
+                field_name = ".".join(map(str, problem.location))
+                self.problem(path, line_of(raw, key), f"{where}.{field_name}", problem.message)
             return None
 
     def grant(
@@ -388,9 +331,9 @@ class _Reader:
         if rule is None:
             return None
         where = f"{section}[{index}]"
-        roles = self.roles(path, _line(raw, "role"), f"{where}.role", _as_tuple(rule.role))
+        roles = self.roles(path, line_of(raw, "role"), f"{where}.role", _as_tuple(rule.role))
         objects = self.product_objects(
-            path, _line(raw, "products"), f"{where}.products", domain, _as_tuple(rule.products)
+            path, line_of(raw, "products"), f"{where}.products", domain, _as_tuple(rule.products)
         )
         when = {k: (None if v is None else list(_as_tuple(v))) for k, v in rule.when.items()}
         common = dict(
@@ -417,7 +360,7 @@ class _Reader:
     def row_filter(
         self, path: Path, raw: Located, where: str, text: str, objects: tuple[str, ...]
     ) -> RowFilter | None:
-        line = _line(raw, "filter")
+        line = line_of(raw, "filter")
         try:
             row_filter = parse_row_filter(text, addresses=self.mesh.products)
         except ValueError as error:
@@ -454,7 +397,7 @@ class _Reader:
         except ValueError as error:
             self.problem(
                 path,
-                _line(raw, "option" if rule.option is not None and rule.mask else "mask"),
+                line_of(raw, "option" if rule.option is not None and rule.mask else "mask"),
                 f"{where}.mask",
                 str(error),
             )
@@ -463,7 +406,7 @@ class _Reader:
         if rule.classification is not None and rule.classification not in classes:
             self.problem(
                 path,
-                _line(raw, "classification"),
+                line_of(raw, "classification"),
                 f"{where}.classification",
                 f"unknown classification {rule.classification!r}; use one of {', '.join(classes)}",
             )
@@ -471,11 +414,11 @@ class _Reader:
         columns = ()
         if rule.column is not None:
             columns = self.column_objects(
-                path, _line(raw, "column"), f"{where}.column", domain, _as_tuple(rule.column)
+                path, line_of(raw, "column"), f"{where}.column", domain, _as_tuple(rule.column)
             )
             if not columns:
                 return None
-        unless = self.roles(path, _line(raw, "unless"), f"{where}.unless", _as_tuple(rule.unless))
+        unless = self.roles(path, line_of(raw, "unless"), f"{where}.unless", _as_tuple(rule.unless))
         target = (
             f"classification {rule.classification}"
             if rule.classification
@@ -497,7 +440,7 @@ class _Reader:
 
     def declare_roles(self, path: Path, document: Located) -> dict[str, tuple[str, ...]]:
         raw = document.get("roles") or {}
-        line = _line(document, "roles")
+        line = line_of(document, "roles")
         if not isinstance(raw, dict):
             self.problem(
                 path,
@@ -510,13 +453,15 @@ class _Reader:
         for name, includes in raw.items():
             includes = [includes] if isinstance(includes, str) else includes or []
             if not isinstance(includes, list):
-                self.problem(path, _line(raw, name), f"roles.{name}", "list the roles it includes")
+                self.problem(
+                    path, line_of(raw, name), f"roles.{name}", "list the roles it includes"
+                )
                 continue
             bad = [str(n) for n in (name, *includes) if not ROLE.match(str(n))]
             if bad:
                 self.problem(
                     path,
-                    _line(raw, name),
+                    line_of(raw, name),
                     f"roles.{name}",
                     f"{', '.join(bad)}: a role name is lowercase letters, digits and _ : . -",
                 )
@@ -527,24 +472,20 @@ class _Reader:
 
     def check_principals(self) -> None:
         """Every role a principal holds must be declared: a misspelt role would silently give
-        its principal nothing."""
-        path = self.mesh.root / PRINCIPALS_FILE
-        if not path.is_file():
+        its principal nothing. principals.yaml's own problems are its reader's to report
+        (gateway.principals); a file that does not read has no roles to check."""
+        try:
+            principals = read_principals(self.mesh.root)
+        except MeshConfigError:
             return
-        document = read_located_yaml(path, self.problems)
-        entries = document.get("principals") if isinstance(document, dict) else None
-        for name, entry in (entries or {}).items():
-            if not isinstance(entry, dict):
-                continue
-            roles = entry.get("roles") or []
-            roles = [roles] if isinstance(roles, str) else roles
-            for role in roles if isinstance(roles, list) else []:
+        for name, entry in principals.entries.items():
+            for role in entry.roles:
                 if role not in self.declared_roles:
                     close = difflib.get_close_matches(str(role), sorted(self.declared_roles), n=1)
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     self.problem(
-                        path,
-                        _line(entry, "roles"),
+                        principals.path,
+                        principals.role_lines.get(name, 0),
                         f"principals.{name}.roles",
                         f"role {role!r} is not declared; {hint}declare it under `roles:` in "
                         f"{POLICY_DIR}/{GLOBAL_FILE} or fix the spelling",
@@ -576,8 +517,8 @@ def load_policy_set(mesh: Mesh) -> tuple[PolicySet, list[str]]:
         try:
             mask_key_env = _MaskingInput.model_validate(document.get("masking") or {}).hash_key_env
         except ValidationError as error:
-            message = error.errors()[0]["msg"]
-            reader.problem(global_files[0], _line(document, "masking"), "masking", message)
+            message = field_problems(error)[0].message
+            reader.problem(global_files[0], line_of(document, "masking"), "masking", message)
         # without global.yaml nothing is granted, and no role is declared to check against
         reader.check_principals()
 
@@ -587,7 +528,7 @@ def load_policy_set(mesh: Mesh) -> tuple[PolicySet, list[str]]:
         for section in RULE_SECTIONS:
             entries = document.get(section) or []
             if not isinstance(entries, list):
-                where = _line(document, section)
+                where = line_of(document, section)
                 reader.problem(path, where, section, "give a list of rules (each starts with -)")
                 continue
             for index, raw in enumerate(entries):
@@ -642,7 +583,7 @@ def _read_documents(reader: _Reader, mesh: Mesh) -> dict[Path, Located]:
                     if key in GLOBAL_SECTIONS
                     else f"use one of {', '.join(allowed)}"
                 )
-                reader.problem(path, _line(document, key), str(key), f"unknown section; {fix}")
+                reader.problem(path, line_of(document, key), str(key), f"unknown section; {fix}")
         documents[path] = document
     return documents
 

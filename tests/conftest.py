@@ -13,7 +13,7 @@ def demo_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Treat it as read-only; copy it (``shutil.copytree``) to change it.
     """
-    from gateway.demo import build_demo_mesh
+    from demo import build_demo_mesh
 
     directory = tmp_path_factory.mktemp("demo") / "mesh"
     return build_demo_mesh(directory, scale_factor=0.01, progress=lambda message: None)
@@ -24,7 +24,7 @@ def demo_reference(demo_mesh: Path):
     """The demo's TPC-H data in one in-memory DuckDB: the answers the gateway must give."""
     import duckdb
 
-    from gateway.demo import load_tpch_reference, tpch_dir
+    from demo import load_tpch_reference, tpch_dir
 
     con = duckdb.connect()
     load_tpch_reference(con, tpch_dir(demo_mesh))

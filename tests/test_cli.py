@@ -3,61 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-MESHGATE = [sys.executable, "-m", "gateway.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(process: subprocess.Popen, marker: str, timeout: float = 120) -> str:
-    """Everything the process printed until ``marker`` appeared."""
-    output = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        output.append(line)
-        if marker in line:
-            return "".join(output)
-    process.kill()
-    raise AssertionError(f"{marker!r} never appeared; the process printed:\n{''.join(output)}")
-
-
-def pasted_snippet(banner: str) -> str:
-    """The lines of the banner a user selects and pastes: from the command to the heredoc's end."""
-    lines = banner.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.endswith("- <<'PY'"))
-    end = lines.index("PY", start)
-    return "\n".join(lines[start : end + 1]) + "\n"
-
-
-def run_pasted(snippet: str, directory: Path) -> subprocess.CompletedProcess:
-    """``snippet`` pasted into a plain shell in ``directory``, whose PATH lacks the venv (no bare
-    ``python`` there), as a user in another terminal would run it."""
-    directory.mkdir()
-    return subprocess.run(
-        ["bash", "--noprofile", "--norc"],
-        input=snippet,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=directory,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(directory), "LANG": "C.UTF-8"},
-    )
+from tests.support.cli import MESHGATE, free_port, pasted_snippet, run_pasted, wait_for_output
 
 
 def test_demo_prints_a_snippet_that_runs_verbatim_in_a_shell(demo_mesh, tmp_path):
@@ -65,7 +16,7 @@ def test_demo_prints_a_snippet_that_runs_verbatim_in_a_shell(demo_mesh, tmp_path
     ``python`` there), in another directory, prints the answer."""
     mesh = tmp_path / "demo"
     shutil.copytree(demo_mesh, mesh)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*MESHGATE, "demo", "--dir", str(mesh), "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -73,7 +24,7 @@ def test_demo_prints_a_snippet_that_runs_verbatim_in_a_shell(demo_mesh, tmp_path
         text=True,
     )
     try:
-        banner = _wait_for(process, "Press Ctrl-C")
+        banner = wait_for_output(process, "Press Ctrl-C")
         assert f"grpc://localhost:{port}" in banner
         assert "analyst/analyst" in banner
         snippet = pasted_snippet(banner)
@@ -93,7 +44,7 @@ def test_serve_refuses_a_broken_mesh_with_every_problem(demo_mesh, tmp_path):
     orders.write_text(orders.read_text().replace("store: sales_db", "store: sales_dbb"))
     (mesh / "reference" / "region.yaml").write_text("product: region\nversion: zero\n")
     result = subprocess.run(
-        [*MESHGATE, "serve", "--mesh", str(mesh), "--port", str(_free_port())],
+        [*MESHGATE, "serve", "--mesh", str(mesh), "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,

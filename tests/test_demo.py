@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors import KINDS, open_connector
-from gateway.demo import (
+from demo import (
     MARKER,
     TPCH_TABLES,
     DemoBuildError,

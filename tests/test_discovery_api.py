@@ -82,6 +82,17 @@ def test_a_product_a_principal_may_not_read_does_not_exist_for_it(served):
     assert odcs.status_code in (403, 404)
 
 
+def test_a_near_miss_suggests_only_products_the_principal_may_know_of(served):
+    hidden = _get(served, "/api/products/audit.event", "analyst")  # audit.events is invisible
+    assert hidden.status_code == 404
+    assert "audit.events" not in hidden.json()["error"]
+    admin = _get(served, "/api/products/audit.event", "admin")
+    assert admin.status_code == 404
+    assert "did you mean audit.events" in admin.json()["error"]
+    readable = _get(served, "/api/products/sales.order", "analyst")
+    assert "did you mean sales.orders" in readable.json()["error"]
+
+
 def test_product_detail_has_versions_owner_store_kind_lineage_and_snippets(served):
     record = _get(served, "/api/products/sales.orders").json()
     assert record["owner"] and record["description"] and record["domain"] == "sales"

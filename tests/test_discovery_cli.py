@@ -8,13 +8,13 @@ import subprocess
 
 import httpx
 
-from tests.test_cli import MESHGATE, _free_port, _wait_for
+from tests.support.cli import MESHGATE, free_port, wait_for_output
 
 
 def test_demo_serves_the_discovery_port_and_prints_its_url(demo_mesh, tmp_path):
     mesh = tmp_path / "demo"
     shutil.copytree(demo_mesh, mesh)
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_port(), free_port()
     process = subprocess.Popen(
         [*MESHGATE, "demo", "--dir", str(mesh), "--port", str(port), "--http-port", str(http_port)],
         stdout=subprocess.PIPE,
@@ -22,7 +22,7 @@ def test_demo_serves_the_discovery_port_and_prints_its_url(demo_mesh, tmp_path):
         text=True,
     )
     try:
-        banner = _wait_for(process, "Press Ctrl-C")
+        banner = wait_for_output(process, "Press Ctrl-C")
         assert f"http://localhost:{http_port}" in banner
         response = httpx.get(
             f"http://127.0.0.1:{http_port}/api/products", auth=("guest", "guest"), timeout=30
@@ -39,7 +39,7 @@ def test_demo_serves_the_discovery_port_and_prints_its_url(demo_mesh, tmp_path):
 def test_serve_with_the_discovery_port_off_and_a_busy_port_refused(demo_mesh, tmp_path):
     mesh = tmp_path / "demo"
     shutil.copytree(demo_mesh, mesh)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*MESHGATE, "serve", "--mesh", str(mesh), "--port", str(port), "--http-port", "0"],
         stdout=subprocess.PIPE,
@@ -47,7 +47,7 @@ def test_serve_with_the_discovery_port_off_and_a_busy_port_refused(demo_mesh, tm
         text=True,
     )
     try:
-        line = _wait_for(process, "meshgate serving")
+        line = wait_for_output(process, "meshgate serving")
         assert "discovery at" not in line
     finally:
         process.terminate()
@@ -63,7 +63,7 @@ def test_serve_with_the_discovery_port_off_and_a_busy_port_refused(demo_mesh, tm
                 "--mesh",
                 str(mesh),
                 "--port",
-                str(_free_port()),
+                str(free_port()),
                 "--http-port",
                 str(taken),
             ],

@@ -65,7 +65,9 @@ def test_an_engine_missing_a_setting_is_refused_naming_the_engines_field(tmp_pat
         "engines:\n  cluster: {kind: trino, user: u}\n",
     )
     (root / "principals.yaml").write_text("principals: {}\n")
-    with pytest.raises(MeshConfigError, match=r"`engines\.cluster\.host`: Field required"):
+    with pytest.raises(
+        MeshConfigError, match=r"`engines\.cluster\.host`: required field is missing; add it"
+    ):
         Gateway.open(root)
 
 

@@ -234,3 +234,46 @@ def test_session_options_over_flight(demo_mesh):
         with pytest.raises(pa.ArrowInvalid, match="needs a SetSessionOptionsRequest"):
             list(client.do_action(flight.Action("SetSessionOptions", b"\xff\xff"), options))
         client.close()
+
+
+def test_every_metadata_command_sends_the_schema_it_announces(demo_mesh):
+    """GetFlightInfo, GetSchema and DoGet read one table entry per command: what a client is
+    told to expect is what arrives, for each command meshgate answers and both GetTables forms."""
+    import pyarrow.flight as flight
+    from google.protobuf import any_pb2
+
+    from gateway.flightsql import flight_sql_pb2 as sql_pb2
+    from gateway.flightsql.commands import METADATA_COMMANDS
+    from tests.support.server import running_server
+
+    commands = [kind() for kind in METADATA_COMMANDS]
+    commands.append(sql_pb2.CommandGetTables(include_schema=True))
+    with running_server(demo_mesh) as (uri, _):
+        client = flight.FlightClient(uri)
+        options = flight.FlightCallOptions(
+            headers=[client.authenticate_basic_token("analyst", "analyst")]
+        )
+        for command in commands:
+            wrapped = any_pb2.Any()
+            wrapped.Pack(command)
+            descriptor = flight.FlightDescriptor.for_command(wrapped.SerializeToString())
+            info = client.get_flight_info(descriptor, options)
+            announced = client.get_schema(descriptor, options).schema
+            table = client.do_get(info.endpoints[0].ticket, options).read_all()
+            name = type(command).__name__
+            assert info.schema.equals(announced), name
+            assert table.schema.equals(announced), name
+        for refused, error, message in (
+            (
+                sql_pb2.CommandStatementUpdate(query="DELETE FROM sales.orders"),
+                pa.ArrowInvalid,
+                "read-only",
+            ),
+            (sql_pb2.TicketStatementQuery(), pa.ArrowNotImplementedError, "not supported"),
+        ):
+            wrapped = any_pb2.Any()
+            wrapped.Pack(refused)
+            descriptor = flight.FlightDescriptor.for_command(wrapped.SerializeToString())
+            with pytest.raises(error, match=message):
+                client.get_flight_info(descriptor, options)
+        client.close()

@@ -26,7 +26,7 @@ import pyarrow.flight as flight
 import pytest
 import yaml
 
-from gateway.demo import DOMAINS, TPCH_TABLES, load_tpch_reference, tpch_dir
+from demo import DOMAINS, TPCH_TABLES, load_tpch_reference, tpch_dir
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql.server import _pack, _unpack
 from gateway.mesh import load_mesh

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.scaffold import write_scaffold
 from gateway.validate import validate_mesh
+from tests.support.cli import pasted_snippet, run_pasted, wait_for_output
 from tests.support.stores import free_port
-from tests.test_cli import pasted_snippet, run_pasted
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -65,9 +65,7 @@ def test_the_readme_walk_through_serves_a_new_mesh(tmp_path):
         env=env,
     )
     try:
-        from tests.test_cli import _wait_for
-
-        _wait_for(server, "meshgate serving")
+        wait_for_output(server, "meshgate serving")
         snippet = pasted_snippet(init.stdout).replace("localhost:8815", f"localhost:{port}")
         result = run_pasted(snippet, tmp_path / "another-shell")
         assert result.returncode == 0, result.stderr

@@ -505,6 +505,31 @@ grants:
     assert len(problems) == len(expected) + 1, "\n".join(problems)
 
 
+def test_principals_yaml_is_read_one_way_with_its_lines(tmp_path, store_file):
+    """The directory and the policy checks read principals.yaml through one reader: a name
+    written twice is refused at its line instead of the last one silently winning, and a role
+    nobody declared is reported at the line of that principal's ``roles``."""
+    root = write_mesh(tmp_path / "mesh", store_file)
+    principals = root / "principals.yaml"
+    cheap = bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode()
+    entry = f'    password_hash: "{cheap}"\n    roles: [analyst]\n'
+    principals.write_text(f"principals:\n  ana:\n{entry}  bob:\n{entry}  ana:\n{entry}")
+    with pytest.raises(MeshConfigError) as caught:
+        PrincipalDirectory.load(root)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{principals}:8:") and "key 'ana' appears twice" in problem
+
+    principals.write_text(
+        f"principals:\n  ana:\n{entry}  bob:\n{entry.replace('analyst', 'analist')}"
+    )
+    assert PrincipalDirectory.load(root).get("bob").roles == ("analist",)
+    problems = config_error(root)
+    assert any(
+        p.startswith(f"{principals}:7: principals.bob.roles") and "did you mean 'analyst'" in p
+        for p in problems
+    ), problems
+
+
 def test_unreadable_yaml_and_stray_files_are_reported(tmp_path, store_file):
     root = write_mesh(
         tmp_path / "mesh",

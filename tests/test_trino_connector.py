@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -289,12 +290,23 @@ def test_a_slow_query_times_out_and_is_cancelled_at_the_coordinator(target, tmp_
         "AS a(x) CROSS JOIN UNNEST(sequence(1, 10000)) AS b(x) "
         "CROSS JOIN UNNEST(sequence(1, 10000)) AS c(x)"
     )
+    from connectors.watchdog import watchdog
+
+    kept = []  # the deadline is the shared watchdog's, not a timer thread of its own
+    probe = threading.Thread(
+        target=lambda: kept.append(wait_for(lambda: watchdog.pending() > 0, seconds=5)),
+        daemon=True,
+    )
     started = time.monotonic()
+    probe.start()
     try:
         with pytest.raises(QueryTimeout, match="'sales_trino'.*1 s"):
             connector.execute(sql).read_all()
     finally:
         connector.close()
+    probe.join(10)
+    assert kept == [True]
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
     assert time.monotonic() - started < 10
     assert wait_for(lambda: queries_tagged(marker)[0][:2] == ("FAILED", "USER_CANCELED")), (
         queries_tagged(marker)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import pytest
 
 from gateway.principals import hash_password
 from gateway.validate import validate_mesh
+from tests.support.cli import MESHGATE
 from tests.support.stores import free_port
-
-MESHGATE = [sys.executable, "-m", "gateway.cli"]
 
 
 def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

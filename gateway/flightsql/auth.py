@@ -118,23 +118,27 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             raise Unauthenticated("no credentials; connect with a username and password")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
-            try:
-                raw = value.strip()  # Go clients send unpadded base64
-                name, _, password = (
-                    base64.b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
-                )
-            except (ValueError, UnicodeDecodeError):
-                raise Unauthenticated("malformed Basic credentials") from None
-            directory = self._principals()
-            principal = directory.authenticate(name, password)
-            if principal is None:
-                raise Unauthenticated("wrong username or password")
-            return AuthMiddleware(principal, self._issue(principal.name, directory), self._ttl)
+            return self._basic(value)
         if scheme.lower() == "bearer":
             if self._identity_provider is not None and looks_like_jwt(value.strip()):
                 return AuthMiddleware(self._identity_provider.principal(value.strip()), None)
             return self._bearer(value.strip())
         raise Unauthenticated(f"unsupported authorization scheme {scheme!r}; use Basic or Bearer")
+
+    def _basic(self, value: str) -> AuthMiddleware:
+        """The principal of Basic credentials, with a bearer token to use from now on."""
+        try:
+            raw = value.strip()  # Go clients send unpadded base64
+            name, _, password = (
+                base64.b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
+            )
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        directory = self._principals()
+        principal = directory.authenticate(name, password)
+        if principal is None:
+            raise Unauthenticated("wrong username or password")
+        return AuthMiddleware(principal, self._issue(principal.name, directory), self._ttl)
 
     def _issue(self, name: str, directory: PrincipalDirectory) -> str:
         return self._signer.bearer(name, self._ttl, credential=directory.credential_tag(name))

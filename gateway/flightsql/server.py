@@ -36,6 +36,7 @@ from gateway.flightsql import flight_session_pb2 as session_pb2
 from gateway.flightsql import flight_sql_pb2 as sql_pb2
 from gateway.flightsql import metadata
 from gateway.flightsql.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpHandshake
+from gateway.flightsql.commands import METADATA_COMMANDS
 from gateway.flightsql.notices import NOTICES_KEY, NoticeMiddlewareFactory, add_notices
 from gateway.flightsql.parameter_types import parameter_schema
 from gateway.jwt_auth import IdentityProvider
@@ -320,34 +321,12 @@ class MeshFlightServer(flight.FlightServerBase):
                 parameters = self._decode_parameters(prepared.get("b"))
                 schema = self._statement_schema(prepared["q"], principal, parameters)
                 return schema, self._query_ticket(principal, prepared["q"], prepared.get("b"))
-            case sql_pb2.CommandGetSqlInfo():
-                return metadata.SQL_INFO_SCHEMA, raw
-            case sql_pb2.CommandGetCatalogs():
-                return metadata.CATALOGS_SCHEMA, raw
-            case sql_pb2.CommandGetDbSchemas():
-                return metadata.DB_SCHEMAS_SCHEMA, raw
-            case sql_pb2.CommandGetTables():
-                schema = (
-                    metadata.TABLES_WITH_SCHEMA_SCHEMA
-                    if command.include_schema
-                    else metadata.TABLES_SCHEMA
-                )
-                return schema, raw
-            case sql_pb2.CommandGetTableTypes():
-                return metadata.TABLE_TYPES_SCHEMA, raw
-            case sql_pb2.CommandGetPrimaryKeys():
-                return metadata.PRIMARY_KEYS_SCHEMA, raw
-            case (
-                sql_pb2.CommandGetExportedKeys()
-                | sql_pb2.CommandGetImportedKeys()
-                | sql_pb2.CommandGetCrossReference()
-            ):
-                return metadata.FOREIGN_KEYS_SCHEMA, raw
-            case sql_pb2.CommandGetXdbcTypeInfo():
-                return metadata.XDBC_TYPE_INFO_SCHEMA, raw
             case sql_pb2.CommandStatementUpdate() | sql_pb2.CommandPreparedStatementUpdate():
                 raise InvalidQuery("meshgate is read-only: updates are not accepted")
-        raise Unsupported(f"{type(command).__name__} is not supported by meshgate")
+        entry = METADATA_COMMANDS.get(type(command))
+        if entry is None:
+            raise Unsupported(f"{type(command).__name__} is not supported by meshgate")
+        return entry.schema(command), raw
 
     @_edge
     def do_get(self, context, ticket):
@@ -382,60 +361,10 @@ class MeshFlightServer(flight.FlightServerBase):
         )
 
     def _metadata_table(self, command, principal: Principal) -> pa.Table:
-        match command:
-            case sql_pb2.CommandGetSqlInfo():
-                return metadata.sql_info_table(command.info)
-            case sql_pb2.CommandGetCatalogs():
-                return pa.table(
-                    {"catalog_name": [metadata.CATALOG_NAME]}, schema=metadata.CATALOGS_SCHEMA
-                )
-            case sql_pb2.CommandGetDbSchemas():
-                domains = {a.partition(".")[0] for a in self.gateway.listed_products(principal)}
-                return metadata.db_schemas_table(
-                    domains,
-                    catalog=command.catalog if command.HasField("catalog") else None,
-                    pattern=(
-                        command.db_schema_filter_pattern
-                        if command.HasField("db_schema_filter_pattern")
-                        else None
-                    ),
-                )
-            case sql_pb2.CommandGetTables():
-                listed = self.gateway.listed_products(principal)
-                return metadata.tables_table(
-                    {address: entry.product for address, entry in listed.items()},
-                    catalog=command.catalog if command.HasField("catalog") else None,
-                    schema_pattern=(
-                        command.db_schema_filter_pattern
-                        if command.HasField("db_schema_filter_pattern")
-                        else None
-                    ),
-                    table_pattern=(
-                        command.table_name_filter_pattern
-                        if command.HasField("table_name_filter_pattern")
-                        else None
-                    ),
-                    table_types=list(command.table_types),
-                    include_schema=command.include_schema,
-                    extra_metadata=self.gateway.product_metadata,
-                )
-            case sql_pb2.CommandGetTableTypes():
-                return pa.table(
-                    {"table_type": [metadata.TABLE_TYPE]}, schema=metadata.TABLE_TYPES_SCHEMA
-                )
-            case sql_pb2.CommandGetPrimaryKeys():
-                return metadata.PRIMARY_KEYS_SCHEMA.empty_table()  # descriptors declare no keys
-            case (
-                sql_pb2.CommandGetExportedKeys()
-                | sql_pb2.CommandGetImportedKeys()
-                | sql_pb2.CommandGetCrossReference()
-            ):
-                return metadata.FOREIGN_KEYS_SCHEMA.empty_table()
-            case sql_pb2.CommandGetXdbcTypeInfo():
-                return metadata.xdbc_type_info_table(
-                    command.data_type if command.HasField("data_type") else None
-                )
-        raise Unsupported(f"{type(command).__name__} cannot be fetched with DoGet")
+        entry = METADATA_COMMANDS.get(type(command))
+        if entry is None:
+            raise Unsupported(f"{type(command).__name__} cannot be fetched with DoGet")
+        return entry.table(self.gateway, command, principal)
 
     @_edge
     def do_put(self, context, descriptor, reader, writer):

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from gateway.errors import DeniedAsNotFound, PermissionDenied, status_name
 from gateway.observability.logs import CURRENT_QUERY
-from gateway.observability.metrics import Metrics, role_label
+from gateway.observability.metrics import PENDING_LIMIT, Metrics, role_label
 from gateway.observability.settings import ObservabilitySettings
 from gateway.streaming import arrow_bytes, close_stream, stream_reader
 
@@ -58,13 +58,12 @@ class Observability:
             self.metrics.add_pool_sizes(
                 {n: (c.kind, c.connection_slots) for n, c in connectors.items()}
             )
-        self.tracer = None
-        self._provider = None
+        self.tracing = None
         if settings.tracing.enabled or span_exporter is not None:
-            from gateway.observability import tracing
+            from gateway.observability.tracing import Tracing
 
-            self._provider = tracing.tracer_provider(settings.tracing, exporter=span_exporter)
-            self.tracer = self._provider.get_tracer(tracing.TRACER_NAME)
+            self.tracing = Tracing(settings.tracing, exporter=span_exporter)
+            self.tracing.on_export = self._traces_exported
         self.lineage = None
         if settings.lineage.transport != "off":
             from gateway.observability.lineage import LineageEmitter
@@ -76,7 +75,7 @@ class Observability:
                 policy=policy,
                 on_sent=self._lineage_sent,
             )
-        self.observes_fragments = self.metrics is not None or self.tracer is not None
+        self.observes_fragments = self.metrics is not None or self.tracing is not None
 
     def query(self, statement: str, principal: Any, *, planning_only: bool = False):
         """The observation of one query (``planning_only``: a prepare or GetFlightInfo call,
@@ -93,32 +92,39 @@ class Observability:
 
     def policy_reloaded(self) -> None:
         if self.metrics is not None:
-            self.metrics.policy_reloads.inc()
+            self.metrics.child(self.metrics.policy_reloads).inc()
 
     def flight_middleware(self) -> dict[str, Any]:
         """Flight server middleware to install: the trace context reader when tracing is on."""
-        if self.tracer is None:
+        if self.tracing is None:
             return {}
         from gateway.observability.tracing import flight_middleware
 
         return {"trace": flight_middleware()}
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Send what is queued: lineage events, spans (tests and shutdown)."""
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send what is queued: lineage events, spans (tests and shutdown); False if some of it
+        is still waiting after ``timeout`` (each)."""
+        done = True
         if self.lineage is not None:
-            self.lineage.flush(timeout)
-        if self._provider is not None:
-            self._provider.force_flush(int(timeout * 1000))
+            done = self.lineage.flush(timeout) and done
+        if self.tracing is not None:
+            done = self.tracing.flush(timeout) and done
+        return done
 
     def close(self) -> None:
         if self.lineage is not None:
             self.lineage.close()
-        if self._provider is not None:
-            self._provider.shutdown()
+        if self.tracing is not None:
+            self.tracing.close()
 
     def _lineage_sent(self, event_type: str, result: str) -> None:
         if self.metrics is not None:
             self.metrics.child(self.metrics.lineage_events, event_type, result).inc()
+
+    def _traces_exported(self, result: str, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.trace_exports, result).inc(count)
 
 
 class QueryObservation:
@@ -137,13 +143,13 @@ class QueryObservation:
         self.key_tables: dict[str, int] = {}
         self.span = None
         self.trace_id: str | None = None
-        self._steps = None
-        self._execute_steps = None
+        self._trace = None
+        self._execute_span = None
         self._stream_span = None
         self._streaming = False
         self._started_lineage = False
         self._parent = None
-        if observe.tracer is not None:
+        if observe.tracing is not None:
             from gateway.observability import tracing
 
             self._start_ns = time.time_ns()
@@ -156,23 +162,19 @@ class QueryObservation:
     def _open_span(self) -> None:
         """Start the query's root span (a prepare's only once it plans or is refused: a prepare
         answered from the plan cache has nothing to show)."""
-        from gateway.observability import tracing
-
         attributes = {
             "meshgate.query_id": self.query_id,
             "meshgate.roles": list(self.principal.roles),
         }
         if self.observe.settings.tracing.include_sql:
             attributes["db.query.text"] = self.statement
-        self.span = tracing.start_query_span(
-            self.observe.tracer,
-            name="meshgate.prepare" if self.planning_only else "meshgate.query",
-            parent=self._parent,
+        self._trace = self.observe.tracing.begin(self._parent)
+        self.span = self._trace.root(
+            "meshgate.prepare" if self.planning_only else "meshgate.query",
             attributes=attributes,
-            start_time=self._start_ns,
+            start=self._start_ns,
         )
-        self.trace_id = tracing.trace_id_of(self.span)
-        self._steps = tracing.StepTracer(self.observe.tracer, self.span)
+        self.trace_id = self._trace.trace_id_hex
 
     @property
     def query_id(self) -> str:
@@ -185,25 +187,29 @@ class QueryObservation:
 
     def step(self, name: str, **attributes: object) -> contextlib.AbstractContextManager:
         """A span for one step under the query (nothing when tracing is off)."""
-        if self._steps is None:
-            if self.observe.tracer is None:
+        if self._trace is None:
+            if self.observe.tracing is None:
                 return _NO_STEP
             self._open_span()
-        return self._steps.step(name, **attributes)
+        return self._trace.step(name, **attributes)
 
     def execute_step(self, name: str, **attributes: object) -> contextlib.AbstractContextManager:
         """A span for one step under ``meshgate.execute`` (the executor's local engine)."""
-        steps = self._execute_steps or self._steps
-        return _NO_STEP if steps is None else steps.step(name, **attributes)
+        if self._trace is None:
+            return _NO_STEP
+        from gateway.observability.tracing import Step
+
+        parent = self._execute_span or self.span
+        return Step(self._trace, self._trace.start(name, parent=parent, attributes=attributes))
 
     @contextlib.contextmanager
     def executing(self) -> Iterator[None]:
         """The ``meshgate.execute`` span: fragments start, builds are read, the engine starts."""
-        if self._steps is None:
+        if self._trace is None:
             yield
             return
-        with self._steps.step("meshgate.execute") as span:
-            self._execute_steps = self._steps.nested(span)
+        with self._trace.step("meshgate.execute") as span:
+            self._execute_span = span
             yield
 
     def planned(self, plan: Any, *, cached: bool) -> None:
@@ -223,14 +229,12 @@ class QueryObservation:
         metrics = self.observe.metrics
         self._streaming = True
         if metrics is not None:
-            metrics.active_streams.inc()
+            metrics.child(metrics.active_streams).inc()
             metrics.child(metrics.duration, "first_batch").observe(
                 time.perf_counter() - self.started
             )
-        if self._steps is not None:
-            self._stream_span = self.observe.tracer.start_span(
-                "meshgate.stream", context=self._steps.parent
-            )
+        if self._trace is not None:
+            self._stream_span = self._trace.start("meshgate.stream", parent=self.span)
 
     # --- fragments ---------------------------------------------------------------------------
 
@@ -241,17 +245,16 @@ class QueryObservation:
         store, kind = connector.name, connector.kind
         metrics = self.observe.metrics
         span = None
-        if self._steps is not None:
+        if self._trace is not None:
             attributes: dict[str, Any] = {"meshgate.store": store, "meshgate.store.kind": kind}
             if tables:
                 attributes["meshgate.key_tables"] = tables
             if self.observe.settings.tracing.include_sql:
-                from gateway.planner.dynamic_filters import abbreviated
+                from gateway.audit import abbreviated
 
                 attributes["db.query.text"] = self.observe.hide(abbreviated(sql))
-            steps = self._execute_steps or self._steps
-            span = self.observe.tracer.start_span(
-                "meshgate.fragment", context=steps.parent, attributes=attributes
+            span = self._trace.start(
+                "meshgate.fragment", parent=self._execute_span or self.span, attributes=attributes
             )
         if tables:
             self.key_tables[store] = self.key_tables.get(store, 0) + 1
@@ -280,9 +283,7 @@ class QueryObservation:
             if error is None or code in DOWN_CODES:
                 metrics.child(metrics.store_up, store, kind).set(0 if code in DOWN_CODES else 1)
         if span is not None:
-            from gateway.observability.tracing import end_span
-
-            end_span(span, error, **{"meshgate.rows": rows, "meshgate.bytes": size})
+            span.finish(error, **{"meshgate.rows": rows, "meshgate.bytes": size})
 
     # --- the end -----------------------------------------------------------------------------
 
@@ -305,7 +306,7 @@ class QueryObservation:
             if self.span is not None:
                 self._end_span(outcome, code, error, rows, size)
             return
-        if self.span is None and observe.tracer is not None:
+        if self.span is None and observe.tracing is not None:
             self._open_span()  # a refused prepare
         # pyarrow runs each Flight callback in a fresh context: name the query again here
         CURRENT_QUERY.set((self.query_id, self.principal.name, self.trace_id))
@@ -319,9 +320,7 @@ class QueryObservation:
                 (time.perf_counter() - self.started) * 1000,
             )
         if self._stream_span is not None:
-            from gateway.observability.tracing import end_span
-
-            end_span(self._stream_span, error, **{"meshgate.rows": rows, "meshgate.bytes": size})
+            self._stream_span.finish(error, **{"meshgate.rows": rows, "meshgate.bytes": size})
         plan = plan if plan is not None else self.plan
         products = plan.products if plan is not None else ()
         metrics = observe.metrics
@@ -339,9 +338,11 @@ class QueryObservation:
             if not self.planning_only:
                 metrics.child(metrics.duration, "total").observe(time.perf_counter() - self.started)
                 if self._streaming:
-                    metrics.active_streams.dec()
+                    metrics.child(metrics.active_streams).dec()
             if plan is not None and sent:
                 self._count_fragments(metrics, plan, sent)
+            if len(metrics.pending) > PENDING_LIMIT:
+                metrics.apply_pending()
         self._end_span(outcome, code, error, rows, size)
         if not self._started_lineage:
             self._lineage("START")
@@ -358,7 +359,7 @@ class QueryObservation:
         kinds = self.observe.kinds
         planned = {fragment.sql for fragment in plan.fragments}
         if plan.dynamic_filters:
-            metrics.dynamic_filters.inc(len(plan.dynamic_filters))
+            metrics.child(metrics.dynamic_filters).inc(len(plan.dynamic_filters))
         key_tables = dict(self.key_tables)
         for store, sql in sent:
             metrics.child(metrics.fragments, store, kinds.get(store, "")).inc()
@@ -371,10 +372,7 @@ class QueryObservation:
     def _end_span(self, outcome: str, code: str, error, rows: int, size: int) -> None:
         if self.span is None:
             return
-        from gateway.observability.tracing import end_span
-
-        end_span(
-            self.span,
+        self.span.finish(
             error,
             **{
                 "meshgate.outcome": outcome,
@@ -384,12 +382,12 @@ class QueryObservation:
                 "meshgate.products": list(self.plan.products) if self.plan is not None else None,
             },
         )
+        self.observe.tracing.finished(self._trace)
 
     def _lineage(self, event_type: str, **record: Any) -> None:
         lineage = self.observe.lineage
         if lineage is None:
             return
-        from gateway.audit import utc_now
         from gateway.observability.lineage import LineageRecord
 
         plan = self.plan
@@ -401,15 +399,13 @@ class QueryObservation:
                 statement=self.statement,
                 principal=self.principal,
                 products=plan.products if plan is not None else (),
-                output_columns=tuple((f.name, str(f.type)) for f in plan.schema)
-                if plan is not None
-                else (),
+                schema=plan.schema if plan is not None else None,
                 trace_id=self.trace_id,
                 rows=record.get("rows"),
                 bytes=record.get("size"),
                 error=record.get("error"),
                 outcome=record.get("outcome"),
-                time=utc_now(),
+                at=time.time(),
             )
         )
 

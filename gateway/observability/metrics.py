@@ -8,6 +8,7 @@ names come from the mesh, never from SQL; principal names only with
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,6 +19,9 @@ DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
 )  # fmt: skip
 """Seconds: from a cached point query (well under a millisecond to plan) to a long scan."""
+
+PENDING_LIMIT = 50_000
+"""Updates left for the next scrape beyond which a query applies them itself."""
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,7 +55,9 @@ class Metrics:
 
     def __init__(self, *, principal_labels: bool = False):
         self.registry = CollectorRegistry(auto_describe=True)
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple, Deferred] = {}
+        self.pending: deque[tuple[Callable[[float], None], float]] = deque()
+        """Updates the query path made, applied at the next scrape (``apply_pending``)."""
         self.principal_labels = principal_labels
         who = ["role", "principal"] if principal_labels else ["role"]
         r = self.registry
@@ -134,20 +140,36 @@ class Metrics:
             "meshgate_policy_denials", "Queries a policy refused, by product and role.",
             ["product", "role"], registry=r,
         )  # fmt: skip
+        self.trace_exports = Counter(
+            "meshgate_trace_exports", "Queries whose spans were exported, by result (sent, "
+            "failed, dropped: the export queue was full).", ["result"], registry=r,
+        )  # fmt: skip
         self.lineage_events = Counter(
             "meshgate_lineage_events", "OpenLineage events sent, by event type and result.",
             ["type", "result"], registry=r,
         )  # fmt: skip
 
-    def child(self, metric, *labels: str):
-        """``metric.labels(*labels)``, looked up in a dict: ``labels()`` takes a lock and checks
-        its arguments each time, and the query path asks for the same few children again and
-        again."""
+    def child(self, metric, *labels: str) -> Deferred:
+        """``metric.labels(*labels)`` (or ``metric`` without labels) as the query path updates
+        it: looked up in a dict (``labels()`` locks and checks its arguments each time), and
+        updated at the next scrape (:class:`Deferred`)."""
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            target = metric.labels(*labels) if labels else metric
+            found = self._children[key] = Deferred(target, self.pending)
         return found
+
+    def apply_pending(self) -> None:
+        """Apply the updates queries left in ``pending``, in their order (a scrape does first;
+        a query does when too many wait, so a gateway nobody scrapes stays small)."""
+        pending = self.pending
+        while True:
+            try:
+                update, amount = pending.popleft()
+            except IndexError:
+                return
+            update(amount)
 
     def add_gauges(
         self, name: str, doc: str, labels: list[str], read: Callable[[], Iterable]
@@ -167,4 +189,33 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric, as ``GET /metrics`` serves it."""
+        self.apply_pending()
         return generate_latest(self.registry)
+
+
+class Deferred:
+    """A metric (child) whose updates wait in a queue until the next scrape applies them.
+
+    A prometheus_client update checks the metric, takes a lock and runs a few Python calls:
+    about 2 µs, 20 times per point query; appending it to a deque (thread-safe) is a tenth of
+    that, and who scrapes sees every update made before the scrape, in order (so gauges such as
+    active streams read as they would live).
+    """
+
+    __slots__ = ("_target", "_pending")
+
+    def __init__(self, target, pending: deque):
+        self._target = target
+        self._pending = pending
+
+    def inc(self, amount: float = 1) -> None:
+        self._pending.append((self._target.inc, amount))
+
+    def dec(self, amount: float = 1) -> None:
+        self._pending.append((self._target.dec, amount))
+
+    def observe(self, value: float) -> None:
+        self._pending.append((self._target.observe, value))
+
+    def set(self, value: float) -> None:
+        self._pending.append((self._target.set, value))

@@ -32,6 +32,15 @@ class TracingSettings(BaseModel):
     """The share of queries traced (a client's sampled trace is always continued)."""
     include_sql: bool = True
     """Put the client's statement and the SQL sent to each store on the spans (mask key hidden)."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long one OTLP export may take, retries included (spans wait in the queue meanwhile)."""
+    batch_seconds: float = Field(default=1.0, ge=0)
+    """How long a finished query's spans may wait for others' to be exported with them."""
+    batch_size: int = Field(default=100, ge=1)
+    """The most queries whose spans go in one export."""
+    queue_size: int = Field(default=2_000, ge=1)
+    """Finished queries whose spans wait for export; past this, new ones are dropped and
+    counted, never waited on."""
 
     @property
     def enabled(self) -> bool:
@@ -58,6 +67,11 @@ class LineageSettings(BaseModel):
     """Name the principal in each run's ``meshgate`` facet (off: only its roles)."""
     queue_size: int = Field(default=10_000, ge=1)
     """Events waiting to be sent; past this, new ones are dropped and counted, never waited on."""
+    batch_seconds: float = Field(default=1.0, ge=0)
+    """How long a queued event may wait for others to be sent with it: events go out in
+    batches, between queries rather than during them."""
+    batch_size: int = Field(default=200, ge=1)
+    """The most events sent in one batch."""
 
     @model_validator(mode="after")
     def _transport_has_target(self) -> LineageSettings:

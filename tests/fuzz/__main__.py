@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
 
     from connectors import KINDS
-    from gateway.demo import build_demo_mesh, load_tpch_reference, tpch_dir
+    from demo import build_demo_mesh, load_tpch_reference, tpch_dir
     from gateway.mesh import load_mesh
 
     with tempfile.TemporaryDirectory(prefix="meshgate-fuzz-") as scratch:

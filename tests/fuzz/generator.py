@@ -218,36 +218,11 @@ class Generator:
 
     def _select(self, *, columns: int | None = None) -> str:
         relations = self._pick_join()
-        source = f"{relations[0][0].address} AS {relations[0][1]}"
-        for previous, current in zip(relations, relations[1:], strict=False):
-            kind = self.rng.choice(["JOIN", "JOIN", "LEFT JOIN", "INNER JOIN", "RIGHT JOIN"])
-            source += (
-                f" {kind} {current[0].address} AS {current[1]} "
-                f"ON {self._join_condition(previous, current)}"
-            )
+        source = self._joined(relations)
         grouped = self.rng.random() < 0.35
         count = columns or self.rng.randint(1, 4)
         keys = [self._column(relations) for _ in range(self.rng.randint(1, 2))] if grouped else []
-        items: list[str] = []
-        for index in range(count):
-            if grouped and index < len(keys):
-                items.append(keys[index])
-            elif grouped:
-                argument = self._column(relations, *NUMERIC) or "*"
-                aggregate = self.rng.choice(
-                    ["sum", "avg", "min", "max", "count", "count(DISTINCT", "sum(DISTINCT"]
-                )
-                items.append(
-                    f"{aggregate} {argument})" if "(" in aggregate else f"{aggregate}({argument})"
-                )
-            elif self.rng.random() < 0.1:
-                column = self._column(relations, *NUMERIC) or self._column(relations)
-                items.append(
-                    f"{self.rng.choice(['row_number()', 'rank()', 'sum(' + column + ')'])} OVER "
-                    f"(PARTITION BY {self._column(relations)} ORDER BY {column})"
-                )
-            else:
-                items.append(self._scalar(relations))
+        items = [self._select_item(relations, keys if grouped else None, i) for i in range(count)]
         sql = f"SELECT {'DISTINCT ' if self.rng.random() < 0.1 else ''}"
         sql += ", ".join(f"{item} AS c{i}" for i, item in enumerate(items))
         sql += f" FROM {source}"
@@ -265,6 +240,36 @@ class Generator:
             if self.rng.random() < 0.2:
                 sql += f" OFFSET {self.rng.randint(0, 50)}"
         return sql
+
+    def _joined(self, relations) -> str:
+        """The FROM clause over ``relations``, each joined to the one before it."""
+        source = f"{relations[0][0].address} AS {relations[0][1]}"
+        for previous, current in zip(relations, relations[1:], strict=False):
+            kind = self.rng.choice(["JOIN", "JOIN", "LEFT JOIN", "INNER JOIN", "RIGHT JOIN"])
+            source += (
+                f" {kind} {current[0].address} AS {current[1]} "
+                f"ON {self._join_condition(previous, current)}"
+            )
+        return source
+
+    def _select_item(self, relations, keys: list[str] | None, index: int) -> str:
+        """The ``index``-th output column: a grouping key or an aggregate when grouped by
+        ``keys``, else now and then a window function, mostly a scalar expression."""
+        if keys is not None and index < len(keys):
+            return keys[index]
+        if keys is not None:
+            argument = self._column(relations, *NUMERIC) or "*"
+            aggregate = self.rng.choice(
+                ["sum", "avg", "min", "max", "count", "count(DISTINCT", "sum(DISTINCT"]
+            )
+            return f"{aggregate} {argument})" if "(" in aggregate else f"{aggregate}({argument})"
+        if self.rng.random() < 0.1:
+            column = self._column(relations, *NUMERIC) or self._column(relations)
+            return (
+                f"{self.rng.choice(['row_number()', 'rank()', 'sum(' + column + ')'])} OVER "
+                f"(PARTITION BY {self._column(relations)} ORDER BY {column})"
+            )
+        return self._scalar(relations)
 
     def _set_operation(self) -> Statement:
         width = self.rng.randint(1, 3)

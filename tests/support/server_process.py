@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.stores import free_port
 
 FATAL_MARKERS = ("Fatal Python error", "pure virtual method called", "Segmentation fault")
 
@@ -38,12 +39,6 @@ class ServerProcess:
         return [
             line for line in self.output().splitlines() if any(m in line for m in FATAL_MARKERS)
         ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

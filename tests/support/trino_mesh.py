@@ -23,7 +23,7 @@ from typing import Any, Literal
 import duckdb
 import yaml
 
-from gateway.demo import TABLES, tpch_file
+from demo import TABLES, tpch_file
 from tests.support.stores import postgres_admin, trino_admin, trino_settings
 
 ENGINE = "trino"

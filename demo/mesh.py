@@ -21,28 +21,31 @@ last records the scale factor, so an interrupted build is never reused and a com
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from gateway.errors import GatewayError
+from connectors.base import sql_string
+from demo.tpch import (
+    DemoBuildError,
+    Progress,
+    check_scale_factor,
+    exclusive,
+    generate_tpch,
+    read_json,
+    tpch_file,
+    tpch_row_counts,
+    write_json,
+)
 from gateway.types import arrow_type, serving_type
-
-if TYPE_CHECKING:
-    import duckdb
 
 FORMAT_VERSION = 5  # 2: the demo policies; 3: audit.events; 4: denied_products; 5: SLOs, quality,
 # deprecation
@@ -52,16 +55,9 @@ MARKER = ".meshgate-demo.json"
 STAMP = ".meshgate-demo"
 """Written first: the directory belongs to ``meshgate demo``, which may replace it."""
 TPCH_DIR = "tpch"
-TPCH_MARKER = ".tpchgen.json"
 LAKE_ROWS_PER_GROUP = 122_880
 LAKE_ROWS_PER_FILE = 2_000_000
 PASSWORD_ROUNDS = 10
-
-Progress = Callable[[str], None]
-
-
-class DemoBuildError(GatewayError):
-    """The demo mesh cannot be built; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -292,8 +288,6 @@ TABLES: tuple[_Table, ...] = (
         """),
     ),
 )
-TPCH_TABLES = tuple(t.name for t in TABLES)
-
 ORDERS_V2_SQL = """\
 SELECT o_orderkey, o_custkey, o_orderstatus, o_totalprice, o_orderdate,
        CAST(EXTRACT(year FROM o_orderdate) AS INTEGER) AS o_orderyear,
@@ -312,93 +306,9 @@ PRINCIPALS: dict[str, dict[str, Any]] = {
 }
 
 
-# --- TPC-H data -------------------------------------------------------------------------------
-
-
-def tpchgen_executable() -> str:
-    """The tpchgen-cli installed with meshgate: beside this Python, else on PATH."""
-    beside = Path(sys.executable).parent / "tpchgen-cli"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("tpchgen-cli")
-    if found is None:
-        raise DemoBuildError(
-            "tpchgen-cli is not installed; install meshgate with its dependencies "
-            "(`pip install meshgate`, which brings the tpchgen-cli package)"
-        )
-    return found
-
-
-def generate_tpch(target: Path, *, scale_factor: float, progress: Progress = print) -> Path:
-    """Generate the 8 TPC-H tables as ``target/<table>.parquet`` with tpchgen-cli.
-
-    A marker written after the last file makes a complete folder of the same scale factor
-    reusable; anything else is generated again. Returns ``target``.
-    """
-    target = Path(target)
-    scale_factor = _check_scale_factor(scale_factor)
-    marker = target / TPCH_MARKER
-    if _read_json(marker).get("scale_factor") == scale_factor and all(
-        tpch_file(target, t).is_file() for t in TPCH_TABLES
-    ):
-        progress(f"reusing TPC-H SF {scale_factor:g} in {target}")
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
-    progress(f"generating TPC-H SF {scale_factor:g} with tpchgen-cli…")
-    started = time.perf_counter()
-    command = [
-        tpchgen_executable(),
-        "parquet",
-        f"--scale-factor={scale_factor!r}",
-        f"--output-dir={target}",
-        "--overwrite",
-        "--quiet",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    missing = [t for t in TPCH_TABLES if not tpch_file(target, t).is_file()]
-    if result.returncode != 0 or missing:
-        raise DemoBuildError(
-            f"tpchgen-cli failed (exit code {result.returncode}, tables not written: "
-            f"{', '.join(missing) or 'none'}): {result.stderr.strip()[-2000:]}; "
-            f"check free disk space in {target}"
-        )
-    rows = tpch_row_counts(target)
-    _write_json(marker, {"scale_factor": scale_factor, "rows": rows})
-    progress(
-        f"generated {len(rows)} tables, {sum(rows.values()):,} rows "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
-    return target
-
-
-def tpch_file(parquet_dir: Path, table: str) -> Path:
-    return Path(parquet_dir) / f"{table}.parquet"
-
-
-def tpch_row_counts(parquet_dir: Path) -> dict[str, int]:
-    """Rows per generated table, from the Parquet footers."""
-    import pyarrow.parquet as pq
-
-    return {t: pq.read_metadata(tpch_file(parquet_dir, t)).num_rows for t in TPCH_TABLES}
-
-
 def tpch_dir(mesh_dir: Path) -> Path:
     """Where a demo mesh keeps the TPC-H Parquet it was built from."""
     return Path(mesh_dir) / TPCH_DIR
-
-
-def load_tpch_reference(con: duckdb.DuckDBPyConnection, parquet_dir: Path) -> dict[str, int]:
-    """Load the 8 TPC-H tables into DuckDB connection ``con`` as plain tables; rows per table.
-
-    Tests and benchmarks compare the gateway's answers with DuckDB's over the same data.
-    """
-    rows = {}
-    for table in TPCH_TABLES:
-        source = _sql_string(tpch_file(parquet_dir, table))
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet({source})")
-        rows[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    return rows
 
 
 # --- the mesh ---------------------------------------------------------------------------------
@@ -413,7 +323,7 @@ def build_demo_mesh(
     Returns the absolute path of the mesh.
     """
     directory = Path(directory).absolute()
-    scale_factor = _check_scale_factor(scale_factor)
+    scale_factor = check_scale_factor(scale_factor)
     if _is_complete(directory, scale_factor):
         progress(f"reusing demo mesh in {directory} (TPC-H SF {scale_factor:g})")
         return directory
@@ -475,7 +385,7 @@ def _build(build: Path, scale_factor: float, progress: Progress) -> None:
     for rules in sorted(DEMO_POLICIES.glob("*.yaml")):
         shutil.copyfile(rules, build / "policies" / rules.name)
     load_mesh(build, known_store_kinds=set(KINDS))  # never publish a mesh that does not load
-    _write_json(
+    write_json(
         build / MARKER,
         {"format": FORMAT_VERSION, "scale_factor": scale_factor, "tpch": TPCH_DIR, "rows": rows},
     )
@@ -504,7 +414,7 @@ def _load_stores(build: Path, parquet_dir: Path, rows: dict[str, int], progress:
     con = duckdb.connect()
     try:
         if not os.environ.get("HOME"):  # duckdb_extensions installs under ~/.duckdb
-            con.execute(f"SET home_directory = {_sql_string(tempfile.gettempdir())}")
+            con.execute(f"SET home_directory = {sql_string(tempfile.gettempdir())}")
         duckdb_extensions.import_extension("sqlite_scanner", con=con)
         for domain, spec in DOMAINS.items():
             store = STORES[spec.store]
@@ -520,16 +430,16 @@ def _load_stores(build: Path, parquet_dir: Path, rows: dict[str, int], progress:
             path.parent.mkdir(parents=True, exist_ok=True)
             if kind == "duckdb":
                 progress(f"loading {domain} into DuckDB {store['path']} ({counts})…")
-                con.execute(f"ATTACH {_sql_string(path)} AS {spec.store}")
+                con.execute(f"ATTACH {sql_string(path)} AS {spec.store}")
                 for table in tables:
                     con.execute(_create_table_sql(table, f"{spec.store}.main.{table.name}"))
             else:  # sqlite: declare the contract types with SQLite itself, DuckDB only copies
                 progress(f"loading {domain} into SQLite {store['path']} ({counts})…")
                 _create_sqlite_tables(path, tables)
-                con.execute(f"ATTACH {_sql_string(path)} AS {spec.store} (TYPE sqlite)")
+                con.execute(f"ATTACH {sql_string(path)} AS {spec.store} (TYPE sqlite)")
             for table in tables:
                 names = ", ".join(name for name, *_ in table.columns)
-                source = _sql_string(tpch_file(parquet_dir, table.name))
+                source = sql_string(tpch_file(parquet_dir, table.name))
                 con.execute(
                     f"INSERT INTO {spec.store}.{table.name} "
                     f"SELECT {names} FROM read_parquet({source})"
@@ -692,7 +602,7 @@ def _principals() -> dict[str, Any]:
 
 
 def _is_complete(directory: Path, scale_factor: float) -> bool:
-    marker = _read_json(directory / MARKER)
+    marker = read_json(directory / MARKER)
     return marker.get("format") == FORMAT_VERSION and marker.get("scale_factor") == scale_factor
 
 
@@ -721,26 +631,6 @@ def _replace(directory: Path, build: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-@contextmanager
-def exclusive(folder: Path) -> Iterator[None]:
-    """Serialise builders in one folder (two builds started at once); no lock file is left."""
-    import fcntl
-
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
-def _check_scale_factor(scale_factor: float) -> float:
-    scale_factor = float(scale_factor)
-    if not (math.isfinite(scale_factor) and scale_factor > 0):
-        raise DemoBuildError(f"scale factor {scale_factor} must be a positive number, e.g. 0.01")
-    return scale_factor
-
-
 class _Dumper(yaml.SafeDumper):
     """Writes multi-line strings (SQL) as literal blocks."""
 
@@ -757,19 +647,3 @@ def _write_yaml(path: Path, content: dict[str, Any], header: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.dump(content, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     path.write_text(header + text, encoding="utf-8")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-
-
-def _sql_string(value: Path | str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
