@@ -11,7 +11,14 @@ import pyarrow as pa
 
 from connectors.base import Capabilities, Connector
 from connectors.watchdog import watchdog
-from gateway.errors import InvalidQuery, QueryTimeout, SourceUnavailable, values_hidden
+from gateway.errors import (
+    GatewayError,
+    InvalidQuery,
+    QueryCancelled,
+    QueryTimeout,
+    SourceUnavailable,
+    engine_error,
+)
 from gateway.streaming import OwnedStream
 
 ROWS_PER_BATCH = 65_536
@@ -119,8 +126,6 @@ class EmbeddedDuckDB:
                 if not closed:
                     _interrupt(cursor)
 
-        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, interrupt)
-
         def finish() -> None:
             nonlocal closed
             cancel_deadline()
@@ -128,37 +133,36 @@ class EmbeddedDuckDB:
                 closed = True
                 cursor.close()
 
+        timed_out = threading.Event()
+
+        def on_deadline() -> None:
+            timed_out.set()
+            interrupt()
+
+        def store_error(exc: Exception) -> GatewayError | None:
+            """DuckDB's errors classified one way before and while the answer streams."""
+            mapped = engine_error(exc, engine=f"store {self.store!r}")
+            if timed_out.is_set() and (mapped is None or isinstance(mapped, QueryCancelled)):
+                return QueryTimeout(
+                    f"store {self.store!r} did not answer within {self.query_timeout_seconds:g} s"
+                )
+            return mapped
+
+        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, on_deadline)
         try:
             result = cursor.execute(sql, values)
             native = result.to_arrow_reader(ROWS_PER_BATCH)
-        except duckdb.InterruptException as exc:
-            finish()
-            raise QueryTimeout(
-                f"store {self.store!r} did not answer within {self.query_timeout_seconds:g} s"
-            ) from exc
-        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
-            finish()
-            # first line only: DuckDB goes on to quote the SQL, which names physical relations
-            reason = str(exc).splitlines()[0]
-            raise InvalidQuery(f"store {self.store!r} rejected the query: {reason}") from exc
-        except duckdb.IOException as exc:
-            finish()
-            raise SourceUnavailable(
-                f"store {self.store!r} cannot be read: {exc}",
-                public=f"store {self.store!r} cannot be read",  # DuckDB names the files
-            ) from exc
         except duckdb.Error as exc:
             finish()
-            raise InvalidQuery(
+            raise store_error(exc) or InvalidQuery(
                 f"store {self.store!r} failed to run the query: {exc}",
-                public=f"store {self.store!r} failed to run the query: "
-                + values_hidden(str(exc).splitlines()[0]),
+                public=f"store {self.store!r} failed to run the query",
             ) from exc
         except BaseException:
             finish()
             raise
         # the deadline covers the stream too: a query that starts fast can stream for ever
-        stream = OwnedStream(native, owner=finish, interrupt=interrupt)
+        stream = OwnedStream(native, owner=finish, interrupt=interrupt, map_error=store_error)
         return stream.reader()
 
     def close(self) -> None:

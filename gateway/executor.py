@@ -32,6 +32,7 @@ from gateway.errors import (
     QueryCancelled,
     QueryTimeout,
     SourceUnavailable,
+    engine_error,
     values_hidden,
 )
 from gateway.planner import Plan
@@ -407,6 +408,22 @@ def _distinct_keys(column: pa.ChunkedArray) -> int:
     return pc.count_distinct(column).as_py()
 
 
+def _local_failure(
+    error: Exception, watch: LocalWatch, streams: list[OwnedStream]
+) -> GatewayError | None:
+    """Why the local engine's query failed, the same before its first batch and while it
+    streams: the watch's reason when it interrupted the query, a fragment's own error when
+    the engine failed reading one (DuckDB reports it as "arrow_scan: get_next failed"), else
+    DuckDB's error classified (gateway.errors.engine_error); None for an error DuckDB did not
+    raise, a bug of the gateway's."""
+    if watch.reason is not None:
+        return watch.reason
+    for stream in streams:
+        if isinstance(stream.failure, GatewayError):
+            return stream.failure
+    return engine_error(error, engine="the local engine")
+
+
 def execute_plan(
     plan: Plan,
     connectors: Mapping[str, Connector],
@@ -481,9 +498,7 @@ def execute_plan(
         raise
     except Exception as exc:
         finish()
-        if watch.reason is not None:
-            raise watch.reason from None
-        raise InvalidQuery(
+        raise _local_failure(exc, watch, owned) or InvalidQuery(
             f"the local engine could not run the query: {exc}",
             public="the local engine could not run the query: "
             + values_hidden(str(exc).splitlines()[0]),
@@ -492,10 +507,11 @@ def execute_plan(
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from result
-        except Exception:
-            if watch.reason is not None:
-                raise watch.reason from None
-            raise
+        except Exception as exc:
+            failure = _local_failure(exc, watch, owned)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             result.close()
             finish()

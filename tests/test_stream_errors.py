@@ -1,0 +1,154 @@
+"""Errors a statement meets while its answer streams are reported as the statement's (issue 11).
+
+The 10,000-statement campaign found a DuckDB conversion error raised after the first batch
+reported as INTERNAL, where the same error before the first batch was INVALID_ARGUMENT; and the
+ADBC SQLite driver failing a stream whose computed column changed type between rows. Each test
+runs through the real server over a small mesh of real stores (a DuckDB file, a SQLite file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.support.mesh import grant_everything
+from tests.support.server import connect, running_server
+
+ROWS = 1_000_000
+BAD_FROM = 950_000
+"""Rows of ``lake.big`` from here on hold a ``v`` that is no integer: far past the first
+batches, which reach the client before the engine gets there."""
+
+
+def _descriptor(product: str, store: str, table: str, columns: dict[str, str]) -> str:
+    lines = "".join(f"  - {{name: {name}, type: {kind}}}\n" for name, kind in columns.items())
+    return (
+        f"product: {product}\nversion: 1\nowner: o@example.com\ndescription: {product}\n"
+        f"store: {store}\ntable: {table}\ncolumns:\n{lines}"
+    )
+
+
+@pytest.fixture(scope="module")
+def stream_mesh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``lake.big`` (DuckDB: k, g = 1, v text of k, 'x' from BAD_FROM on) and ``ref.small``
+    (SQLite: g = 1, an empty suffix; ``ref.mixed``: k, and w an integer for small k, a real
+    past them)."""
+    import duckdb
+
+    root = tmp_path_factory.mktemp("stream-mesh")
+    with duckdb.connect(str(root / "lake.duckdb")) as con:
+        con.execute(
+            "CREATE TABLE big AS SELECT range AS k, 1 AS g, "
+            f"CASE WHEN range < {BAD_FROM} THEN range::VARCHAR ELSE 'x' END AS v "
+            f"FROM range({ROWS})"
+        )
+    with sqlite3.connect(root / "ref.sqlite") as con:
+        con.execute("CREATE TABLE small (g INTEGER, suffix TEXT)")
+        con.execute("INSERT INTO small VALUES (1, '')")
+        con.execute("CREATE TABLE mixed (k INTEGER, w REAL)")
+        con.executemany(
+            "INSERT INTO mixed VALUES (?, ?)",
+            [(k, k if k < 3000 else k + 0.5) for k in range(5000)],
+        )
+    (root / "mesh.yaml").write_text(
+        "name: streams\nstores:\n"
+        "  lake_db: {kind: duckdb, path: lake.duckdb}\n"
+        "  ref_db: {kind: sqlite, path: ref.sqlite}\n"
+        "gateway: {audit_log: null}\n"
+    )
+    for domain, product, store, columns in (
+        ("lake", "big", "lake_db", {"k": "bigint", "g": "integer", "v": "varchar"}),
+        ("ref", "small", "ref_db", {"g": "integer", "suffix": "varchar"}),
+        ("ref", "mixed", "ref_db", {"k": "integer", "w": "double"}),
+    ):
+        (root / domain).mkdir(exist_ok=True)
+        (root / domain / f"{product}.yaml").write_text(
+            _descriptor(product, store, product, columns)
+        )
+    grant_everything(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stream_server(stream_mesh):
+    with running_server(stream_mesh) as (uri, gateway):
+        yield uri, gateway
+
+
+def _rows_before_the_error(gateway, sql: str) -> tuple[int, Exception]:
+    """Rows the gateway streamed for ``sql`` before it failed, and the error."""
+    reader = gateway.run(sql, gateway.current_principals().get("tester"))
+    rows = 0
+    with pytest.raises(Exception) as failed:  # noqa: PT011 - the caller checks it
+        for batch in reader:
+            rows += batch.num_rows
+    return rows, failed.value
+
+
+def _client_error(uri: str, sql: str) -> str:
+    with connect(uri, "tester") as conn, conn.cursor() as cur:
+        with pytest.raises(Exception) as failed:  # noqa: PT011 - the status is checked
+            cur.execute(sql)
+            cur.fetch_arrow_table()
+        return str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("sql", "where"),
+    [
+        # joined with a SQLite product: the cast runs in the local engine (a cross join: no
+        # dynamic filter has the probe read whole before the engine starts)
+        (
+            "SELECT CAST(b.v || s.suffix AS INTEGER) AS n FROM lake.big b CROSS JOIN ref.small s",
+            "the local engine could not run the query",
+        ),
+        # one store: the DuckDB store itself casts while its answer streams
+        ("SELECT CAST(v AS INTEGER) AS n FROM lake.big", "store 'lake_db' could not run"),
+    ],
+    ids=["local-engine", "duckdb-store"],
+)
+def test_a_conversion_error_while_streaming_is_an_invalid_argument(stream_server, sql, where):
+    """After batches have reached the client, DuckDB fails converting 'x': INVALID_ARGUMENT
+    that says what failed and what to change, without the value; it was INTERNAL."""
+    uri, gateway = stream_server
+    rows, error = _rows_before_the_error(gateway, sql)
+    assert rows >= 65_536, rows  # batches were out before the engine met the bad value
+    assert type(error).__name__ == "InvalidQuery", repr(error)
+    message = _client_error(uri, sql)
+    assert message.startswith("INVALID_ARGUMENT"), message[:500]
+    assert where in message and "Conversion Error" in message, message[:500]
+    assert "TRY_CAST" in message and "'x'" not in message, message[:500]
+    assert "internal error" not in message
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("SELECT CAST(v AS INTEGER) AS n FROM lake.big WHERE k >= 960000", "Conversion"),
+        ("SELECT CAST(k AS TINYINT) AS n FROM lake.big WHERE k > 300", "Conversion"),
+        ("SELECT error('from the statement ' || v) AS n FROM lake.big", "Invalid Input"),
+        (
+            "SELECT b.k, error('x' || s.suffix) AS e FROM lake.big b JOIN ref.small s ON b.g = s.g",
+            "Invalid Input",
+        ),
+        ("SELECT [1, 2][k + 10] AS n FROM lake.big b JOIN ref.small s ON b.g = s.g", None),
+    ],
+    ids=["cast-early", "out-of-range", "error-store", "error-local", "list-index"],
+)
+def test_duckdb_user_errors_map_the_same_before_the_first_batch(stream_server, sql, kind):
+    """The same classification before any batch: every DuckDB error about the statement's
+    values is INVALID_ARGUMENT with DuckDB's class named (or an answer where DuckDB has one)."""
+    uri, _ = stream_server
+    with connect(uri, "tester") as conn, conn.cursor() as cur:
+        try:
+            cur.execute(sql)
+            cur.fetch_arrow_table()
+        except Exception as exc:  # noqa: BLE001 - the status is the assertion
+            message = str(exc)
+            assert message.startswith("INVALID_ARGUMENT"), message[:500]
+            assert kind is None or f"{kind} Error" in message, message[:500]
+            assert "internal error" not in message, message[:500]
+        else:
+            assert kind is None, "DuckDB answered a statement expected to fail"
