@@ -70,6 +70,14 @@ class Capabilities:
     """String comparison ignores case by default (MySQL collations): text predicates, joins,
     grouping and DISTINCT on text run locally to keep the gateway's case-sensitive meaning."""
 
+    typed_columns: bool = True
+    """Every value of a result column has the column's type. False for SQLite, whose values
+    carry their own types: a computed column could hold integers in its first rows and reals
+    later (``sum`` of a decimal column, a UNION of an integer and a real column), which the ADBC
+    driver, typing the column from its first batch, failed on ("Type mismatch: expected INT64
+    but got DOUBLE"). The planner casts such a store's numeric and computed text outputs to the
+    types the gateway expects."""
+
     unsupported_functions: frozenset[type[exp.Expression]] = field(default_factory=frozenset)
     """sqlglot expression types the store lacks or computes differently; queries using them
     keep that part local."""

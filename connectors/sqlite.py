@@ -98,6 +98,7 @@ class SQLiteConnector(Connector):
             }
         ),  # fmt: skip
         unknown_functions=False,
+        typed_columns=False,
     )
     Settings = SQLiteSettings
 
@@ -143,7 +144,8 @@ class SQLiteConnector(Connector):
                     f"store {self.name!r} rejected the query: {reason}",
                     public=f"store {self.name!r} rejected the query: {values_hidden(reason)}",
                 ) from exc
-            return _untyped_when_empty(cursor.fetch_record_batch()), cursor
+            reader = _untyped_when_empty(cursor.fetch_record_batch())
+            return _typed_or_refused(reader, store=self.name), cursor
 
         return self._pool.stream(run, is_broken=lambda exc: not isinstance(exc, InvalidQuery))
 
@@ -186,3 +188,31 @@ def _untyped_when_empty(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
             )
     untyped = pa.schema([pa.field(field.name, pa.null()) for field in reader.schema])
     return pa.RecordBatchReader.from_batches(untyped, [])
+
+
+TYPE_MISMATCH = "Type mismatch in column "
+
+
+def _typed_or_refused(reader: pa.RecordBatchReader, *, store: str) -> pa.RecordBatchReader:
+    """``reader``, failing as the statement's error when a column's values change type.
+
+    The driver types each column from its first batch; the planner casts real and text outputs
+    so that their values keep one type (Capabilities.typed_columns), but an expression DuckDB
+    types as an integer can still give SQLite text or reals in later rows (``CASE ... THEN k
+    ELSE 'many'``, which DuckDB itself would refuse converting 'many'): that is the statement's
+    to change, not the gateway's failure.
+    """
+
+    def batches():
+        try:
+            yield from reader
+        except OSError as exc:
+            if TYPE_MISMATCH not in str(exc):
+                raise
+            reason = str(exc).removeprefix("[SQLite] ")
+            raise InvalidQuery(
+                f"store {store!r} answered values of more than one type in one column ({reason}); "
+                "cast the expression in the query to the type it should have"
+            ) from exc
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
