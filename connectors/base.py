@@ -10,8 +10,9 @@ batches back (:meth:`Connector.execute`), and what the store reports a table's c
 from __future__ import annotations
 
 import abc
+import contextvars
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
 from gateway.errors import MeshConfigError
+
+query_cancelled: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "query_cancelled", default=None
+)
+"""Whether the client of the query being started has cancelled or gone away, for a connector
+whose store cannot be stopped by closing the stream while a read blocks (SQLite): the executor
+sets it around ``execute``; a connector polls it for as long as the query runs."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ source reader, which stops the queries at the stores.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -24,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.base import Connector
+from connectors.base import Connector, query_cancelled
 from connectors.watchdog import watchdog
 from gateway.errors import (
     GatewayError,
@@ -362,6 +363,7 @@ def _start_fragments(
                 early = fragment.name in builds or (READ_PROBES_EARLY and sql is not fragment.sql)
                 started.append(threading.Event())
                 future = _starter.submit(
+                    contextvars.copy_context().run,  # the client's cancellation, for _open
                     _open,
                     connector,
                     sql,
@@ -444,6 +446,31 @@ def execute_plan(
     are when the stream closes.
     """
     sent = sent if sent is not None else []
+    watching = query_cancelled.set(cancelled)  # for stores a closed stream cannot stop
+    try:
+        return _execute(
+            plan,
+            connectors,
+            max_batch_bytes=max_batch_bytes,
+            sent=sent,
+            step=step,
+            cancellers=cancellers,
+            cancelled=cancelled,
+        )
+    finally:
+        query_cancelled.reset(watching)
+
+
+def _execute(
+    plan: Plan,
+    connectors: Mapping[str, Connector],
+    *,
+    max_batch_bytes: int,
+    sent: list[tuple[str, str]],
+    step: Callable[[str], contextlib.AbstractContextManager],
+    cancellers: list[Callable[[], object]] | None,
+    cancelled: Callable[[], bool] | None,
+) -> pa.RecordBatchReader:
     if plan.local_sql is None:
         (fragment,) = plan.fragments
         sent.append((fragment.store, fragment.sql))

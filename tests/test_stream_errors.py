@@ -215,3 +215,34 @@ def test_sqlite_values_of_another_type_than_the_first_rows_are_an_invalid_argume
             reader.read_all()
     finally:
         store.close()
+
+
+ENDLESS_AT_SQLITE = "SELECT count(*) AS n FROM ref.mixed a, ref.mixed b, ref.mixed c"
+"""125 billion rows counted at SQLite: it runs there whole, for hours."""
+
+
+def test_a_cancelled_query_at_sqlite_stops_and_the_gateway_goes_idle(stream_mesh, tmp_path):
+    """The client gives up after 3 s (its deadline cancels the call); the ADBC SQLite driver
+    has no cancel, so the query kept a core busy. The gateway now interrupts it at SQLite."""
+    from tests.fuzz.runner import _connect
+    from tests.support.server_process import served
+    from tests.test_robustness import _busy_cores
+
+    with served(stream_mesh, log_dir=tmp_path) as server:
+        with running_server(stream_mesh) as (_, gateway):  # the plan, as the server makes it
+            plan = gateway.plan(ENDLESS_AT_SQLITE, gateway.current_principals().get("tester"))
+            assert plan.local_sql is None and plan.fragments[0].store == "ref_db"
+        conn = _connect(server.uri, "tester", 3)
+        try:
+            with pytest.raises(Exception, match="DeadlineExceeded|deadline"), conn.cursor() as cur:
+                cur.execute(ENDLESS_AT_SQLITE)
+                cur.fetchall()
+        finally:
+            conn.close()
+        windows = [_busy_cores(server.process.pid) for _ in range(10)]
+        idle = [i for i, cores in enumerate(windows) if cores < 0.05]
+        assert idle and all(cores < 0.05 for cores in windows[idle[0] :]), windows
+        assert server.alive() and not server.fatal_errors()
+        with connect(server.uri, "tester") as again, again.cursor() as cur:
+            cur.execute("SELECT count(*) AS n FROM ref.mixed")
+            assert cur.fetchone() == (MIXED_ROWS,)
