@@ -15,6 +15,7 @@ from connectors.watchdog import watchdog
 from gateway.errors import (
     InvalidQuery,
     QueryCancelled,
+    QueryTimeout,
     SourceUnavailable,
     Unsupported,
     values_hidden,
@@ -145,7 +146,9 @@ class SQLiteConnector(Connector):
     ) -> pa.RecordBatchReader:
         import adbc_driver_manager
 
-        running = _Interruptible(query_cancelled.get())
+        running = _Interruptible(
+            query_cancelled.get(), timeout_seconds=self.settings.query_timeout_seconds
+        )
 
         def run(connection):
             cursor = connection.cursor()
@@ -156,7 +159,7 @@ class SQLiteConnector(Connector):
                 running.end()
                 cursor.close()
                 if running.interrupted:
-                    raise QueryCancelled("the client cancelled the query") from exc
+                    raise running.reason(self.name) from exc
                 # the driver quotes the SQL it was given: physical names stay inside the gateway
                 reason = str(exc).split("\nquery:")[0]
                 raise InvalidQuery(
@@ -244,7 +247,7 @@ def _typed_or_refused(
             yield from reader
         except OSError as exc:
             if running.interrupted:
-                raise QueryCancelled("the client cancelled the query") from exc
+                raise running.reason(store) from exc
             if TYPE_MISMATCH not in str(exc):
                 raise
             reason = str(exc).removeprefix("[SQLite] ")
@@ -264,23 +267,33 @@ class _Interruptible:
     """One query's hold on its connection's interrupt (connectors.sqlite_interrupt).
 
     While the query runs, the process's watchdog asks ``cancelled`` every WATCH_SECONDS and
-    interrupts it when the client cancelled or left; closing the stream interrupts it too. The
-    connection goes back to the pool only after :meth:`end`, so an interrupt never reaches the
-    next query on it.
+    interrupts it when the client cancelled or left, and interrupts it after
+    ``timeout_seconds``; closing the stream interrupts it too. The connection goes back to the
+    pool only after :meth:`end`, so an interrupt never reaches the next query on it.
     """
 
-    def __init__(self, cancelled: Callable[[], bool] | None) -> None:
+    def __init__(self, cancelled: Callable[[], bool] | None, *, timeout_seconds: float) -> None:
         self.interrupted = False
+        self.timed_out = False
         self._cancelled = cancelled
+        self._timeout_seconds = timeout_seconds
         self._handle: int | None = None
         self._lock = threading.Lock()
         self._stop_watch: Callable[[], None] = lambda: None
+        self._stop_deadline: Callable[[], None] = lambda: None
 
     def start(self, handle: int | None) -> None:
         with self._lock:
             self._handle = handle
-            if handle is not None and self._cancelled is not None:
+            if handle is None:
+                return
+            self._stop_deadline = watchdog.schedule(self._timeout_seconds, self._time_up)
+            if self._cancelled is not None:
                 self._stop_watch = watchdog.schedule(WATCH_SECONDS, self._poll)
+
+    def _time_up(self) -> None:
+        self.timed_out = True
+        self.interrupt()
 
     def _poll(self) -> None:
         if self._cancelled is not None and self._cancelled():
@@ -298,12 +311,22 @@ class _Interruptible:
                 self.interrupted = True
                 sqlite_interrupt.interrupt(self._handle)
 
+    def reason(self, store: str) -> QueryTimeout | QueryCancelled:
+        """Why the query was interrupted, once it was."""
+        if self.timed_out:
+            return QueryTimeout(
+                f"store {store!r} did not answer within {self._timeout_seconds:g} s; narrow the "
+                "query or raise `query_timeout_seconds` in mesh.yaml"
+            )
+        return QueryCancelled("the client cancelled the query")
+
     def end(self) -> None:
         """No interrupt after this returns; call it before the connection goes back."""
         with self._lock:
             self._handle = None
-            stop = self._stop_watch
-        stop()
+            stops = (self._stop_watch, self._stop_deadline)
+        for stop in stops:
+            stop()
 
 
 class _Owner:
