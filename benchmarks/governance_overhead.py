@@ -21,8 +21,10 @@ Each repetition runs every variant once, in turn, after one warm-up round; the t
 medians, and each ratio is the median of the per-repetition ratios (paired runs, so load that
 comes and goes on the machine touches both sides alike). The gateway caches plans, so those runs
 do not plan again; planning alone (parse, govern, pushdown, split: no store, no Flight), which a
-new statement pays once and governance makes larger, is timed in this process too. Writes
-benchmarks/results/governance_overhead.json.
+new statement pays once and governance makes larger, is timed in this process too. So are the
+rows the stores return for each variant (``meshgate_store_rows_read``): unlike times, a count the
+machine's load cannot move, it shows where a governed query still makes the stores return more
+than the same filter written by hand. Writes benchmarks/results/governance_overhead.json.
 """
 
 from __future__ import annotations
@@ -206,13 +208,46 @@ def measure_planning(mesh_dir: Path, *, repeat: int) -> dict[str, dict[str, list
     return seconds
 
 
+def measure_store_rows(mesh_dir: Path) -> dict[str, dict[str, int]]:
+    """Rows the stores return for every (query, variant), run once in this process."""
+    from gateway.planner import plan_query
+    from gateway.service import Gateway
+
+    gateway = Gateway.open(mesh_dir)
+    metrics = gateway.observe.metrics
+    if metrics is None:
+        gateway.close()
+        return {}
+
+    def read_so_far() -> float:
+        samples = (s for m in metrics.store_rows.collect() for s in m.samples)
+        return sum(s.value for s in samples if s.name.endswith("_total"))
+
+    rows: dict[str, dict[str, int]] = {q: {} for q in QUERIES}
+    try:
+        for query in QUERIES:
+            for variant, (name, _) in VARIANTS.items():
+                principal = gateway.principals.get(name)
+                sql = sql_for(query, variant)
+                plan = plan_query(sql, context=gateway.context(principal))
+                before = read_so_far()
+                observed = gateway.observe.query(sql, principal)
+                gateway.execute(plan, query=observed).read_all()
+                rows[query][variant] = int(read_so_far() - before)
+    finally:
+        gateway.close()
+    return rows
+
+
 def paired_ratio(governed: list[float], baseline: list[float]) -> float:
     """The median of the ratios of runs made in the same repetition."""
     return round(median([g / b for g, b in zip(governed, baseline, strict=True)]), 3)
 
 
 def summarise(
-    runs: dict[str, dict[str, dict[str, Any]]], planning: dict[str, dict[str, list[float]]]
+    runs: dict[str, dict[str, dict[str, Any]]],
+    planning: dict[str, dict[str, list[float]]],
+    store_rows: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for query, cells in runs.items():
@@ -233,6 +268,13 @@ def summarise(
                 for governed, baseline, _ in COMPARISONS
             },
         }
+        read = (store_rows or {}).get(query)
+        if read:
+            summary[query]["store_rows"] = read
+            summary[query]["store_rows_ratios"] = {
+                f"{governed} / {baseline}": round(read[governed] / max(read[baseline], 1), 3)
+                for governed, baseline, _ in COMPARISONS
+            }
     return summary
 
 
@@ -259,6 +301,18 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     for query, result in summary.items():
         cells = [f"{result['planning_median_ms'][v]:.1f}" for v in variants]
         lines.append(f"| {query} | " + " | ".join(cells) + " |")
+    if all("store_rows" in result for result in summary.values()):
+        lines += ["", "Rows the stores returned, and governed / baseline of them:", ""]
+        lines += ["| query | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+        for query, result in summary.items():
+            cells = [f"{result['store_rows'][v]:,}" for v in variants]
+            lines.append(f"| {query} | " + " | ".join(cells) + " |")
+        lines += ["", "| rows ratio | " + " | ".join(summary) + " |"]
+        lines += ["|---|" + "---:|" * len(summary)]
+        for governed, baseline, _ in COMPARISONS:
+            key = f"{governed} / {baseline}"
+            cells = [f"{summary[q]['store_rows_ratios'][key]:.2f}" for q in summary]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += ["", f"Goal: governed / ungoverned <= {GOAL} (bold: above it)."]
     return "\n".join(lines) + "\n"
 
@@ -287,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = measure(gateway.uri, repeat=args.repeat)
     progress("timing the planner in this process…")
     planning = measure_planning(mesh, repeat=args.repeat)
+    progress("counting the rows the stores return…")
+    store_rows = measure_store_rows(mesh)
     settings = {"scale_factor": args.scale_factor, "repeat": args.repeat}
-    summary = summarise(runs, planning)
+    summary = summarise(runs, planning, store_rows)
     results = {
         "command": " ".join(["python -m benchmarks governance_overhead", *argv]),
         "settings": settings,

@@ -213,7 +213,7 @@ def _consume(start_read: Callable[[], Reader], *, pids: tuple[int | str, ...]) -
 
 def _contract_types(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
     """Names and types, UTC by either of its names (the gateway serves timestamptz as Etc/UTC
-    when its host's time zone is Etc/UTC: gateway/planner/schema.py takes DuckDB's)."""
+    when its host's time zone is Etc/UTC: gateway/local_engine.py takes DuckDB's)."""
     return [
         (f.name, pa.timestamp(f.type.unit, tz="UTC"))
         if pa.types.is_timestamp(f.type) and f.type.tz in ("UTC", "Etc/UTC")

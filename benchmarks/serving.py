@@ -367,10 +367,7 @@ def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
     DoPut and GetFlightInfo plan with them bound, DoGet runs the query.
     """
     import gateway.planner as planner
-    from gateway.planner.parameters import bind_parameters
-    from gateway.planner.parse import parse_statement
-    from gateway.planner.schema import infer_schema
-    from gateway.planner.split import split_by_store
+    from gateway.planner.state import PlanState
     from gateway.service import Gateway
 
     os.environ.setdefault("MESHGATE_MASK_KEY", MASK_KEY)
@@ -388,20 +385,11 @@ def _breakdown(mesh: Path, keys: list[int]) -> dict[str, float]:
                 phases[name].append(now - mark)
                 mark = now
 
-            expression = parse_statement(POINT_SQL, dialect=context.dialect)
-            lap("parse")
-            expression = bind_parameters(expression, [key])
-            lap("bind parameters")
-            for rule in planner.RULES:
-                expression = rule(expression, context=context)
-                lap(f"plan: {rule.__name__}")
-            infer_schema(expression, context=context)
-            lap("plan: infer_schema")
-            for rule in getattr(planner, "PUSHDOWN", ()):
-                expression = rule(expression, context=context)
-                lap(f"plan: {rule.__name__}")
-            split_by_store(expression, context=context)
-            lap("plan: split_by_store")
+            state = PlanState(sql=POINT_SQL, context=context, parameters=(key,))
+            for _, steps in planner.PIPELINE:
+                for step in steps:
+                    state = step(state)
+                    lap(f"plan: {step.__name__}")
             plan = service.plan(POINT_SQL, principal, [key])
             lap("Gateway.plan (all of the above, as served)")
             service.execute(plan).read_all()

@@ -1,31 +1,42 @@
-"""TPC-H across four stores: the gateway against DuckDB with the stores ATTACHed, and in memory.
+"""TPC-H across four stores: meshgate against DuckDB with the stores ATTACHed and the real Trino.
 
-    python -m benchmarks tpch [--scale-factor 1] [--runs 3] [--queries 1,3,5]
+    python -m benchmarks tpch [--scale-factors 0.1,1,3] [--runs 3] [--queries 1,3,5]
+                              [--systems gateway,attach,trino]
 
-Builds the federated TPC-H mesh of issue 4 (tests/support/tpch_mesh.py: sales in PostgreSQL,
-supply in MariaDB, fulfillment as Parquet, reference in SQLite; cached in PostgreSQL, MariaDB and
-benchmarks/data/) and times each query, median of ``--runs`` runs after one warm-up, in one run:
+For each scale factor, builds (or reuses) the federated TPC-H mesh of issue 4
+(tests/support/tpch_mesh.py: sales in PostgreSQL, supply in MariaDB, fulfillment as Parquet,
+reference in SQLite; cached in PostgreSQL, MariaDB and benchmarks/data/, loaded with progress
+after checking the disk) and times each query, median of ``--runs`` runs after one warm-up, the
+systems taking turns, in one run:
 
-- gateway: ``python -m gateway.cli serve`` as its own process, queried through the ADBC Flight SQL
-  client (prepare, execute, fetch the Arrow table);
+- gateway: ``python -m gateway.cli serve`` as its own process (local engine), queried through
+  the ADBC Flight SQL client (prepare, execute, fetch the Arrow table); its resident memory is
+  sampled while the queries run (peak and the kernel's high-water mark, per scale factor);
 - attach: DuckDB in this process with the postgres, mysql and sqlite scanners ATTACHed to the
   same stores and the same Parquet files, the tables as views (the baseline issue 4 names);
-- memory: DuckDB in this process with all 8 tables loaded in memory.
+- trino: the real Trino single node of ``scripts/test-services`` with its own client, over its
+  ``postgresql``, ``mysql`` and ``lake`` (Hive over the same Parquet files) catalogs; nation and
+  region are copied into PostgreSQL for it, as Trino has no SQLite catalog;
+- memory: DuckDB in this process with all 8 tables loaded in memory (the reference answer).
 
-Every gateway answer is checked against the in-memory answer (integers, strings, dates and
-decimals exactly, floats within 1e-9). Then, in this process, each query's plan is run once to
-record the queries it sends (narrowed by dynamic filters), and each of those is run alone to show
-where the time goes: which store runs what, and how many rows and bytes it sends to the gateway.
+Every answer is checked against the in-memory answer: the gateway's and attach's exactly
+(names, types, integers, strings, dates and decimals; floats within 1e-9), Trino's by value (it
+answers in its own types; benchmarks/peers.py). Then, for the largest scale factor, each
+query's plan is run once in this process to record the queries it sends (narrowed by dynamic
+filters), and each of those is run alone to show where the time goes: which store runs what,
+and how many rows and bytes it sends to the gateway.
 Writes benchmarks/results/tpch.json, tpch.md and tpch.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -36,21 +47,49 @@ from typing import Any
 
 import pyarrow as pa
 
-from benchmarks.harness import DATA, RESULTS, GatewayProcess, connect, median, progress
-from gateway.planner.dynamic_filters import NARROWED, abbreviated
-from tests.support.stores import MARIADB, POSTGRES
+from benchmarks.harness import (
+    DATA,
+    RESULTS,
+    GatewayProcess,
+    RssSampler,
+    connect,
+    median,
+    progress,
+    status_kb,
+)
+from benchmarks.peers import (
+    attach_baseline,
+    duckdb_runner,
+    memory_baseline,
+    output_names,
+    peer_difference,
+    trino_direct,
+)
+from gateway.audit import abbreviated
+from gateway.demo import tpch_row_counts
+from gateway.narrowing import NARROWED
+from tests.support.stores import TRINO
 from tests.support.tpch_mesh import (
     PRINCIPAL,
-    TABLE_DOMAIN,
     answer_difference,
     build_tpch_mesh,
-    store_namespace,
     to_addresses,
     tpch_query_texts,
 )
 
 NAME = "tpch"
 SLOWEST_EXPLAINED = 6
+SYSTEMS = ("gateway", "attach", "trino", "memory")
+"""Every system the benchmark can time; ``memory`` always runs, as the reference answer."""
+PEERS = ("attach", "trino")
+GOALS = {"attach": 0.6, "trino": 0.5}
+"""Issue 18: geomean gateway / peer at most this."""
+WORST_OVER_ATTACH = 1.5
+"""Issue 18: no query slower than this times DuckDB-attach."""
+DISK_PER_SCALE_FACTOR = 2.0e9
+"""Bytes one scale factor takes on disk, with room to spare: generated and lake Parquet, SQLite,
+the PostgreSQL and MariaDB tables, and the tab-separated copies loading goes through (SF 1 took
+0.54 GB of files, 0.31 GB in PostgreSQL and 0.23 GB in MariaDB here)."""
 
 
 @dataclass
@@ -66,17 +105,19 @@ class Fragment:
 class QueryResult:
     query: int
     rows: int = 0
-    gateway: list[float] = field(default_factory=list)
-    attach: list[float] = field(default_factory=list)
-    memory: list[float] = field(default_factory=list)
-    correct: bool = False
-    attach_correct: bool = False
-    problem: str | None = None
+    times: dict[str, list[float]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+    """System -> how its answer differs from the reference (or how it failed)."""
     fragments: list[Fragment] = field(default_factory=list)
     local_sql: str | None = None
 
+    @property
+    def correct(self) -> bool:
+        """Whether the gateway answered, and answered what the reference did."""
+        return bool(self.times.get("gateway")) and "gateway" not in self.problems
+
     def median(self, system: str) -> float | None:
-        times = getattr(self, system)
+        times = self.times.get(system)
         return median(times) if times else None
 
     def ratio(self, system: str, baseline: str) -> float | None:
@@ -84,53 +125,29 @@ class QueryResult:
         return mine / theirs if mine and theirs else None
 
 
-# --- the three systems ------------------------------------------------------------------------
+@dataclass
+class ScaleRun:
+    """One scale factor's run: what it read, how long loading took, the gateway's memory."""
+
+    scale_factor: float
+    table_rows: dict[str, int]
+    load_seconds: float
+    gateway_idle_mb: float = 0.0
+    """The gateway's resident memory once it serves, before the first query."""
+    gateway_peak_mb: float = 0.0
+    """The highest resident memory sampled (every 50 ms) while the queries ran."""
+    gateway_high_water_mb: float = 0.0
+    """The kernel's high-water mark of the gateway's resident memory (VmHWM), start to end."""
+    load_average_at_start: float = 0.0
+    load_average_at_end: float = 0.0
+    results: list[QueryResult] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.table_rows.values())
 
 
-def memory_baseline(parquet_dir: Path):
-    """DuckDB with every TPC-H table in memory."""
-    import duckdb
-
-    from gateway.demo import load_tpch_reference
-
-    con = duckdb.connect()
-    load_tpch_reference(con, parquet_dir)
-    return con
-
-
-def attach_baseline(mesh: Path, scale_factor: float):
-    """DuckDB with the mesh's stores ATTACHed read-only; each TPC-H table is a view over its
-    store, so the queries run unchanged and DuckDB pushes filters and projections into the
-    scanners as it does for the tables themselves."""
-    import duckdb
-    import duckdb_extensions
-
-    os.environ.setdefault("HOME", tempfile.gettempdir())  # the extension loader needs one
-    namespace = store_namespace(scale_factor)
-    con = duckdb.connect()
-    for extension in ("postgres_scanner", "mysql_scanner", "sqlite_scanner"):
-        duckdb_extensions.import_extension(extension, con=con)
-    pg, my = POSTGRES, MARIADB
-    con.execute(
-        f"ATTACH 'host={pg.host} port={pg.port} user={pg.user} dbname={pg.database}' AS pg "
-        "(TYPE postgres, READ_ONLY)"
-    )
-    con.execute(
-        f"ATTACH 'host={my.host} port={my.port} user={my.user} database={namespace}' AS my "
-        "(TYPE mysql, READ_ONLY)"
-    )
-    con.execute(f"ATTACH '{mesh / 'stores' / 'reference.sqlite'}' AS lite (TYPE sqlite, READ_ONLY)")
-    sources = {
-        "sales": lambda table: f"pg.{namespace}.{table}",
-        "supply": lambda table: f"my.{namespace}.{table}",
-        "reference": lambda table: f"lite.{table}",
-        "fulfillment": lambda table: (
-            f"read_parquet('{mesh / 'stores' / 'lake' / table}/*.parquet')"
-        ),
-    }
-    for table, domain in TABLE_DOMAIN.items():
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {sources[domain](table)}")
-    return con
+# --- running the systems ----------------------------------------------------------------------
 
 
 def measure(
@@ -138,7 +155,7 @@ def measure(
 ) -> tuple[dict[str, list[float]], dict[str, pa.Table | Exception]]:
     """One warm-up of each system, then ``runs`` rounds that run each system in turn.
 
-    Taking turns spreads whatever else the machine is doing over the three systems alike, so the
+    Taking turns spreads whatever else the machine is doing over the systems alike, so the
     ratios of medians stay fair on a shared machine. A system that fails is dropped; its
     exception stands in for its answer.
     """
@@ -164,8 +181,10 @@ def _difference(answer: pa.Table | Exception, expected: pa.Table) -> str | None:
     return answer_difference(answer, expected, ordered=True)
 
 
-def _duckdb_runner(con, sql: str) -> Callable[[], pa.Table]:
-    return lambda: con.execute(sql).to_arrow_reader().read_all()
+def _peer_difference(answer: pa.Table | Exception, expected: pa.Table) -> str | None:
+    if isinstance(answer, Exception):
+        return f"failed: {str(answer).splitlines()[0][:200]}"
+    return peer_difference(answer, expected)
 
 
 def _gateway_runner(conn, sql: str) -> Callable[[], pa.Table]:
@@ -175,6 +194,112 @@ def _gateway_runner(conn, sql: str) -> Callable[[], pa.Table]:
             return cursor.fetch_arrow_table()
 
     return run
+
+
+def check_disk(scale_factors: list[float], directory: Path = DATA) -> None:
+    """Refuse to start when the disk that holds ``directory`` cannot take the scale factors not
+    built there yet, rather than fail half way through loading one."""
+    missing = [sf for sf in scale_factors if not (mesh_directory(sf) / "mesh.yaml").exists()]
+    needed = sum(missing) * DISK_PER_SCALE_FACTOR
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    progress(
+        f"disk: {free / 1e9:.1f} GB free under {directory}; SF {', '.join(map(_sf, missing))} "
+        f"to build need about {needed / 1e9:.1f} GB"
+        if missing
+        else f"disk: {free / 1e9:.1f} GB free; every scale factor is built already"
+    )
+    if needed > free:
+        raise SystemExit(
+            f"not enough disk for SF {', '.join(map(_sf, missing))}: about {needed / 1e9:.1f} GB "
+            f"needed, {free / 1e9:.1f} GB free under {directory}; free some or pass smaller "
+            "--scale-factors"
+        )
+
+
+def _sf(scale_factor: float) -> str:
+    return f"{scale_factor:g}"
+
+
+def run_scale(
+    scale_factor: float, args: argparse.Namespace, texts: dict[int, str], scratch: Path
+) -> ScaleRun:
+    """Every selected query at one scale factor, the systems taking turns (see the module)."""
+    load_average = os.getloadavg()[0]
+    started = time.perf_counter()
+    mesh = federated_mesh(scale_factor)
+    run = ScaleRun(
+        scale_factor=scale_factor,
+        table_rows=tpch_row_counts(mesh / "tpch"),
+        load_seconds=round(time.perf_counter() - started, 1),
+        load_average_at_start=load_average,
+    )
+    progress(f"SF {_sf(scale_factor)}: loading the in-memory reference, attaching the stores…")
+    with contextlib.ExitStack() as stack:  # each scale factor's tables freed before the next
+        memory = memory_baseline(mesh / "tpch")
+        stack.callback(memory.close)
+        attach = attach_baseline(mesh) if "attach" in args.systems else None
+        if attach is not None:
+            stack.callback(attach.close)
+        trino = None
+        if "trino" in args.systems:
+            progress(f"SF {_sf(scale_factor)}: giving Trino the lake's files and the reference…")
+            trino = stack.enter_context(trino_direct(mesh, scratch / f"sf{_sf(scale_factor)}"))
+        log = RESULTS / f"{NAME}-gateway-sf{_sf(scale_factor)}.log"
+        gateway = stack.enter_context(GatewayProcess(mesh, log_path=log))
+        client = connect(gateway.uri, user=PRINCIPAL)
+        stack.callback(client.close)
+        run.gateway_idle_mb = gateway.rss_kb() / 1024
+        with RssSampler(gateway.pid, interval=0.05) as sampler:
+            for number in args.selected:
+                text = texts[number]
+                runners = {"memory": duckdb_runner(memory, text)}
+                if attach is not None:
+                    runners["attach"] = duckdb_runner(attach, text)
+                if trino is not None:
+                    runners["trino"] = trino.runner(text, output=output_names(memory, text))
+                runners["gateway"] = _gateway_runner(client, to_addresses(text))
+                result = QueryResult(query=number)
+                result.times, answers = measure(runners, args.runs)
+                _check(result, answers)
+                run.results.append(result)
+                _report(scale_factor, result)
+        run.gateway_peak_mb = sampler.peak_kb / 1024
+        run.gateway_high_water_mb = status_kb(gateway.pid, "VmHWM") / 1024
+    run.load_average_at_end = os.getloadavg()[0]
+    progress(
+        f"SF {_sf(scale_factor)}: gateway resident memory {run.gateway_idle_mb:.0f} MB idle, "
+        f"{run.gateway_peak_mb:.0f} MB at its peak"
+    )
+    return run
+
+
+def _check(result: QueryResult, answers: dict[str, pa.Table | Exception]) -> None:
+    """Each system's answer against the in-memory reference: exactly for the gateway and
+    attach (same engine family, same types), by value for Trino."""
+    expected = answers["memory"]
+    if isinstance(expected, Exception):
+        raise RuntimeError(f"Q{result.query}: the in-memory reference failed: {expected}")
+    result.rows = expected.num_rows
+    for system, answer in answers.items():
+        if system == "memory":
+            continue
+        compare = _peer_difference if system == "trino" else _difference
+        problem = compare(answer, expected)
+        if problem:
+            result.problems[system] = problem
+
+
+def _report(scale_factor: float, result: QueryResult) -> None:
+    timings = ", ".join(
+        f"{system} {_seconds(result.median(system))} s"
+        for system in SYSTEMS
+        if system in result.times
+    )
+    wrong = "; ".join(f"{system} WRONG: {problem}" for system, problem in result.problems.items())
+    progress(
+        f"SF {_sf(scale_factor)} Q{result.query}: {timings}" + (f" — {wrong}" if wrong else "")
+    )
 
 
 # --- where the time goes ----------------------------------------------------------------------
@@ -242,23 +367,81 @@ def _sent_queries(gateway, plan) -> list[tuple[str, str, dict[str, pa.Table]]]:
 # --- reporting --------------------------------------------------------------------------------
 
 
-def geomean(values: list[float]) -> float | None:
+def geomean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
-def summary(results: list[QueryResult]) -> dict[str, Any]:
-    timed = [r for r in results if r.gateway and r.attach and r.memory]
-    return {
-        "queries": len(results),
-        "correct": sum(r.correct for r in results),
-        "geomean_gateway_over_attach": geomean([r.ratio("gateway", "attach") for r in timed]),
-        "geomean_gateway_over_memory": geomean([r.ratio("gateway", "memory") for r in timed]),
-        "geomean_attach_over_memory": geomean([r.ratio("attach", "memory") for r in timed]),
-        "total_seconds": {
-            system: sum(r.median(system) or 0 for r in timed)
-            for system in ("gateway", "attach", "memory")
-        },
+def summary(run: ScaleRun) -> dict[str, Any]:
+    """One scale factor's totals, geomeans and goals (ratios over the queries both systems
+    answered; a system that failed a query leaves it out of its ratios and counts as wrong)."""
+    results = run.results
+    systems = [s for s in SYSTEMS if any(s in r.times for r in results)]
+    over = {
+        peer: geomean([r.ratio("gateway", peer) for r in results])
+        for peer in (*PEERS, "memory")
+        if peer in systems
     }
+    slow = [
+        {"query": r.query, "over_attach": round(ratio, 2)}
+        for r in results
+        if (ratio := r.ratio("gateway", "attach")) is not None and ratio > WORST_OVER_ATTACH
+    ]
+    return {
+        "scale_factor": run.scale_factor,
+        "rows": run.rows,
+        "queries": len(results),
+        "correct": {
+            s: sum(bool(r.times.get(s)) and s not in r.problems for r in results)
+            for s in systems
+            if s != "memory"
+        },
+        "geomean_gateway_over": over,
+        "geomean_attach_over_memory": geomean([r.ratio("attach", "memory") for r in results]),
+        "geomean_trino_over_attach": geomean([r.ratio("trino", "attach") for r in results]),
+        "slower_than_worst_over_attach": slow,
+        "goals_met": {
+            **{
+                f"geomean_over_{p}": (over.get(p) or math.inf) <= GOALS[p]
+                for p in over
+                if p in GOALS
+            },
+            "none_slower_than_1.5x_attach": not slow,
+            "every_query_correct": all(r.correct for r in results),
+        },
+        "total_seconds": {s: sum(r.median(s) or 0 for r in results) for s in systems},
+        "gateway_idle_mb": round(run.gateway_idle_mb, 1),
+        "gateway_peak_mb": round(run.gateway_peak_mb, 1),
+        "gateway_high_water_mb": round(run.gateway_high_water_mb, 1),
+        "load_seconds": run.load_seconds,
+    }
+
+
+def scaling(totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scale factor, how time and memory grew from the smallest: ``growth_over_data`` is the
+    gateway's total time's growth divided by the data's (at most 1: no faster than the data)."""
+    if not totals:
+        return []
+    first = totals[0]
+    rows = []
+    for t in totals:
+        data = t["rows"] / first["rows"]
+        time_growth = {
+            s: (t["total_seconds"][s] / first["total_seconds"][s])
+            if first["total_seconds"].get(s)
+            else None
+            for s in t["total_seconds"]
+        }
+        rows.append(
+            {
+                "scale_factor": t["scale_factor"],
+                "data_growth": round(data, 2),
+                "time_growth": {s: v and round(v, 2) for s, v in time_growth.items()},
+                "growth_over_data": time_growth.get("gateway") and time_growth["gateway"] / data,
+                "gateway_peak_mb": t["gateway_peak_mb"],
+            }
+        )
+    return rows
 
 
 def _seconds(value: float | None) -> str:
@@ -269,50 +452,107 @@ def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def markdown(settings: dict[str, Any], results: list[QueryResult], totals: dict) -> str:
+def markdown(settings: dict[str, Any], runs: list[ScaleRun], totals: list[dict]) -> str:
     lines = [
-        f"# TPC-H SF {settings['scale_factor']:g} across four stores",
+        f"# TPC-H SF {', '.join(_sf(r.scale_factor) for r in runs)}: meshgate against its peers",
         "",
-        f"{settings['machine']} (load average {settings['load_average_at_start']:.1f} at the "
-        f"start, {settings['load_average_at_end']:.1f} at the end: the machine is shared); "
-        f"median of {settings['runs']} runs after one warm-up, the three systems taking turns. "
-        "gateway: "
-        "separate process, ADBC Flight SQL client; attach: DuckDB "
-        f"{settings['duckdb']} with the postgres, mysql and sqlite scanners ATTACHed + the "
-        "same Parquet; memory: all tables in DuckDB memory.",
+        f"{settings['machine']}, {settings['date']}; median of {settings['runs']} runs after one "
+        "warm-up, the systems taking turns query by query (the machine is shared: only ratios "
+        "taken in one run mean anything). gateway: meshgate's local engine, separate process, "
+        f"ADBC Flight SQL client; attach: DuckDB {settings['duckdb']} with the postgres, mysql "
+        "and sqlite scanners ATTACHed + the same Parquet; trino: Trino "
+        f"{settings.get('trino', '?')} single node over the same PostgreSQL, MariaDB and "
+        "Parquet, its own client; memory: all tables in DuckDB memory (the reference answer).",
         "",
-        "| query | gateway s | attach s | memory s | gateway/attach | gateway/memory | rows "
-        "| correct |",
-        "|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "## Scaling and goals",
+        "",
+        "| SF | rows | load s | gateway s | attach s | trino s | gateway/attach | gateway/trino "
+        "| slower than 1.5x attach | correct (gw/attach/trino) | time growth / data growth "
+        "| gateway RSS idle → peak MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
-    for r in results:
-        mark = "yes" if r.correct else f"**no**: {r.problem}"
+    for t, grown in zip(totals, scaling(totals), strict=True):
+        seconds, over, correct = t["total_seconds"], t["geomean_gateway_over"], t["correct"]
+        slow = ", ".join(
+            f"Q{s['query']} {s['over_attach']:.2f}" for s in t["slower_than_worst_over_attach"]
+        )
+        marks = "/".join(
+            f"{correct[s]}" if s in correct else "—" for s in ("gateway", "attach", "trino")
+        )
+        lines.append(
+            f"| {_sf(t['scale_factor'])} | {t['rows']:,} | {t['load_seconds']:.0f} | "
+            f"{seconds.get('gateway', 0):.2f} | {seconds.get('attach', 0):.2f} | "
+            f"{seconds.get('trino', 0):.2f} | **{_ratio(over.get('attach'))}** | "
+            f"**{_ratio(over.get('trino'))}** | {slow or 'none'} | {marks} of {t['queries']} | "
+            f"{_ratio(grown['growth_over_data'])} | {t['gateway_idle_mb']:.0f} → "
+            f"{t['gateway_peak_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Goals (issue 18): geomean gateway/attach ≤ {GOALS['attach']}, gateway/trino ≤ "
+        f"{GOALS['trino']}, no query slower than {WORST_OVER_ATTACH}x attach, every answer "
+        "correct; time growing no faster than the data (growth ratio ≤ 1 against the smallest "
+        "scale factor), peak memory bounded.",
+    ]
+    for run, t in zip(runs, totals, strict=True):
+        lines += _query_table(run, t)
+    lines += _breakdown(runs[-1])
+    return "\n".join(lines) + "\n"
+
+
+def _query_table(run: ScaleRun, totals: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## SF {_sf(run.scale_factor)}, per query",
+        "",
+        "| query | gateway s | attach s | trino s | memory s | gateway/attach | gateway/trino "
+        "| gateway/memory | rows | correct |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|",
+    ]
+    for r in run.results:
+        mark = (
+            "yes"
+            if not r.problems
+            else "; ".join(f"**{s} no**: {p.splitlines()[0][:120]}" for s, p in r.problems.items())
+        )
         lines.append(
             f"| Q{r.query} | {_seconds(r.median('gateway'))} | {_seconds(r.median('attach'))} | "
-            f"{_seconds(r.median('memory'))} | {_ratio(r.ratio('gateway', 'attach'))} | "
+            f"{_seconds(r.median('trino'))} | {_seconds(r.median('memory'))} | "
+            f"{_ratio(r.ratio('gateway', 'attach'))} | {_ratio(r.ratio('gateway', 'trino'))} | "
             f"{_ratio(r.ratio('gateway', 'memory'))} | {r.rows} | {mark} |"
         )
-    seconds = totals["total_seconds"]
-    lines += [
-        f"| **total / geomean** | {seconds['gateway']:.2f} | {seconds['attach']:.2f} | "
-        f"{seconds['memory']:.2f} | **{_ratio(totals['geomean_gateway_over_attach'])}** | "
-        f"**{_ratio(totals['geomean_gateway_over_memory'])}** | | "
-        f"{totals['correct']}/{totals['queries']} |",
+    seconds, over = totals["total_seconds"], totals["geomean_gateway_over"]
+    lines.append(
+        f"| **total / geomean** | {seconds.get('gateway', 0):.2f} | {seconds.get('attach', 0):.2f} "
+        f"| {seconds.get('trino', 0):.2f} | {seconds.get('memory', 0):.2f} | "
+        f"**{_ratio(over.get('attach'))}** | **{_ratio(over.get('trino'))}** | "
+        f"**{_ratio(over.get('memory'))}** | | |"
+    )
+    return lines
+
+
+def _breakdown(run: ScaleRun) -> list[str]:
+    explained = [r for r in run.results if r.fragments]
+    if not explained:
+        return []
+    lines = [
         "",
-        "Goal (issue 4): geomean gateway/attach ≤ 0.8 with every query correct.",
-        "",
-        "## Where the time goes in the slowest queries",
+        "## Where the time goes in the slowest queries against attach "
+        f"(SF {_sf(run.scale_factor)})",
         "",
         "Each query a plan sends (with its dynamic filters' keys: an IN list, a range, or a key "
         "table the store joins), run alone in the benchmark's process: the store it runs on, the "
         "rows and bytes it sends to the gateway and how long that takes.",
     ]
-    slowest = sorted(results, key=lambda r: r.median("gateway") or 0, reverse=True)
-    for r in slowest[:SLOWEST_EXPLAINED]:
-        if not r.fragments:
-            continue
-        lines += ["", f"### Q{r.query}: {_seconds(r.median('gateway'))} s through the gateway", ""]
-        lines += ["| store | rows | MB | s | SQL |", "|---|---:|---:|---:|---|"]
+    for r in explained:
+        lines += [
+            "",
+            f"### Q{r.query}: {_seconds(r.median('gateway'))} s through the gateway, "
+            f"{_ratio(r.ratio('gateway', 'attach'))}x attach",
+            "",
+            "| store | rows | MB | s | SQL |",
+            "|---|---:|---:|---:|---|",
+        ]
         for f in r.fragments:
             sql = _shortened(f.sql)
             lines.append(
@@ -321,7 +561,7 @@ def markdown(settings: dict[str, Any], results: list[QueryResult], totals: dict)
             )
         where = "one store answers the whole query" if r.local_sql is None else "local DuckDB"
         lines.append(f"\nThe rest runs in: {where}.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _shortened(sql: str, width: int = 220) -> str:
@@ -334,31 +574,57 @@ def _shortened(sql: str, width: int = 220) -> str:
     return sql if len(sql) <= width else sql[: width - 3] + "..."
 
 
-def plot(results: list[QueryResult], totals: dict, path: Path) -> None:
+COLOURS = {"gateway": "#d95f02", "attach": "#7570b3", "trino": "#e7298a", "memory": "#1b9e77"}
+
+
+def plot(runs: list[ScaleRun], totals: list[dict], path: Path) -> None:
+    """Per-query medians at the largest scale factor; total time and gateway peak memory
+    against the scale factor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = (("gateway", "#d95f02"), ("attach", "#7570b3"), ("memory", "#1b9e77"))
-    width = 0.27
-    figure, axis = plt.subplots(figsize=(14, 5.5))
-    for offset, (system, colour) in enumerate(systems):
-        xs = [i + (offset - 1) * width for i in range(len(results))]
-        ys = [r.median(system) or 0 for r in results]
-        axis.bar(xs, ys, width, label=system, color=colour)
-    axis.set_yscale("log")
-    axis.set_xticks(range(len(results)), [f"Q{r.query}" for r in results])
-    axis.set_ylabel("median seconds (log scale)")
-    axis.set_title(
-        "TPC-H across PostgreSQL, MariaDB, Parquet and SQLite: geomean gateway/attach "
-        f"{_ratio(totals['geomean_gateway_over_attach'])}, gateway/memory "
-        f"{_ratio(totals['geomean_gateway_over_memory'])}"
+    figure, (queries, growth, memory) = plt.subplots(
+        1, 3, figsize=(20, 5.5), gridspec_kw={"width_ratios": [3, 1, 1]}
     )
-    for index, r in enumerate(results):
+    last, last_totals = runs[-1], totals[-1]
+    systems = [s for s in SYSTEMS if s in last_totals["total_seconds"]]
+    width = 0.8 / len(systems)
+    for offset, system in enumerate(systems):
+        xs = [i + (offset - (len(systems) - 1) / 2) * width for i in range(len(last.results))]
+        ys = [r.median(system) or 0 for r in last.results]
+        queries.bar(xs, ys, width, label=system, color=COLOURS[system])
+    queries.set_yscale("log")
+    queries.set_xticks(range(len(last.results)), [f"Q{r.query}" for r in last.results])
+    queries.set_ylabel("median seconds (log scale)")
+    over = last_totals["geomean_gateway_over"]
+    queries.set_title(
+        f"TPC-H SF {_sf(last.scale_factor)}: geomean gateway/attach {_ratio(over.get('attach'))}, "
+        f"gateway/trino {_ratio(over.get('trino'))}"
+    )
+    for index, r in enumerate(last.results):
         if not r.correct:
-            axis.annotate("wrong", (index, r.median("gateway") or 1), ha="center", color="red")
-    axis.legend()
+            queries.annotate("wrong", (index, r.median("gateway") or 1), ha="center", color="red")
+    queries.legend()
+    factors = [r.scale_factor for r in runs]
+    for system in systems:
+        growth.plot(
+            factors, [t["total_seconds"].get(system) for t in totals], "o-",
+            label=system, color=COLOURS[system],
+        )  # fmt: skip
+    growth.set_xscale("log")
+    growth.set_yscale("log")
+    growth.set_xlabel("scale factor")
+    growth.set_ylabel("total seconds, all queries")
+    growth.set_title("time against data")
+    growth.legend()
+    memory.plot(factors, [t["gateway_peak_mb"] for t in totals], "o-", color=COLOURS["gateway"])
+    memory.plot(factors, [t["gateway_idle_mb"] for t in totals], "o--", color="grey")
+    memory.set_xscale("log")
+    memory.set_xlabel("scale factor")
+    memory.set_ylabel("gateway resident MB (peak; dashed: idle)")
+    memory.set_title("gateway memory against data")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -368,11 +634,25 @@ def plot(results: list[QueryResult], totals: dict, path: Path) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks tpch", description=__doc__)
-    parser.add_argument("--scale-factor", type=float, default=1.0)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks tpch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--scale-factor", type=float, help="one scale factor (default 1)")
+    sizes.add_argument(
+        "--scale-factors", help="several, smallest first, e.g. 0.1,1,3 (the same run at each)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per query (default 3)")
     parser.add_argument(
         "--queries", default="1-22", help="which queries, e.g. 1-22 or 3,5,10 (default 1-22)"
+    )
+    parser.add_argument(
+        "--systems",
+        default="gateway,attach,trino",
+        help="which of gateway, attach, trino to time besides the in-memory reference "
+        "(default all three)",
     )
     parser.add_argument(
         "--no-breakdown",
@@ -383,7 +663,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     args.selected = _query_numbers(args.queries, parser)
+    args.scale_factors = _scale_factors(args, parser)
+    args.systems = _systems(args.systems, parser)
     return args
+
+
+def _scale_factors(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[float]:
+    if args.scale_factors is None:
+        return [1.0 if args.scale_factor is None else args.scale_factor]
+    try:
+        factors = [float(part) for part in args.scale_factors.split(",") if part.strip()]
+    except ValueError:
+        parser.error(f"--scale-factors: {args.scale_factors!r} is not a list like 0.1,1,3")
+    if not factors or any(f <= 0 for f in factors) or factors != sorted(set(factors)):
+        parser.error("--scale-factors must be positive, distinct and smallest first, e.g. 0.1,1,3")
+    return factors
+
+
+def _systems(text: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [s for s in chosen if s not in SYSTEMS[:-1]]
+    if unknown or "gateway" not in chosen:
+        parser.error(
+            f"--systems: {', '.join(unknown) or text!r}: name gateway and any of attach, trino"
+        )
+    return chosen
 
 
 def _query_numbers(text: str, parser: argparse.ArgumentParser) -> list[int]:
@@ -399,78 +703,80 @@ def _query_numbers(text: str, parser: argparse.ArgumentParser) -> list[int]:
     return sorted(numbers)
 
 
+def mesh_directory(scale_factor: float) -> Path:
+    return DATA / f"tpch-federated-sf{scale_factor:g}"
+
+
 def federated_mesh(scale_factor: float) -> Path:
     """The federated TPC-H mesh at ``scale_factor``, built once under benchmarks/data and shared
     by every benchmark that reads it."""
     progress(f"TPC-H SF {scale_factor:g}: building or reusing the federated mesh…")
     return build_tpch_mesh(
-        DATA / f"tpch-federated-sf{scale_factor:g}", scale_factor=scale_factor, progress=progress
+        mesh_directory(scale_factor), scale_factor=scale_factor, progress=progress
     )
+
+
+def trino_version() -> str | None:
+    """The version the Trino coordinator reports, or None when it does not answer."""
+    import urllib.request
+
+    try:
+        url = f"http://{TRINO.host}:{TRINO.port}/v1/info"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return str(json.load(answer)["nodeVersion"]["version"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     import duckdb
 
     args = parse(sys.argv[1:] if argv is None else argv)
-    mesh = federated_mesh(args.scale_factor)
-    texts = tpch_query_texts()
-    settings = {
-        "scale_factor": args.scale_factor,
+    settings: dict[str, Any] = {
+        "scale_factors": args.scale_factors,
         "runs": args.runs,
-        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}",
+        "systems": list(args.systems),
+        "machine": f"{os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "duckdb": duckdb.__version__,
-        "load_average_at_start": os.getloadavg()[0],
     }
-    progress("loading the in-memory baseline and attaching the stores…")
-    memory = memory_baseline(mesh / "tpch")
-    attach = attach_baseline(mesh, args.scale_factor)
-    results = [QueryResult(query=number) for number in args.selected]
-    with GatewayProcess(mesh, log_path=RESULTS / f"{NAME}-gateway.log") as gateway:
-        client = connect(gateway.uri, user=PRINCIPAL)
-        try:
-            for result in results:
-                text = texts[result.query]
-                times, answers = measure(
-                    {
-                        "memory": _duckdb_runner(memory, text),
-                        "attach": _duckdb_runner(attach, text),
-                        "gateway": _gateway_runner(client, to_addresses(text)),
-                    },
-                    args.runs,
-                )
-                result.memory, result.attach, result.gateway = (
-                    times["memory"],
-                    times["attach"],
-                    times["gateway"],
-                )
-                expected = answers["memory"]
-                result.rows = expected.num_rows
-                result.attach_correct = _difference(answers["attach"], expected) is None
-                result.problem = _difference(answers["gateway"], expected)
-                result.correct = result.problem is None
-                progress(
-                    f"Q{result.query}: gateway {_seconds(result.median('gateway'))} s, "
-                    f"attach {_seconds(result.median('attach'))} s, "
-                    f"memory {_seconds(result.median('memory'))} s"
-                    + ("" if result.correct else f" — WRONG: {result.problem}")
-                )
-        finally:
-            client.close()
+    if "trino" in args.systems:
+        settings["trino"] = trino_version()
+        if settings["trino"] is None:
+            raise SystemExit(
+                f"Trino does not answer at {TRINO.host}:{TRINO.port}: start it with "
+                "scripts/test-services, or pass --systems gateway,attach"
+            )
+    check_disk(args.scale_factors)
+    texts = tpch_query_texts()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="meshgate-tpch-bench-") as scratch:
+        for scale_factor in args.scale_factors:
+            runs.append(run_scale(scale_factor, args, texts, Path(scratch)))
+    last = runs[-1]
     if not args.no_breakdown:
         progress("running each query the plans send on its own…")
-        explain_fragments(mesh, texts, results)
-    settings["load_average_at_end"] = os.getloadavg()[0]
-    totals = summary(results)
+        slowest = sorted(
+            last.results, key=lambda r: r.ratio("gateway", "attach") or r.median("gateway") or 0
+        )[-SLOWEST_EXPLAINED:]
+        explain_fragments(mesh_directory(last.scale_factor), texts, slowest)
+    totals = [summary(run) for run in runs]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    document = {"settings": settings, "summary": totals, "queries": [asdict(r) for r in results]}
+    document = {
+        "settings": settings,
+        "summary": totals,
+        "scaling": scaling(totals),
+        "runs": [asdict(run) for run in runs],
+    }
     (RESULTS / f"{NAME}.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    report = markdown(settings, results, totals)
+    report = markdown(settings, runs, totals)
     (RESULTS / f"{NAME}.md").write_text(report, encoding="utf-8")
-    plot(results, totals, RESULTS / f"{NAME}.png")
+    plot(runs, totals, RESULTS / f"{NAME}.png")
     print(report)
     print(f"results in {RESULTS}/{NAME}.{{json,md,png}}", file=sys.stderr)
-    return 0 if totals["correct"] == totals["queries"] else 1
+    return 0 if all(r.correct for run in runs for r in run.results) else 1
 
 
 if __name__ == "__main__":

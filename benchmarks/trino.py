@@ -15,10 +15,11 @@ of ``--runs`` after a warm-up), it times:
   fetched), over the same catalogs.
 
 Every answer is checked against DuckDB over the same data in memory (the direct Trino answer by
-row count). It reports meshgate's overhead on top of Trino (via_trino / trino; the goal is at
-most 1.1x), via_trino / local per query, and the crossover: the ``min_rows`` for
-``routing.mode: auto`` (rows the query's products hold) that would have sent each query to the
-faster engine most often. Writes benchmarks/results/trino.json and trino.md.
+value, in Trino's own types: benchmarks/peers.py). It reports meshgate's overhead on top of
+Trino (via_trino / trino; the goal is at most 1.1x), via_trino / local per query, and the
+crossover: the ``min_rows`` for ``routing.mode: auto`` (rows the query's products hold) that
+would have sent each query to the faster engine most often. Writes benchmarks/results/trino.json,
+trino.md and trino.png.
 """
 
 from __future__ import annotations
@@ -30,29 +31,27 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
 from benchmarks.harness import RESULTS, GatewayProcess, connect, median, progress
+from benchmarks.peers import memory_baseline, output_names, trino_runner, trino_sql
 from benchmarks.tpch import (
     _difference,
     _gateway_runner,
+    _peer_difference,
     _query_numbers,
     federated_mesh,
     measure,
-    memory_baseline,
 )
-from gateway.demo import TABLES, tpch_row_counts
+from gateway.demo import tpch_row_counts
 from tests.support.stores import trino_admin
 from tests.support.tpch_mesh import (
     PRINCIPAL,
-    TABLE_DOMAIN,
     to_addresses,
     tpch_query_texts,
 )
@@ -87,36 +86,6 @@ def rows_read(sql: str, counts: dict[str, int]) -> int:
     """The rows of every distinct TPC-H table ``sql`` reads (what auto routing estimates)."""
     tables = {t.name for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table)}
     return sum(counts.get(table, 0) for table in tables)
-
-
-def trino_sql(sql: str, names: dict[str, exp.Table]) -> str:
-    """A TPC-H query over the plain table names in Trino's SQL over Trino's names for them,
-    qualified first (Trino groups by no output alias: Q15's ``GROUP BY supplier_no``)."""
-    from sqlglot.optimizer.qualify import qualify
-
-    schema = {t.name: {n: kind for n, kind, _, _ in t.columns} for t in TABLES}
-    tree = qualify(sqlglot.parse_one(sql, read="duckdb"), schema=schema, dialect="duckdb")
-    for table in tree.find_all(exp.Table):
-        address = f"{TABLE_DOMAIN.get(table.name)}.{table.name}"
-        if not table.db and address in names:
-            relation = names[address].copy()
-            if table.args.get("alias") is not None:
-                relation.set("alias", table.args["alias"].copy())
-            else:
-                relation.set("alias", exp.TableAlias(this=exp.to_identifier(table.name)))
-            table.replace(relation)
-    return tree.sql(dialect="trino")
-
-
-def _trino_runner(cursor, sql: str) -> Callable[[], pa.Table]:
-    """Trino's own client: submit, fetch every row (its answer is rows of JSON, not Arrow)."""
-
-    def run() -> pa.Table:
-        cursor.execute(sql)
-        rows = cursor.fetchall()
-        return pa.table({"row": pa.array(range(len(rows)))})
-
-    return run
 
 
 def crossover(results: list[QueryResult]) -> dict[str, Any]:
@@ -211,6 +180,40 @@ def markdown(settings: dict[str, Any], results: list[QueryResult], totals: dict)
     return "\n".join(lines) + "\n"
 
 
+COLOURS = {"local": "#d95f02", "via_trino": "#66a61e", "trino": "#e7298a"}
+
+
+def plot(results: list[QueryResult], totals: dict, path: Path) -> None:
+    """Each query's medians through the three paths, with meshgate's overhead over Trino."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(14, 5.5))
+    width = 0.8 / len(SYSTEMS)
+    for offset, system in enumerate(SYSTEMS):
+        xs = [i + (offset - (len(SYSTEMS) - 1) / 2) * width for i in range(len(results))]
+        axis.bar(xs, [r.median(system) or 0 for r in results], width, label=system,
+                 color=COLOURS[system])  # fmt: skip
+    axis.set_yscale("log")
+    axis.set_xticks(
+        range(len(results)), [f"Q{r.query}" + ("" if r.engine != "local" else "*") for r in results]
+    )
+    axis.set_ylabel("median seconds (log scale)")
+    axis.set_title(
+        "TPC-H: meshgate's local engine, meshgate→Trino, Trino directly; overhead over Trino "
+        f"{_ratio(totals['overhead_via_trino_over_trino'])} (* one store answers it whole)"
+    )
+    for index, r in enumerate(results):
+        if r.problems:
+            axis.annotate("wrong", (index, r.median("via_trino") or 1), ha="center", color="red")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks trino", description=__doc__)
     parser.add_argument("--scale-factor", type=float, default=1.0)
@@ -258,7 +261,9 @@ def run_queries(
                     {
                         "local": _gateway_runner(local_client, addressed),
                         "via_trino": _gateway_runner(via_client, addressed),
-                        "trino": _trino_runner(trino_cursor, trino_sql(text, names)),
+                        "trino": trino_runner(
+                            trino_cursor, trino_sql(text, names, output=output_names(memory, text))
+                        ),
                     },
                     args.runs,
                 )
@@ -269,11 +274,9 @@ def run_queries(
                     problem = _difference(answers[system], expected)
                     if problem:
                         result.problems[system] = problem
-                direct = answers["trino"]
-                if isinstance(direct, Exception):
-                    result.problems["trino"] = f"failed: {str(direct).splitlines()[0][:200]}"
-                elif direct.num_rows != expected.num_rows:
-                    result.problems["trino"] = f"{direct.num_rows} rows, not {expected.num_rows}"
+                problem = _peer_difference(answers["trino"], expected)
+                if problem:
+                    result.problems["trino"] = problem
                 progress(
                     f"Q{result.query} ({result.engine}): "
                     f"local {_seconds(result.median('local'))} s, "
@@ -310,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{NAME}.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     report = markdown(settings, results, totals)
     (RESULTS / f"{NAME}.md").write_text(report, encoding="utf-8")
+    plot(results, totals, RESULTS / f"{NAME}.png")
     print(report)
-    print(f"results in {RESULTS}/{NAME}.{{json,md}}", file=sys.stderr)
+    print(f"results in {RESULTS}/{NAME}.{{json,md,png}}", file=sys.stderr)
     return 0 if totals["correct"] == totals["queries"] else 1
 
 

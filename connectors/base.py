@@ -45,9 +45,6 @@ class Capabilities:
     filters: bool = True
     """WHERE predicates can be pushed."""
 
-    projections: bool = True
-    """Only the needed columns are read from the store."""
-
     limits: bool = True
     """LIMIT/OFFSET can be pushed (with the ORDER BY that makes them deterministic)."""
 
@@ -72,7 +69,13 @@ class Capabilities:
     """UNION / INTERSECT / EXCEPT between this store's relations can be pushed."""
 
     subqueries: bool = True
-    """Scalar, IN and EXISTS subqueries (correlated too) can be pushed."""
+    """Scalar, IN and EXISTS subqueries (correlated too) can be pushed. When False, a query with
+    one is split: the subquery's own part and the rest are fetched apart and joined locally."""
+
+    distinct_ordered_limits: bool = True
+    """A query block with SELECT DISTINCT, ORDER BY and LIMIT together answers as written. False
+    keeps such blocks local (MariaDB 10.11 ignores expression keys of that ORDER BY over a merged
+    derived table and returns the wrong row)."""
 
     case_insensitive_text: bool = False
     """String comparison ignores case by default (MySQL collations): text predicates, joins,
@@ -94,9 +97,6 @@ class Capabilities:
     """Functions sqlglot does not know (``exp.Anonymous``: DuckDB's ``hash()``, ``product()``,
     ``now()``...) exist at this store under the same name. True where the store speaks the
     gateway's dialect (DuckDB); elsewhere such calls run in the local engine."""
-
-    concurrent_queries: bool = True
-    """Several queries may run at once on this store."""
 
     key_tables: bool = False
     """The store can read Arrow tables the gateway sends along with a query

@@ -24,7 +24,7 @@ from gateway.streaming import OwnedStream
 ROWS_PER_BATCH = 65_536
 STORE_ENGINE_CONFIG = {
     # DuckDB 1.5.5 can push a join's runtime filter below a LIMIT (see the local engine's
-    # configuration in gateway/planner/schema.py); queries pushed down whole run here too
+    # configuration in gateway/local_engine.py); queries pushed down whole run here too
     "disabled_optimizers": "join_filter_pushdown",
 }
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+
+from gateway.narrowing import NARROWED
 
 Outcome = Literal["ok", "denied", "error"]
 OUTCOMES = ("ok", "denied", "error")
@@ -42,11 +45,32 @@ def utc_now() -> str:
 
 
 @dataclass(frozen=True)
-class Fragment:
-    """One piece of a query sent to one store, in that store's dialect."""
+class SentQuery:
+    """One query sent to one store, in that store's dialect, as it was sent (a planned
+    fragment, narrowed by its dynamic filters)."""
 
     store: str
     sql: str
+
+
+_KEY_LIST = re.compile(r"IN \(((?:'(?:[^']|'')*'|[^()'])+)\)")
+_KEY = re.compile(r"'(?:[^']|'')*'|[^,\s][^,]*")
+ABBREVIATE_KEYS_OVER = 20
+
+
+def abbreviated(sql: str) -> str:
+    """``sql`` with each IN list of more than ABBREVIATE_KEYS_OVER keys a dynamic filter added
+    written as ``IN (<n keys>)``: for the audit log and reports, where thousands of keys read
+    from another store say no more than their number."""
+    query, marker, narrowing = sql.partition(NARROWED)
+    if not marker:
+        return sql
+
+    def counted(match: re.Match) -> str:
+        keys = len(_KEY.findall(match.group(1)))
+        return f"IN (<{keys} keys>)" if keys > ABBREVIATE_KEYS_OVER else match.group(0)
+
+    return query + marker + _KEY_LIST.sub(counted, narrowing)
 
 
 @dataclass
@@ -65,7 +89,7 @@ class AuditEvent:
     """``<domain>.<product>.<column>`` -> the masked expression, as SQL."""
     filters: dict[str, str] = field(default_factory=dict)
     """Product address -> the row filter applied, as SQL."""
-    fragments: list[Fragment] = field(default_factory=list)
+    fragments: list[SentQuery] = field(default_factory=list)
     rows: int = 0
     bytes: int = 0
     duration_ms: float = 0.0

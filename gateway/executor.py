@@ -36,15 +36,10 @@ from gateway.errors import (
     engine_error,
     values_hidden,
 )
+from gateway.local_engine import local_engine
+from gateway.narrowing import keys_between, keys_in, keys_in_table, narrowed_sql
 from gateway.planner import Plan
-from gateway.planner.dynamic_filters import (
-    DynamicFilter,
-    keys_between,
-    keys_in,
-    keys_in_table,
-    narrowed_sql,
-)
-from gateway.planner.schema import local_engine
+from gateway.planner.dynamic_filters import DynamicFilter
 from gateway.streaming import OwnedStream, close_stream, serve_stream, stream_reader
 
 log = logging.getLogger(__name__)

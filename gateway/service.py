@@ -33,14 +33,13 @@ from gateway.errors import (
 )
 from gateway.executor import execute_plan
 from gateway.limits import Admission, limits_for, result_limit_error
+from gateway.local_engine import configure_local_engine
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.observability.core import Observability, QueryObservation, no_step
 from gateway.plan_cache import PLAN_CACHE_SIZE, PlanCache, plan_key
 from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
-from gateway.planner.dynamic_filters import abbreviated
 from gateway.planner.parameters import exact_key, shape_key
-from gateway.planner.schema import configure_local_engine
 from gateway.principals import Principal, PrincipalDirectory
 from gateway.redact import Redactor
 from gateway.streaming import arrow_bytes, close_stream, stream_reader
@@ -583,7 +582,7 @@ class Gateway:
             query.finish(outcome=outcome, error=error, plan=plan, rows=rows, size=bytes, sent=sent)
         if self._audit_log is None:
             return
-        from gateway.audit import AuditEvent, Fragment
+        from gateway.audit import AuditEvent, SentQuery, abbreviated
 
         hide = getattr(self.policy, "hide_mask_key", lambda text: text)
         event = AuditEvent(
@@ -604,7 +603,7 @@ class Gateway:
             columns, masks, filters = self._governance_applied(principal, plan)
             event.columns, event.masks, event.filters = list(columns), dict(masks), dict(filters)
             sent = sent or [(f.store, f.sql) for f in plan.fragments]
-            event.fragments = [Fragment(store, hide(abbreviated(sql))) for store, sql in sent]
+            event.fragments = [SentQuery(store, hide(abbreviated(sql))) for store, sql in sent]
         try:
             self._audit_log.record(event)
         except OSError:

@@ -11,7 +11,7 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from gateway.audit import AuditEvent, AuditLog, Fragment
+from gateway.audit import AuditEvent, AuditLog, SentQuery
 
 
 def event(n: int, **changes) -> AuditEvent:
@@ -23,7 +23,7 @@ def event(n: int, **changes) -> AuditEvent:
         columns=["sales.customer.c_name"],
         masks={"sales.customer.c_name": "'****' || RIGHT(c_name, 4)"},
         filters={"sales.customer": "c_nationkey IN (SELECT n_nationkey FROM reference.nation)"},
-        fragments=[Fragment("sales_db", f'SELECT "c_name" FROM "customer" WHERE c_custkey = {n}')],
+        fragments=[SentQuery("sales_db", f'SELECT "c_name" FROM "customer" WHERE c_custkey = {n}')],
         rows=n,
         bytes=n * 10,
         duration_ms=1.5,

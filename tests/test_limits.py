@@ -151,7 +151,7 @@ def test_the_local_engine_spills_past_its_memory_limit(tmp_path):
         temp_directory: {spill}
         """,
     )
-    from gateway.planner.schema import configure_local_engine, local_engine
+    from gateway.local_engine import configure_local_engine, local_engine
 
     try:
         with running_server(root):

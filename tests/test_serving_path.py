@@ -20,7 +20,7 @@ from connectors.watchdog import Watchdog
 from gateway import service
 from gateway.errors import PermissionDenied, QueryTimeout, SourceUnavailable
 from gateway.flightsql.server import _placeholder_count
-from gateway.planner.schema import local_engine
+from gateway.local_engine import local_engine
 from gateway.principals import Principal
 from gateway.service import Gateway
 from gateway.streaming import READ_AHEAD_BATCHES, read_ahead, serve_stream, split_by_bytes

@@ -241,20 +241,18 @@ def test_a_limit_below_a_local_join_keeps_exactly_its_rows(gateway, principal, r
         assert [tuple(row.values()) for row in answer.to_pylist()] == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MariaDB 10.11 answers SELECT DISTINCT over a merged derived table with ORDER BY <a "
-    "column>, <an expression> LIMIT n wrongly (it ignores the expression key), and sqlglot's "
-    "MySQL emulation of NULLS LAST (CASE WHEN x IS NULL THEN 1 ELSE 0 END, x) replaces the "
-    "ORDER BY's output aliases by their expressions, which makes that shape. Ordering by the "
-    "output aliases (CASE WHEN c1 IS NULL ..., c1) or derived_merge=off gives the right row",
-)
 def test_distinct_ordered_by_an_expression_with_a_limit_at_mariadb(gateway, principal, reference):
+    """MariaDB 10.11 answers SELECT DISTINCT over a merged derived table with ORDER BY <a column>,
+    <an expression> LIMIT n wrongly (it ignores the expression key), and sqlglot's MySQL emulation
+    of NULLS LAST (CASE WHEN x IS NULL THEN 1 ELSE 0 END, x) makes every such ORDER BY that shape.
+    The connector declares it (``distinct_ordered_limits=False``): the block runs locally."""
     sql = (
         "SELECT DISTINCT t.ps_partkey AS k, t.ps_supplycost * 1.5 AS cost FROM supply.partsupp t "
         "WHERE t.ps_partkey IN (1504, 1624) ORDER BY k, cost LIMIT 1"
     )
     plan = gateway.plan(sql, principal)
+    assert plan.local_sql is not None and "DISTINCT" in plan.local_sql
+    assert not any("DISTINCT" in f.sql for f in plan.fragments), plan.explain()
     answer = gateway.execute(plan).read_all()
     expected = reference.execute(to_table_names(sql)).to_arrow_table()
     assert_same_answer(answer, expected, ordered=True, explain=_describe(sql, plan))

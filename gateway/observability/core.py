@@ -246,7 +246,7 @@ class QueryObservation:
             if tables:
                 attributes["meshgate.key_tables"] = tables
             if self.observe.settings.tracing.include_sql:
-                from gateway.planner.dynamic_filters import abbreviated
+                from gateway.audit import abbreviated
 
                 attributes["db.query.text"] = self.observe.hide(abbreviated(sql))
             steps = self._execute_steps or self._steps

@@ -42,8 +42,6 @@ from gateway.observability.settings import TracingSettings
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "meshgate"
-PLAN_STEPS = {"resolve_products": "resolve", "apply_governance": "govern"}
-"""Span names of the planner's rules (planner.RULES); other steps are named as they are."""
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -123,9 +121,7 @@ class StepTracer:
 
     @contextlib.contextmanager
     def step(self, name: str, **attributes) -> Iterator[Span]:
-        span = self._tracer.start_span(
-            PLAN_STEPS.get(name, name), context=self._open[-1], attributes=attributes or None
-        )
+        span = self._tracer.start_span(name, context=self._open[-1], attributes=attributes or None)
         self._open.append(child_context(span))
         try:
             yield span

@@ -1,10 +1,15 @@
-"""The planner: one pure rewrite per module, applied in the order of RULES.
+"""The planner: one pipeline of pure steps over one typed state, read top to bottom.
 
 ``plan_query`` takes SQL text and a principal and returns a :class:`Plan`: the fragments each
-store runs, the query the local engine runs over them, and the schema of the answer. Between
-governance and pushdown, ``choose_route`` decides whether the cross-store part runs on the mesh's
-Trino engine (``route.py``); the route travels to the later rules in the context, and the plan
-says which engine runs what. Nothing here touches a store.
+store runs, the query the local engine runs over them, and the schema of the answer. Each step is
+``step(state) -> state`` over :class:`~gateway.planner.state.PlanState`, in a module named after
+it; what a step hands on is a field of the state, and the names the planner gives the relations
+it makes are registered in ``planner.names``. Nothing here touches a store.
+
+To add a rule: write ``gateway/planner/<rule>.py`` with one step ``def <verb>_<what>(state:
+PlanState) -> PlanState`` (pure: copy the tree before changing it, return ``replace(state,
+...)``; not named like its module, which the package's attribute would then hide), add a field
+to ``PlanState`` if it produces something new, and put the step in its place in ``PIPELINE``.
 """
 
 from __future__ import annotations
@@ -14,42 +19,53 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
-from sqlglot import exp
 
 from gateway.planner.context import PlanContext
 from gateway.planner.dynamic_filters import DynamicFilter, find_dynamic_filters
 from gateway.planner.factor_disjunctions import factor_disjunctions
-from gateway.planner.govern import apply_governance
+from gateway.planner.govern import govern_references
 from gateway.planner.group_joins import group_same_store_joins
-from gateway.planner.parameters import Template, bind_parameters, in_limits, slots_of
-from gateway.planner.parse import parse_statement, refuse_unplannable
-from gateway.planner.pin_decimals import pin_decimal_outputs
+from gateway.planner.parameters import Template, bind, in_limits, slots_of
+from gateway.planner.parse import check_plannable, parse_sql
+from gateway.planner.pin_decimals import pin_decimal_types
 from gateway.planner.pushdown_predicates import push_down_predicates
 from gateway.planner.pushdown_projections import push_down_projections
 from gateway.planner.qualify import qualify_columns
-from gateway.planner.resolve import resolve_products
-from gateway.planner.route import LOCAL, choose_route
+from gateway.planner.resolve import resolve_references
+from gateway.planner.route import LOCAL, route_query
 from gateway.planner.schema import infer_schema
-from gateway.planner.sources import source_address, sources_of
-from gateway.planner.split import Fragment, split_by_store
+from gateway.planner.split import split_by_store
+from gateway.planner.state import PlanState
+from gateway.planner.transpile import Fragment
 from gateway.planner.unshare import unshare_fragments
 
-Rule = Callable[..., exp.Expression]
+Step = Callable[[PlanState], PlanState]
 
-RULES: tuple[Rule, ...] = (
-    resolve_products,
-    apply_governance,
+PIPELINE: tuple[tuple[str, tuple[Step, ...]], ...] = (
+    # what the statement says
+    ("parse", (parse_sql, bind)),
+    # what it means for this principal: after these, the answer's schema is fixed
+    ("resolve", (resolve_references,)),
+    ("govern", (govern_references, check_plannable)),
+    # where it runs cheapest: rewrites that keep the answer and move work towards the stores
+    (
+        "optimize",
+        (
+            infer_schema,
+            pin_decimal_types,
+            route_query,
+            qualify_columns,
+            factor_disjunctions,
+            push_down_predicates,
+            push_down_projections,
+            group_same_store_joins,
+            split_by_store,
+            unshare_fragments,
+            find_dynamic_filters,
+        ),
+    ),
 )
-"""What the query means for this principal: after these, the answer's schema is fixed."""
-
-PUSHDOWN: tuple[Rule, ...] = (
-    qualify_columns,
-    factor_disjunctions,
-    push_down_predicates,
-    push_down_projections,
-    group_same_store_joins,
-)
-"""Where it runs cheapest: rewrites that keep the answer and move work towards the stores."""
+"""The phases of planning (each traced as one span) and their steps, in the order they run."""
 
 
 @dataclass(frozen=True)
@@ -110,54 +126,38 @@ def plan_query(
     parameters: list[object] | None = None,
     step: Callable[[str], contextlib.AbstractContextManager] = _no_step,
 ) -> Plan:
-    """The plan of ``sql``; ``step(name)`` wraps each step (parse, each rule, optimize), which
-    is how the gateway traces them."""
-    parameters = tuple(parameters or ())
-    with step("parse"):
-        expression: exp.Expression = parse_statement(sql, dialect=context.dialect)
-        expression = bind_parameters(expression, parameters)
-    for rule in RULES:
-        with step(rule.__name__):
-            expression = rule(expression, context=context)
-    refuse_unplannable(expression)
-    with step("optimize"):
-        return _optimized(sql, expression, context=context, parameters=parameters)
+    """The plan of ``sql``; ``step(name)`` wraps each phase of PIPELINE, which is how the
+    gateway traces them."""
+    state = PlanState(sql=sql, context=context, parameters=tuple(parameters or ()))
+    for phase, steps in PIPELINE:
+        with step(phase):
+            for rule in steps:
+                state = rule(state)
+    return plan_of(state)
 
 
-def _optimized(
-    sql: str, expression: exp.Expression, *, context: PlanContext, parameters: tuple
-) -> Plan:
-    """The plan of a governed ``expression``: pushed down, split by store, transpiled."""
-    schema = infer_schema(expression, context=context)
-    products = tuple(sorted(named_products(expression)))
-    expression = pin_decimal_outputs(expression, schema=schema)
-    addresses = {source_address(s) for s in sources_of(expression)}
-    homes = {a: context.mesh.products[a].store for a in addresses}
-    route = choose_route(addresses, homes=homes, engine=context.engine)
-    context = replace(context, route=route)
-    for rule in PUSHDOWN:
-        expression = rule(expression, context=context)
-    split = unshare_fragments(split_by_store(expression, context=context), context=context)
-    local_sql = split.local.sql(dialect="duckdb") if split.local is not None else None
-    dynamic = (
-        find_dynamic_filters(split.local, split.fragments, context=context) if split.local else ()
-    )
-    local_slots = slots_of(split.local) if split.local is not None else frozenset()
-    placed = local_slots.union(*(f.slots for f in split.fragments))
+def plan_of(state: PlanState) -> Plan:
+    """The plan a finished pipeline describes, for the executor to read."""
+    assert state.schema is not None, "infer_schema ran"
+    context, local = state.context, state.local
+    local_sql = local.sql(dialect="duckdb") if local is not None else None
+    local_slots = slots_of(local) if local is not None else frozenset()
+    placed = local_slots.union(*(f.slots for f in state.fragments))
     # a value some rule folded into something else cannot be swapped for another one later
-    movable = {i for i, in_limit in enumerate(in_limits(sql, context.dialect)) if not in_limit}
+    in_limit = in_limits(state.sql, context.dialect)
+    movable = {i for i, limited in enumerate(in_limit) if not limited}
     return Plan(
-        statement=sql,
-        products=products,
-        fragments=split.fragments,
+        statement=state.sql,
+        products=state.products,
+        fragments=state.fragments,
         local_sql=local_sql,
-        schema=schema,
-        dynamic_filters=dynamic,
-        parameters=parameters,
+        schema=state.schema,
+        dynamic_filters=state.dynamic_filters,
+        parameters=state.parameters,
         reusable=movable <= placed,
-        local_template=Template.of(split.local, "duckdb", local_sql) if local_sql else None,
-        engine=route.engine,
-        route=route.reason if context.engine is not None else "",
+        local_template=Template.of(local, "duckdb", local_sql) if local_sql else None,
+        engine=context.route.engine,
+        route=context.route.reason if context.engine is not None else "",
     )
 
 
@@ -165,12 +165,3 @@ def _same_values(left: Sequence[object], right: Sequence[object]) -> bool:
     return len(left) == len(right) and all(
         type(a) is type(b) and a == b for a, b in zip(left, right, strict=True)
     )
-
-
-def named_products(expression: exp.Expression) -> set[str]:
-    """The products the statement itself names (not those only its row filters read)."""
-    return {
-        node.meta["governed"]
-        for node in expression.find_all(exp.Subquery)
-        if node._meta and node.meta.get("depth") == 0
-    }

@@ -40,4 +40,4 @@ class PlanContext:
     engine: EngineView | None = None
     """The mesh's Trino engine, when ``engines:`` names one and routing may use it."""
     route: Route = field(default_factory=Route)
-    """Where this query's cross-store part runs; set by the planner after governance."""
+    """Where this query's cross-store part runs; set by the ``route_query`` step (planner.route)."""

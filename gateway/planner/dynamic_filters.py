@@ -16,19 +16,25 @@ Filters chain: a probe narrowed by a selective build is selective in turn and ma
 fragment (``region -> supplier -> lineitem``). A correlated subquery's fragment is narrowed by
 the outer relation its correlation compares with: the subquery only ever runs for outer rows. An
 uncorrelated ``x IN (SELECT k FROM ...)`` narrows ``x``'s side by the subquery fragment's keys.
+
+How the executor writes the keys into the probe's query is its own business (gateway.narrowing).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.split import FRAGMENT_PREFIX, Fragment
+from gateway.planner.names import conjuncts, is_fragment
+from gateway.planner.transpile import Fragment
+
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,15 @@ class _Relation:
         return column if self.columns is None else self.columns.get(column)
 
 
-def find_dynamic_filters(
+def find_dynamic_filters(state: PlanState) -> PlanState:
+    """The step: the dynamic filters of a plan with a local query (see :func:`dynamic_filters`)."""
+    if state.local is None:
+        return state
+    found = dynamic_filters(state.local, state.fragments, context=state.context)
+    return replace(state, dynamic_filters=found)
+
+
+def dynamic_filters(
     local: exp.Expression, fragments: tuple[Fragment, ...], *, context: PlanContext
 ) -> tuple[DynamicFilter, ...]:
     """The dynamic filters of a plan.
@@ -77,52 +91,75 @@ def find_dynamic_filters(
     """
     by_name = {f.name: f for f in fragments}
     reads = Counter(t.name for t in local.find_all(exp.Table) if t.name in by_name)
-    parsed = {f.name: _parse(f, context) for f in fragments}
+    queries = {f.name: f.query for f in fragments}
     outputs = {
         name: [p.alias_or_name for p in query.expressions]
-        for name, query in parsed.items()
+        for name, query in queries.items()
         if isinstance(query, exp.Select)
     }
     edges = [e for e in dict.fromkeys(_edges(local, outputs)) if reads[e.probe] == 1]
-    own = {name: _selectivity(query) for name, query in parsed.items()}
-    level = dict(own)
-    filtered = {name for name, selective in own.items() if selective}
     key_tables = {f.name for f in fragments if context.connectors[f.store].capabilities.key_tables}
-    chosen: list[DynamicFilter] = []
-    probes: set[str] = set()
+    chooser = _Chooser({name: _selectivity(query) for name, query in queries.items()}, key_tables)
+    chooser.cross_to_key_tables(edges)
+    chooser.chain(edges)
+    chooser.widen(edges)
+    return tuple(chooser.chosen)
 
-    def choose(edge: DynamicFilter) -> None:
-        chosen.append(edge)
-        probes.add(edge.probe)
-        level[edge.probe] = max(level[edge.probe], level[edge.build])
 
-    def waits_for(edge: DynamicFilter) -> bool:
-        return edge in chosen or edge.build in _descendants(edge.probe, chosen)
+class _Chooser:
+    """The filters chosen so far, and how selective each fragment is with them."""
 
-    # both filtered: a store that reads tables of keys takes any number of them from one that
-    # cannot (a date range on orders narrows lineitem, whatever lineitem's own filter)
-    for e in edges:
-        crossing = e.probe in key_tables and e.build not in key_tables
-        if crossing and e.build in filtered and e.probe in filtered and not waits_for(e):
-            choose(e)
-    while True:
-        found = [
-            e
-            for e in edges
-            if e.probe not in probes and level[e.build] > level[e.probe] and not waits_for(e)
-        ]
-        if not found:
-            break
-        # the builds filtered most, and of those, the ones filtered by their own store first
-        strongest = max((level[e.build], own[e.build]) for e in found)
-        for e in found:
-            if (level[e.build], own[e.build]) == strongest and not waits_for(e):
-                choose(e)
-    # a probe also takes the other builds at least as selective as itself
-    for e in sorted(edges, key=lambda e: (e.probe not in key_tables, e.build in key_tables)):
-        if e.probe in probes and level[e.build] >= level[e.probe] > 0 and not waits_for(e):
-            choose(e)
-    return tuple(chosen)
+    def __init__(self, own: dict[str, int], key_tables: set[str]):
+        self.own = own
+        """How selective each fragment's own SQL is."""
+        self.level = dict(own)
+        """... and with the filters chosen so far narrowing it."""
+        self.key_tables = key_tables
+        self.chosen: list[DynamicFilter] = []
+        self.probes: set[str] = set()
+
+    def choose(self, edge: DynamicFilter) -> None:
+        self.chosen.append(edge)
+        self.probes.add(edge.probe)
+        self.level[edge.probe] = max(self.level[edge.probe], self.level[edge.build])
+
+    def waits_for(self, edge: DynamicFilter) -> bool:
+        return edge in self.chosen or edge.build in _descendants(edge.probe, self.chosen)
+
+    def cross_to_key_tables(self, edges: list[DynamicFilter]) -> None:
+        """Both filtered: a store that reads tables of keys takes any number of them from one
+        that cannot (a date range on orders narrows lineitem, whatever lineitem's own filter)."""
+        for e in edges:
+            crossing = e.probe in self.key_tables and e.build not in self.key_tables
+            filtered = self.own[e.build] and self.own[e.probe]
+            if crossing and filtered and not self.waits_for(e):
+                self.choose(e)
+
+    def chain(self, edges: list[DynamicFilter]) -> None:
+        """A build narrows a probe less selective than itself, which is then as selective."""
+        while True:
+            found = [
+                e
+                for e in edges
+                if e.probe not in self.probes
+                and self.level[e.build] > self.level[e.probe]
+                and not self.waits_for(e)
+            ]
+            if not found:
+                return
+            # the builds filtered most, and of those, the ones filtered by their own store first
+            strongest = max((self.level[e.build], self.own[e.build]) for e in found)
+            for e in found:
+                if (self.level[e.build], self.own[e.build]) == strongest and not self.waits_for(e):
+                    self.choose(e)
+
+    def widen(self, edges: list[DynamicFilter]) -> None:
+        """A probe also takes the other builds at least as selective as itself."""
+        keyed = self.key_tables
+        for e in sorted(edges, key=lambda e: (e.probe not in keyed, e.build in keyed)):
+            selective = self.level[e.build] >= self.level[e.probe] > 0
+            if e.probe in self.probes and selective and not self.waits_for(e):
+                self.choose(e)
 
 
 def _descendants(name: str, filters: list[DynamicFilter]) -> set[str]:
@@ -141,14 +178,6 @@ def _descendants(name: str, filters: list[DynamicFilter]) -> set[str]:
 STRONG, WEAK, NONE = 2, 1, 0
 
 
-def _parse(fragment: Fragment, context: PlanContext) -> exp.Expression | None:
-    dialect = context.connectors[fragment.store].capabilities.dialect
-    try:
-        return exp.maybe_parse(fragment.sql, dialect=dialect)
-    except Exception:  # noqa: BLE001 - a guess about size; unparsable means "don't know"
-        return None
-
-
 def _selectivity(query: exp.Expression | None) -> int:
     """How much the store filters a fragment, guessed from its SQL: STRONG for a LIMIT or a
     predicate that compares a column with values for equality, WEAK for any other predicate
@@ -160,7 +189,7 @@ def _selectivity(query: exp.Expression | None) -> int:
         return STRONG
     level = WEAK if query.find(exp.Having) is not None else NONE
     for where in query.find_all(exp.Where):
-        for condition in _conjuncts(where.this):
+        for condition in conjuncts(where.this, parens=False):
             if _is_join_equality(condition):
                 continue
             level = max(level, STRONG if _is_point(condition) else WEAK)
@@ -205,10 +234,6 @@ def _is_join_equality(condition: exp.Expression) -> bool:
     )
 
 
-def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
-    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-
-
 # --- the equi-joins between fragments ----------------------------------------------------------
 
 
@@ -243,14 +268,7 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
     if any(select.args.get(k) for k in ("group", "having", "joins", "laterals", "qualify")):
         return None
     source = select.args["from_"].this if select.args.get("from_") else None
-    if isinstance(source, exp.Table) and source.name.startswith(FRAGMENT_PREFIX):
-        if source.db or not isinstance(source.this, exp.Identifier):
-            return None
-        below = _Relation(source.name, None)
-    elif isinstance(source, exp.Subquery) and source.alias:
-        below = _relation_of(source)
-    else:
-        return None
+    below = _read_below(source)
     if below is None:
         return None
     shaping = ("where", "order", "limit", "offset", "distinct")
@@ -268,6 +286,18 @@ def _relation_of(derived: exp.Expression) -> _Relation | None:
             if column is not None:
                 columns[projection.alias_or_name] = column
     return _Relation(below.fragment, columns) if columns else None
+
+
+def _read_below(source: exp.Expression | None) -> _Relation | None:
+    """The fragment a FROM's one relation reads: a fragment's table, or a derived table
+    that reads one (see :func:`_relation_of`)."""
+    if isinstance(source, exp.Table) and is_fragment(source.name):
+        if source.db or not isinstance(source.this, exp.Identifier):
+            return None
+        return _Relation(source.name, None)
+    if isinstance(source, exp.Subquery) and source.alias:
+        return _relation_of(source)
+    return None
 
 
 def _fragment_relations(select: exp.Select) -> dict[str, _Relation]:
@@ -303,7 +333,7 @@ def _conditions(select: exp.Select, relations: dict[str, _Relation]):
 
 def _equalities(condition: exp.Expression, relations: dict[str, _Relation]):
     """(build alias, build column, probe alias, probe column) for each column = column conjunct."""
-    for eq in _conjuncts(condition):
+    for eq in conjuncts(condition, parens=False):
         if not isinstance(eq, exp.EQ):
             continue
         left, right = eq.this, eq.expression
@@ -323,7 +353,7 @@ def _in_fragments(
     """``r.x IN (SELECT * FROM __fragment_N)`` (or a query selecting one column of a fragment
     over some of its rows), a conjunct: a row of ``r`` whose ``x`` is not one of the fragment's
     values fails it (an absent or NULL ``x`` is never IN)."""
-    for conjunct in _conjuncts(condition):
+    for conjunct in conjuncts(condition, parens=False):
         if not isinstance(conjunct, exp.In) or not isinstance(conjunct.this, exp.Column):
             continue
         probe = conjunct.this.table
@@ -331,6 +361,9 @@ def _in_fragments(
         if probe not in narrowable or probe not in relations or not relations[probe].plain:
             continue
         built = _relation_of(query) if isinstance(query, exp.Subquery) else None
+        if built is None and isinstance(query, exp.Subquery):
+            yield from _in_joined(conjunct, query.this, relations[probe].fragment)
+            continue
         if built is None or len(query.this.expressions) != 1:
             continue
         if built.plain:
@@ -345,6 +378,25 @@ def _in_fragments(
             )
 
 
+def _in_joined(conjunct: exp.In, query: exp.Expression, probe: str) -> Iterator[DynamicFilter]:
+    """``r.x IN (SELECT s.k FROM (... __fragment_N ...) AS s JOIN ... WHERE ...)``: the keys it
+    selects are some of one relation's, so of its fragment's (joins and filters only drop or
+    repeat them, an outer join's NULLs never match), and that fragment narrows ``r``. A row
+    filter reading other products has this shape (orders of the customers of one region)."""
+    if not isinstance(query, exp.Select) or len(query.expressions) != 1:
+        return
+    if any(query.args.get(k) for k in ("group", "having", "laterals")):
+        return
+    selected = query.expressions[0]
+    key = selected.this if isinstance(selected, exp.Alias) else selected
+    if not isinstance(key, exp.Column):
+        return
+    relation = _fragment_relations(query).get(key.table)
+    column = relation.fragment_column(key.name) if relation is not None else None
+    if column is not None:
+        yield DynamicFilter(relation.fragment, column, probe, conjunct.this.name)
+
+
 def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[DynamicFilter]:
     """Filters into the fragments of ``select``'s correlated subqueries.
 
@@ -357,26 +409,32 @@ def _correlated(select: exp.Select, outer: dict[str, _Relation]) -> Iterator[Dyn
         if inner is select or not _directly_under(inner, select):
             continue
         relations = _fragment_relations(inner)
-        source = inner.args.get("from_")
-        if inner.args.get("joins") or source is None or len(relations) != 1:
+        source, where = inner.args.get("from_"), inner.args.get("where")
+        if inner.args.get("joins") or source is None or len(relations) != 1 or where is None:
             continue
         ((alias, relation),) = relations.items()
-        where = inner.args.get("where")
-        if not relation.plain or where is None:
+        if not relation.plain:
             continue
-        for eq in _conjuncts(where.this):
-            if not isinstance(eq, exp.EQ):
+        for mine, theirs in _correlations(where.this, alias, outer):
+            built = outer[theirs.table].fragment_column(theirs.name)
+            if built is not None:
+                yield DynamicFilter(
+                    outer[theirs.table].fragment, built, relation.fragment, mine.name
+                )
+
+
+def _correlations(
+    condition: exp.Expression, alias: str, outer: dict[str, _Relation]
+) -> Iterator[tuple[exp.Column, exp.Column]]:
+    """(a column of ``alias``, a column of an outer relation) for each conjunct equating them."""
+    for eq in conjuncts(condition, parens=False):
+        if not isinstance(eq, exp.EQ):
+            continue
+        for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
+            if not (isinstance(mine, exp.Column) and isinstance(theirs, exp.Column)):
                 continue
-            for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
-                if not (isinstance(mine, exp.Column) and isinstance(theirs, exp.Column)):
-                    continue
-                if mine.table != alias or theirs.table == alias or theirs.table not in outer:
-                    continue
-                built = outer[theirs.table].fragment_column(theirs.name)
-                if built is not None:
-                    yield DynamicFilter(
-                        outer[theirs.table].fragment, built, relation.fragment, mine.name
-                    )
+            if mine.table == alias and theirs.table != alias and theirs.table in outer:
+                yield mine, theirs
 
 
 def _directly_under(inner: exp.Select, select: exp.Select) -> bool:
@@ -390,60 +448,3 @@ def _directly_under(inner: exp.Select, select: exp.Select) -> bool:
             return False  # the joined relation itself, not its ON condition
         child, node = node, node.parent
     return node is select
-
-
-# --- what the executor sends -------------------------------------------------------------------
-
-
-NARROWED = ") AS narrowed WHERE "
-
-
-def narrowed_sql(sql: str, *, predicates: list[str]) -> str:
-    """``sql`` returning only the rows that meet every one of ``predicates`` (each in the
-    store's dialect). The store's query is kept as it was planned, around its own LIMIT."""
-    return f"SELECT * FROM ({sql}{NARROWED}{' AND '.join(predicates)}"
-
-
-_KEY_LIST = re.compile(r"IN \(((?:'(?:[^']|'')*'|[^()'])+)\)")
-_KEY = re.compile(r"'(?:[^']|'')*'|[^,\s][^,]*")
-ABBREVIATE_KEYS_OVER = 20
-
-
-def abbreviated(sql: str) -> str:
-    """``sql`` with each IN list of more than ABBREVIATE_KEYS_OVER keys a dynamic filter added
-    written as ``IN (<n keys>)``: for the audit log and reports, where thousands of keys read
-    from another store say no more than their number."""
-    query, marker, narrowing = sql.partition(NARROWED)
-    if not marker:
-        return sql
-
-    def counted(match: re.Match) -> str:
-        keys = len(_KEY.findall(match.group(1)))
-        return f"IN (<{keys} keys>)" if keys > ABBREVIATE_KEYS_OVER else match.group(0)
-
-    return query + marker + _KEY_LIST.sub(counted, narrowing)
-
-
-def keys_in(column: str, keys: list[object], *, dialect: str) -> str:
-    """``column IN (keys)``; FALSE for no keys (no row can join). Written as text: sqlglot takes
-    ~10 µs a key, 0.1 s for the 10,000 suppliers of TPC-H Q8."""
-    if not keys:
-        return exp.false().sql(dialect=dialect)
-    values = ", ".join(
-        str(k) if type(k) is int else exp.convert(k).sql(dialect=dialect) for k in keys
-    )
-    return f"{exp.column(column, quoted=True).sql(dialect=dialect)} IN ({values})"
-
-
-def keys_in_table(column: str, table: str, key: str, *, dialect: str) -> str:
-    """``column IN (SELECT key FROM table)``: a semi-join with a table sent along."""
-    keys = exp.select(exp.column(key, quoted=True)).from_(exp.to_table(table))
-    return exp.In(this=exp.column(column, quoted=True), query=keys.subquery()).sql(dialect=dialect)
-
-
-def keys_between(column: str, low: object, high: object, *, dialect: str) -> str:
-    """``column BETWEEN low AND high``: lets the store skip what lies outside the keys' range."""
-    between = exp.Between(
-        this=exp.column(column, quoted=True), low=exp.convert(low), high=exp.convert(high)
-    )
-    return between.sql(dialect=dialect)

@@ -17,40 +17,21 @@ of its rows through).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
-from gateway.planner.context import PlanContext
-from gateway.planner.qualify import is_qualified
+from gateway.planner.names import conjuncts, disjuncts
+from gateway.planner.state import PlanState
 
 
-def factor_disjunctions(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    if not is_qualified(expression):
-        return expression
-    factored = expression.copy()
+def factor_disjunctions(state: PlanState) -> PlanState:
+    if not state.qualified:
+        return state
+    factored = state.tree.copy()
     for select in list(factored.find_all(exp.Select)):
         _factor(select)
-    factored.meta.update(expression.meta)
-    return factored
-
-
-def _unwrap(node: exp.Expression) -> exp.Expression:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
-
-
-def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
-    node = _unwrap(node)
-    if isinstance(node, exp.And):
-        return [c for part in node.flatten() for c in _conjuncts(part)]
-    return [node]
-
-
-def _disjuncts(node: exp.Expression) -> list[exp.Expression]:
-    node = _unwrap(node)
-    if isinstance(node, exp.Or):
-        return [d for part in node.flatten() for d in _disjuncts(part)]
-    return [node]
+    return replace(state, expression=factored)
 
 
 def _tables(node: exp.Expression) -> set[str]:
@@ -72,20 +53,20 @@ def _factor(select: exp.Select) -> None:
     where = select.args.get("where")
     if where is None:
         return
-    conjuncts = _conjuncts(where.this)
+    parts = conjuncts(where.this)
     implied = []
-    for condition in conjuncts:
-        branches = _disjuncts(condition)
+    for condition in parts:
+        branches = disjuncts(condition)
         tables = _tables(condition)
         if len(branches) < 2 or len(tables) < 2 or "" in tables or not _plain(condition):
             continue
         # a conjunct every branch has holds whenever the OR does (a join's equality, say)
-        first, *others = (_conjuncts(branch) for branch in branches)
+        first, *others = (conjuncts(branch) for branch in branches)
         implied += [c.copy() for c in first if all(c in other for other in others)]
         for table in sorted(tables):
             parts = []
             for branch in branches:
-                own = [c for c in _conjuncts(branch) if _tables(c) == {table}]
+                own = [c for c in conjuncts(branch) if _tables(c) == {table}]
                 if not own:
                     break
                 parts.append(exp.and_(*(c.copy() for c in own)))

@@ -6,6 +6,9 @@ A reference ``sales.customer AS c`` becomes::
        FROM (SELECT <contract columns> FROM <source>) AS customer
       WHERE <row filter>) AS c
 
+(the inner alias is ``names.ROW_FILTERED`` + the product's name when there is a row filter: the
+mark by which predicate pushdown keeps the query's own predicates outside it)
+
 so whatever the query does with ``c`` — aliases, CTEs, subqueries, UNION, ``SELECT *``, functions,
 predicates, joins, grouping — it only ever sees masked values and permitted rows, and only the
 columns the descriptor publishes. ``<source>`` is a placeholder the split rule later replaces with
@@ -14,12 +17,16 @@ the store's physical relation.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
 from gateway.errors import PermissionDenied
 from gateway.planner.context import PlanContext
-from gateway.planner.resolve import resolve_products
-from gateway.planner.sources import source_placeholder
+from gateway.planner.names import ROW_FILTERED
+from gateway.planner.resolve import product_address, resolve_products
+from gateway.planner.sources import source_address, source_placeholder
+from gateway.planner.state import PlanState
 
 MAX_FILTER_DEPTH = 4
 
@@ -49,7 +56,8 @@ def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> 
         if masked:
             value = decision.column(column.name, column.type, value)
         projections.append(exp.alias_(value, column.name, quoted=True))
-    governed = exp.select(*projections).from_(contract.subquery(product.name))
+    inner = product.name if decision.row_filter is None else f"{ROW_FILTERED}{product.name}"
+    governed = exp.select(*projections).from_(contract.subquery(inner))
     if decision.row_filter is not None:
         if depth >= MAX_FILTER_DEPTH:
             raise PermissionDenied(
@@ -62,18 +70,47 @@ def governed_relation(address: str, *, context: PlanContext, depth: int = 0) -> 
 
 
 def _govern(expression: exp.Expression, *, context: PlanContext, depth: int) -> exp.Expression:
-    def replace(node: exp.Expression) -> exp.Expression:
-        if not isinstance(node, exp.Table) or not node._meta or "product" not in node.meta:
+    def governed(node: exp.Expression) -> exp.Expression:
+        address = product_address(node)
+        if address is None:
             return node
-        relation = governed_relation(node.meta["product"], context=context, depth=depth)
-        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
-        governed = exp.Subquery(this=relation, alias=alias.copy())
-        governed.meta.update(governed=node.meta["product"], depth=depth)
-        return governed
+        relation = governed_relation(address, context=context, depth=depth)
+        return exp.Subquery(this=relation, alias=node.args["alias"].copy())
 
-    return expression.transform(replace, copy=True)
+    return expression.transform(governed, copy=True)
 
 
 def apply_governance(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    """Replace each product reference annotated by resolve with its governed relation."""
+    """Replace each product reference resolve left with its governed relation."""
     return _govern(expression, context=context, depth=0)
+
+
+def govern_references(state: PlanState) -> PlanState:
+    """The step: the products the statement names, and the query over their governed relations."""
+    named = {product_address(t) for t in state.tree.find_all(exp.Table)} - {None}
+    return replace(
+        state,
+        products=tuple(sorted(named)),
+        expression=apply_governance(state.tree, context=state.context),
+    )
+
+
+def is_row_filtered(node: exp.Expression) -> bool:
+    """A governed relation whose row filter (its WHERE) must run before the query's predicates."""
+    return row_filtered_address(node) is not None
+
+
+def row_filtered_address(node: exp.Expression) -> str | None:
+    """The product a governed relation with a row filter reads, or None for any other node:
+    ``(SELECT ... FROM (SELECT ... FROM "__source:<address>") AS "__filtered_<name>" WHERE
+    ...)``, as govern writes it."""
+    if not isinstance(node, exp.Subquery) or not isinstance(node.this, exp.Select):
+        return None
+    if node.this.args.get("where") is None:
+        return None
+    source = node.this.args.get("from_")
+    inner = source.this if source is not None else None
+    if not isinstance(inner, exp.Subquery) or not inner.alias.startswith(ROW_FILTERED):
+        return None
+    contract = inner.this.args.get("from_") if isinstance(inner.this, exp.Select) else None
+    return source_address(contract.this) if contract is not None else None

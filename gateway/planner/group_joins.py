@@ -15,14 +15,14 @@ that read nothing but the group's relations move into it, so the answer is uncha
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 from sqlglot import exp
 
 from gateway.planner.context import PlanContext
-from gateway.planner.qualify import is_qualified
+from gateway.planner.names import GROUP, conjuncts
 from gateway.planner.split import runs_entirely_at
-
-GROUP_PREFIX = "__group_"
+from gateway.planner.state import PlanState
 
 
 def _inner_only(select: exp.Select) -> bool:
@@ -37,39 +37,24 @@ def _relations(select: exp.Select) -> list[exp.Expression]:
     return [source.this, *(join.this for join in select.args.get("joins") or [])] if source else []
 
 
-def _conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
-    if condition is None:
-        return []
-    return list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
-
-
-def group_same_store_joins(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    if not is_qualified(expression):
-        return expression
-    grouped = expression.copy()
+def group_same_store_joins(state: PlanState) -> PlanState:
+    if not state.qualified:
+        return state
+    grouped = state.tree.copy()
     counter = iter(range(1, 1_000_000))
     for select in list(grouped.find_all(exp.Select)):
-        _group(select, context, counter)
-    grouped.meta.update(expression.meta)
-    return grouped
+        _group(select, state.context, counter)
+    return replace(state, expression=grouped)
 
 
 def _group(select: exp.Select, context: PlanContext, counter) -> None:
     relations = _relations(select)
     if len(relations) < 3 or not _inner_only(select):
         return
-    stores: dict[str, list[exp.Subquery]] = defaultdict(list)
-    for relation in relations:
-        if not isinstance(relation, exp.Subquery) or not relation.alias:
-            return
-        store = runs_entirely_at(relation.this, context=context)
-        capabilities = context.connectors[store].capabilities if store is not None else None
-        if capabilities is not None and capabilities.joins and capabilities.large_joins:
-            stores[store].append(relation)
-    where = select.args.get("where")
-    conditions = _conjuncts(where.this if where else None)
-    for join in select.args.get("joins") or []:
-        conditions += _conjuncts(join.args.get("on"))
+    stores = _joinable_by_store(relations, context)
+    if stores is None:
+        return
+    conditions = _conditions(select)
     groups = [
         component
         for members in stores.values()
@@ -78,45 +63,85 @@ def _group(select: exp.Select, context: PlanContext, counter) -> None:
     ]
     if not groups or len(groups) == 1 and len(groups[0]) == len(relations):
         return
-    # a nested scope naming a relation like one of ours would make the rewrite ambiguous
+    if _names_shadowed(select, relations):
+        return
+    for join in select.args.get("joins") or []:
+        join.set("on", None)
+    select.set("where", None)
+    for members in groups:
+        conditions = _regroup(select, members, conditions, relations, f"{GROUP}{next(counter)}")
+    if conditions:
+        select.set("where", exp.Where(this=exp.and_(*conditions)))
+
+
+def _joinable_by_store(
+    relations: list[exp.Expression], context: PlanContext
+) -> dict[str, list[exp.Subquery]] | None:
+    """The relations each store can run and join well, by store; None when a relation is not
+    an aliased derived table (nothing is regrouped then)."""
+    stores: dict[str, list[exp.Subquery]] = defaultdict(list)
+    for relation in relations:
+        if not isinstance(relation, exp.Subquery) or not relation.alias:
+            return None
+        store = runs_entirely_at(relation.this, context=context)
+        capabilities = context.connectors[store].capabilities if store is not None else None
+        if capabilities is not None and capabilities.joins and capabilities.large_joins:
+            stores[store].append(relation)
+    return stores
+
+
+def _conditions(select: exp.Select) -> list[exp.Expression]:
+    """The conjuncts of the WHERE and of every join's ON (inner joins: one set of conditions)."""
+    where = select.args.get("where")
+    conditions = conjuncts(where.this if where else None, parens=False)
+    for join in select.args.get("joins") or []:
+        conditions += conjuncts(join.args.get("on"), parens=False)
+    return conditions
+
+
+def _names_shadowed(select: exp.Select, relations: list[exp.Expression]) -> bool:
+    """Whether a nested scope names a relation like one of ours: the rewrite would be
+    ambiguous."""
     own = {r.alias for r in relations}
     for inner in select.find_all(exp.Subquery, exp.Table):
         if any(inner is r for r in relations) or _inside(inner, relations):
             continue
         if inner.alias_or_name in own:
-            return
+            return True
+    return False
 
-    for join in select.args.get("joins") or []:
-        join.set("on", None)
-    select.set("where", None)
-    for members in groups:
-        aliases = {m.alias for m in members}
-        inside = [c for c in conditions if _reads_only(c, aliases)]
-        conditions = [c for c in conditions if not any(c is i for i in inside)]
-        name = f"{GROUP_PREFIX}{next(counter)}"
-        # derived tables cannot see their siblings: columns inside any relation are not ours
-        outside = [c for c in select.find_all(exp.Column) if not _inside(c, relations)]
-        outside += [c for condition in conditions for c in condition.find_all(exp.Column)]
-        used = sorted({(c.table, c.name) for c in outside if c.table in aliases})
-        projections = [
-            exp.alias_(exp.column(n, table=t, quoted=True), f"{t}__{n}", quoted=True)
-            for t, n in used
-        ]
-        body = exp.select(*(projections or [exp.Literal.number(1)])).from_(members[0].copy())
-        for member in members[1:]:
-            body = body.join(member.copy())
-        if inside:
-            body = body.where(exp.and_(*inside))
-        for column in outside:
-            if column.table in aliases:
-                column.replace(
-                    exp.column(f"{column.table}__{column.name}", table=name, quoted=True)
-                )
-        group = body.subquery(name)
-        _replace_relations(select, members, group)
-        relations.append(group)
-    if conditions:
-        select.set("where", exp.Where(this=exp.and_(*conditions)))
+
+def _regroup(
+    select: exp.Select,
+    members: list[exp.Subquery],
+    conditions: list[exp.Expression],
+    relations: list[exp.Expression],
+    name: str,
+) -> list[exp.Expression]:
+    """Join ``members`` in one derived table ``name`` in place of the first of them, with the
+    conditions that read only them; returns the conditions left for ``select``."""
+    aliases = {m.alias for m in members}
+    inside = [c for c in conditions if _reads_only(c, aliases)]
+    conditions = [c for c in conditions if not any(c is i for i in inside)]
+    # derived tables cannot see their siblings: columns inside any relation are not ours
+    outside = [c for c in select.find_all(exp.Column) if not _inside(c, relations)]
+    outside += [c for condition in conditions for c in condition.find_all(exp.Column)]
+    used = sorted({(c.table, c.name) for c in outside if c.table in aliases})
+    projections = [
+        exp.alias_(exp.column(n, table=t, quoted=True), f"{t}__{n}", quoted=True) for t, n in used
+    ]
+    body = exp.select(*(projections or [exp.Literal.number(1)])).from_(members[0].copy())
+    for member in members[1:]:
+        body = body.join(member.copy())
+    if inside:
+        body = body.where(exp.and_(*inside))
+    for column in outside:
+        if column.table in aliases:
+            column.replace(exp.column(f"{column.table}__{column.name}", table=name, quoted=True))
+    group = body.subquery(name)
+    _replace_relations(select, members, group)
+    relations.append(group)
+    return conditions
 
 
 def _joined_components(

@@ -20,15 +20,25 @@ import functools
 import re
 import secrets
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
 from gateway.errors import InvalidQuery
 from gateway.planner.parse import parse_statement
 
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
+
 TAG = "parameter"
 INT32 = range(-(2**31), 2**31)
 INT64 = range(-(2**63), 2**63)
+
+
+def bind(state: PlanState) -> PlanState:
+    """The step: the statement's ``?`` placeholders replaced by its values (tagged literals)."""
+    return replace(state, expression=bind_parameters(state.tree, state.parameters))
 
 
 def bind_parameters(expression: exp.Expression, parameters: Sequence[object]) -> exp.Expression:

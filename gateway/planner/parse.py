@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from gateway.errors import InvalidQuery
+
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -184,6 +189,17 @@ def _unwritable(node: exp.Expression, dialect: str) -> bool:
     return False
 
 
+def parse_sql(state: PlanState) -> PlanState:
+    """The step: the statement as a tree (see :func:`parse_statement`)."""
+    return replace(state, expression=parse_statement(state.sql, dialect=state.context.dialect))
+
+
+def check_plannable(state: PlanState) -> PlanState:
+    """The step: the state as it is, once :func:`refuse_unplannable` finds nothing to refuse."""
+    refuse_unplannable(state.tree)
+    return state
+
+
 def refuse_unplannable(expression: exp.Expression) -> None:
     """InvalidQuery for what no plan can keep: COLUMNS(...) picks columns by a pattern (the
     projection pushdown removed the columns it would have matched), POSITIONAL JOIN pairs rows
@@ -219,9 +235,27 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             f"the statement is {len(sql):,} characters long; meshgate reads statements of at "
             f"most {MAX_STATEMENT_CHARS:,}: bind long lists as parameters or join a product"
         )
+    statements = _parsed(sql, dialect)
+    if not statements:
+        raise InvalidQuery("the statement is empty; send one SELECT query")
+    if len(statements) > 1:
+        raise InvalidQuery(
+            f"found {len(statements)} statements; send exactly one SELECT query per request"
+        )
+    statement = statements[0]
+    check_size(statement)
+    _check_writable(statement, dialect)
+    _refuse_writes(statement)
+    _refuse_forbidden_functions(statement)
+    return statement
+
+
+def _parsed(sql: str, dialect: str) -> list[exp.Expression]:
+    """sqlglot's statements of ``sql``; InvalidQuery, in words a SQL user knows, when it
+    cannot read them."""
     try:
         _check_brackets(sql, dialect)
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        return [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except InvalidQuery:
         raise
     except RecursionError:
@@ -244,15 +278,10 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             f"syntax error: the statement cannot be read ({type(exc).__name__}); fix the SQL "
             f"(meshgate reads the {dialect} dialect)"
         ) from None
-    if not statements:
-        raise InvalidQuery("the statement is empty; send one SELECT query")
-    if len(statements) > 1:
-        raise InvalidQuery(
-            f"found {len(statements)} statements; send exactly one SELECT query per request"
-        )
-    statement = statements[0]
-    check_size(statement)
-    _check_writable(statement, dialect)
+
+
+def _refuse_writes(statement: exp.Expression) -> None:
+    """InvalidQuery for anything but a query, and for queries that write or lock."""
     if not isinstance(statement, exp.Query):
         kind = statement.key.upper() if not isinstance(statement, exp.Command) else statement.this
         raise InvalidQuery(
@@ -264,6 +293,10 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
             raise InvalidQuery("SELECT ... INTO writes a table; meshgate is read-only")
         if select.args.get("locks"):
             raise InvalidQuery("SELECT ... FOR UPDATE/SHARE takes locks; meshgate is read-only")
+
+
+def _refuse_forbidden_functions(statement: exp.Expression) -> None:
+    """InvalidQuery for a function that reads past the products (FORBIDDEN_FUNCTIONS)."""
     for function in statement.find_all(exp.Func):
         name = (
             function.name if isinstance(function, exp.Anonymous) else function.sql_name()
@@ -273,4 +306,3 @@ def parse_statement(sql: str, *, dialect: str) -> exp.Query:
                 f"function {name}() is not allowed: queries read data products by their address "
                 "(<domain>.<product>) and nothing else"
             )
-    return statement

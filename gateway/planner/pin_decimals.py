@@ -7,8 +7,20 @@ output to the type the gateway promised makes the store send exactly that.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 from sqlglot import exp
+
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
+
+
+def pin_decimal_types(state: PlanState) -> PlanState:
+    """The step: computed decimal outputs cast to the schema's types (infer_schema runs first)."""
+    assert state.schema is not None, "infer_schema runs first"
+    return replace(state, expression=pin_decimal_outputs(state.tree, schema=state.schema))
 
 
 def pin_decimal_outputs(expression: exp.Expression, *, schema: pa.Schema) -> exp.Expression:

@@ -5,22 +5,21 @@ Fragments then fetch only the columns the query needs from each store.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 from sqlglot.optimizer.pushdown_projections import pushdown_projections
 
-from gateway.planner.context import PlanContext
-from gateway.planner.qualify import is_qualified
+from gateway.planner.state import PlanState
 
 _SHAPING = ("group", "having", "order", "distinct", "qualify", "windows")
 """Clauses whose meaning depends on the projections, so an EXISTS subquery with one keeps them."""
 
 
-def push_down_projections(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
-    if not is_qualified(expression):
-        return expression
-    pushed = pushdown_projections(_select_one_in_exists(expression.copy()))
-    pushed.meta.update(expression.meta)
-    return pushed
+def push_down_projections(state: PlanState) -> PlanState:
+    if not state.qualified:
+        return state
+    return replace(state, expression=pushdown_projections(_select_one_in_exists(state.tree.copy())))
 
 
 def _select_one_in_exists(expression: exp.Expression) -> exp.Expression:

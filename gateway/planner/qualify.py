@@ -7,24 +7,20 @@ sqlglot cannot qualify is left as it is and simply runs with less pushed down.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from sqlglot import exp
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.qualify import qualify
 
-from gateway.planner.context import PlanContext
 from gateway.planner.sources import contract_schema
+from gateway.planner.state import PlanState
 
 log = logging.getLogger(__name__)
 
-QUALIFIED = "qualified"
 
-
-def is_qualified(expression: exp.Expression) -> bool:
-    return bool(expression._meta and expression.meta.get(QUALIFIED))
-
-
-def qualify_columns(expression: exp.Expression, *, context: PlanContext) -> exp.Expression:
+def qualify_columns(state: PlanState) -> PlanState:
+    """The state with its tree qualified (``qualified``), or as it was if sqlglot cannot."""
+    expression, context = state.tree, state.context
     try:
         qualified = qualify(
             expression.copy(),
@@ -35,6 +31,5 @@ def qualify_columns(expression: exp.Expression, *, context: PlanContext) -> exp.
         )
     except (OptimizeError, ValueError, KeyError) as exc:
         log.debug("not qualified, so nothing is pushed down: %s", exc)
-        return expression
-    qualified.meta[QUALIFIED] = True
-    return qualified
+        return state
+    return replace(state, expression=qualified, qualified=True)

@@ -1,16 +1,22 @@
-"""resolve_products: every table reference must be a data product address the principal can see."""
+"""resolve_products: every table reference must be a data product address the principal can see.
+
+After it, a table with a domain (``sales.orders AS o``) is a product reference, its address
+``<domain>.<product>`` in lower case (:func:`product_address`), and every other table is a CTE
+of the statement (renamed ``names.CTE``): the tree itself says what each name is.
+"""
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 
 from sqlglot import exp
 
 from gateway.errors import DeniedAsNotFound, InvalidQuery, NotFound
 from gateway.mesh import CATALOG_NAME
 from gateway.planner.context import PlanContext
-
-CTE_PREFIX = "__cte_"
+from gateway.planner.names import CTE
+from gateway.planner.state import PlanState
 
 
 def _rename_ctes(expression: exp.Expression) -> dict[str, str]:
@@ -23,7 +29,7 @@ def _rename_ctes(expression: exp.Expression) -> dict[str, str]:
     names: dict[str, str] = {}
     for cte in expression.find_all(exp.CTE):
         name = cte.alias_or_name.lower()
-        names.setdefault(name, f"{CTE_PREFIX}{len(names) + 1}_{name}")
+        names.setdefault(name, f"{CTE}{len(names) + 1}_{name}")
         cte.args["alias"].set("this", exp.to_identifier(names[name], quoted=True))
     return names
 
@@ -78,9 +84,31 @@ def resolve_products(expression: exp.Expression, *, context: PlanContext) -> exp
             raise _not_found(address, context)
         if not listed(context, product):  # denied and invisible: as good as absent
             raise _not_found(address, context, error=DeniedAsNotFound)
-        table.meta["product"] = address
+        _normalise(table, domain, name)
     _drop_domain_qualifiers(expression)
     return expression
+
+
+def resolve_references(state: PlanState) -> PlanState:
+    """The step: the statement's product references resolved (see :func:`resolve_products`)."""
+    return replace(state, expression=resolve_products(state.tree, context=state.context))
+
+
+def product_address(table: exp.Expression) -> str | None:
+    """The address of a product reference in a resolved tree, or None for anything else."""
+    if isinstance(table, exp.Table) and table.db and isinstance(table.this, exp.Identifier):
+        return f"{table.db}.{table.name}"
+    return None
+
+
+def _normalise(table: exp.Table, domain: str, name: str) -> None:
+    """``"SALES"."Orders"`` as ``sales.orders AS Orders``: the address in lower case, the alias
+    the columns qualify it by (its name as written, when it has none)."""
+    if not table.args.get("alias"):
+        table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name)))
+    table.set("catalog", None)
+    table.set("db", exp.to_identifier(domain))
+    table.set("this", exp.to_identifier(name))
 
 
 def _drop_domain_qualifiers(expression: exp.Expression) -> None:

@@ -11,9 +11,15 @@ Trino's SQL, and what it cannot reach (or run) stays with the local engine as be
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
+
+from gateway.planner.sources import source_address, sources_of
+
+if TYPE_CHECKING:
+    from gateway.planner.state import PlanState
 
 LOCAL = "local"
 
@@ -85,3 +91,13 @@ def choose_route(
     return Route(
         engine=engine.name, reason=why, placement=dict.fromkeys(sorted(reachable), engine.name)
     )
+
+
+def route_query(state: PlanState) -> PlanState:
+    """The step: the route of the governed query, in the context the later steps read
+    (``context.route``: which store or engine reads each source)."""
+    context = state.context
+    addresses = {source_address(s) for s in sources_of(state.tree)}
+    homes = {a: context.mesh.products[a].store for a in addresses}
+    chosen = choose_route(addresses, homes=homes, engine=context.engine)
+    return replace(state, context=replace(context, route=chosen))

@@ -1,29 +1,33 @@
 """Source placeholders: where a product's physical relation will stand once a store is chosen.
 
-Governance puts ``"__source:<address>"`` where the product's rows come from; the schema step
-replaces it with an empty table of the contract schema, and transpile with the store's relation.
+Governance puts ``"__source:<address>"`` (``names.SOURCE``) where the product's rows come from;
+the schema step replaces it with an empty table of the contract schema, and transpile with the
+store's relation.
 The address lives in the name itself, so every sqlglot rewrite carries it along.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlglot import exp
 
-from gateway.planner.context import PlanContext
+from gateway.planner.names import SOURCE
 
-PREFIX = "__source:"
+if TYPE_CHECKING:
+    from gateway.planner.context import PlanContext
 
 
 def source_placeholder(address: str) -> exp.Table:
-    return exp.Table(this=exp.to_identifier(f"{PREFIX}{address}", quoted=True))
+    return exp.Table(this=exp.to_identifier(f"{SOURCE}{address}", quoted=True))
 
 
 def source_address(node: exp.Expression) -> str | None:
     """The product address a placeholder stands for, or None for any other node."""
     if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
         name = node.name
-        if name.startswith(PREFIX):
-            return name[len(PREFIX) :]
+        if name.startswith(SOURCE):
+            return name[len(SOURCE) :]
     return None
 
 

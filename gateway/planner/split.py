@@ -8,23 +8,16 @@ DuckDB over the fragments' Arrow streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 
 from gateway.planner.context import PlanContext
+from gateway.planner.names import conjuncts, fragment_name
 from gateway.planner.sources import contract_schema, source_address, sources_of, store_of
+from gateway.planner.state import PlanState
 from gateway.planner.transpile import Fragment, transpile_fragment
-
-FRAGMENT_PREFIX = "__fragment_"
-
-
-@dataclass(frozen=True)
-class Split:
-    fragments: tuple[Fragment, ...]
-    local: exp.Expression | None
-    """The query the local engine runs over the fragments; None when one fragment is the answer."""
 
 
 def runs_entirely_at(expression: exp.Expression, *, context: PlanContext) -> str | None:
@@ -52,6 +45,10 @@ def runs_entirely_at(expression: exp.Expression, *, context: PlanContext) -> str
     for allowed, node_type in checks:
         if not allowed and expression.find(node_type) is not None:
             return None
+    if not capabilities.subqueries and _has_subquery_expression(expression):
+        return None
+    if not capabilities.distinct_ordered_limits and _has_distinct_ordered_limit(expression):
+        return None
     if capabilities.case_insensitive_text and _orders_or_compares_text(expression, context):
         return None
     return store
@@ -96,6 +93,24 @@ def _orders_or_compares_text(expression: exp.Expression, context: PlanContext) -
     return any(node.args.get("distinct") for node in typed.find_all(exp.Union))
 
 
+_RELATION_PLACES = (exp.From, exp.Join, exp.SetOperation, exp.Subquery, exp.Lateral)
+
+
+def _has_subquery_expression(expression: exp.Expression) -> bool:
+    """Whether ``expression`` has a scalar, IN or EXISTS subquery (derived tables are not)."""
+    return expression.find(exp.Exists) is not None or any(
+        not isinstance(node.parent, _RELATION_PLACES) for node in expression.find_all(exp.Subquery)
+    )
+
+
+def _has_distinct_ordered_limit(expression: exp.Expression) -> bool:
+    """Whether one query block has SELECT DISTINCT, ORDER BY and LIMIT together."""
+    return any(
+        select.args.get("distinct") and select.args.get("order") and select.args.get("limit")
+        for select in expression.find_all(exp.Select)
+    )
+
+
 def _is_derived_table(node: exp.Expression) -> bool:
     return isinstance(node, exp.Subquery) and isinstance(node.parent, (exp.From, exp.Join))
 
@@ -117,11 +132,19 @@ def _attached(node: exp.Expression, root: exp.Expression) -> bool:
     return node is root
 
 
-def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split:
+def split_by_store(state: PlanState) -> PlanState:
+    """The step: the fragments, and the local query over them (None: one fragment answers)."""
+    fragments, local = _split(state.tree, context=state.context)
+    return replace(state, fragments=fragments, local=local)
+
+
+def _split(
+    expression: exp.Expression, *, context: PlanContext
+) -> tuple[tuple[Fragment, ...], exp.Expression | None]:
     store = runs_entirely_at(expression, context=context)
     if store is not None:
         answer = transpile_fragment(expression, context=context, store=store, name="result")
-        return Split(fragments=(answer,), local=None)
+        return (answer,), None
 
     local = expression.copy()
     candidates = [
@@ -154,7 +177,7 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
             body,
             context=context,
             store=store,
-            name=f"{FRAGMENT_PREFIX}{len(fragments) + 1}",
+            name=fragment_name(len(fragments) + 1),
             materialize=inside_reused_cte or has_subquery_expressions,
         )
         # the same SQL with other parameters in it is another query once other values are bound
@@ -175,7 +198,7 @@ def split_by_store(expression: exp.Expression, *, context: PlanContext) -> Split
         scan = _scan(source, len(fragments) + 1, local, context)
         fragments.append(replace(scan, materialize=has_subquery_expressions))
         source.replace(exp.to_table(fragments[-1].name).as_(source.alias_or_name, quoted=True))
-    return Split(fragments=tuple(fragments), local=local)
+    return tuple(fragments), local
 
 
 def _scan(source: exp.Table, number: int, local: exp.Expression, context: PlanContext) -> Fragment:
@@ -190,9 +213,7 @@ def _scan(source: exp.Table, number: int, local: exp.Expression, context: PlanCo
     prefilters = _prefilters(source, context)
     if prefilters:
         query = query.where(exp.and_(*prefilters))
-    return transpile_fragment(
-        query, context=context, store=store, name=f"{FRAGMENT_PREFIX}{number}"
-    )
+    return transpile_fragment(query, context=context, store=store, name=fragment_name(number))
 
 
 _TEXT = {"varchar", "char", "text", "string", "bpchar"}
@@ -219,8 +240,7 @@ def _prefilters(source: exp.Table, context: PlanContext) -> list[exp.Expression]
     text = {c.name for c in product.columns if c.type.lower().split("(")[0] in _TEXT}
     ignores_case = context.connectors[store].capabilities.case_insensitive_text
     kept = []
-    conjuncts = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
-    for condition in conjuncts:
+    for condition in conjuncts(where.this, parens=False):
         columns = list(condition.find_all(exp.Column))
         if not columns or any(c.table != alias for c in columns):
             continue

@@ -10,8 +10,9 @@ from sqlglot import exp
 
 from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
+from gateway.planner.names import NEUTRAL_SOURCE, SOURCE
 from gateway.planner.parameters import Template
-from gateway.planner.sources import PREFIX, source_address
+from gateway.planner.sources import source_address
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Fragment:
     """The local engine may read this fragment more than once, so it is read into memory first."""
     template: Template | None = field(default=None, compare=False, repr=False)
     """The query when it holds bound parameters, to write it again with other values."""
+    query: exp.Expression | None = field(default=None, compare=False, repr=False)
+    """The tree ``sql`` was written from, with the values it was planned with (physical names,
+    the store's dialect not applied yet): the rules that read a fragment's shape after it is
+    written read this, and never parse ``sql`` again."""
 
     @property
     def slots(self) -> frozenset[int]:
@@ -67,6 +72,7 @@ def transpile_fragment(
         sql=sql,
         materialize=materialize,
         template=Template.of(query, dialect, sql),
+        query=query,
     )
 
 
@@ -150,8 +156,8 @@ def _neutral_aliases(expression: exp.Expression) -> exp.Expression:
     """Rename the placeholders' aliases (``"__source:sales.orders"``) to ``source_1`` and so on."""
     renamed: dict[str, str] = {}
     for alias in expression.find_all(exp.TableAlias):
-        if alias.name.startswith(PREFIX):
-            new = renamed.setdefault(alias.name, f"source_{len(renamed) + 1}")
+        if alias.name.startswith(SOURCE):
+            new = renamed.setdefault(alias.name, f"{NEUTRAL_SOURCE}{len(renamed) + 1}")
             alias.set("this", exp.to_identifier(new, quoted=True))
     if renamed:
         for column in expression.find_all(exp.Column):

@@ -17,29 +17,29 @@ from dataclasses import replace
 
 from sqlglot import exp
 
-from gateway.planner.context import PlanContext
-from gateway.planner.split import FRAGMENT_PREFIX, Split
+from gateway.planner.names import fragment_name
+from gateway.planner.state import PlanState
 
 
-def unshare_fragments(split: Split, *, context: PlanContext) -> Split:
-    if split.local is None:
-        return split
-    by_name = {f.name: f for f in split.fragments}
-    reads = Counter(t.name for t in split.local.find_all(exp.Table) if t.name in by_name)
+def unshare_fragments(state: PlanState) -> PlanState:
+    if state.local is None:
+        return state
+    context = state.context
+    by_name = {f.name: f for f in state.fragments}
+    reads = Counter(t.name for t in state.local.find_all(exp.Table) if t.name in by_name)
     shared = [
         name
         for name, count in reads.items()
         if count > 1 and context.connectors[by_name[name].store].capabilities.key_tables
     ]
     if not shared:
-        return split
-    local = split.local.copy()
-    fragments = list(split.fragments)
+        return state
+    local = state.local.copy()
+    fragments = list(state.fragments)
     for name in shared:
         tables = [t for t in local.find_all(exp.Table) if t.name == name]
         for table in tables[1:]:
-            clone = replace(by_name[name], name=f"{FRAGMENT_PREFIX}{len(fragments) + 1}")
+            clone = replace(by_name[name], name=fragment_name(len(fragments) + 1))
             fragments.append(clone)
             table.set("this", exp.to_identifier(clone.name))
-    local.meta.update(split.local.meta)
-    return Split(fragments=tuple(fragments), local=local)
+    return replace(state, fragments=tuple(fragments), local=local)

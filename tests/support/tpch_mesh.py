@@ -27,6 +27,7 @@ import json
 import math
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -248,19 +249,39 @@ def _load_postgres(
         con.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         con.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         for table in tables:
+            started = time.perf_counter()
             con.execute(_create_table(f'"{schema}"."{table}"', table))
             copy = f'COPY "{schema}"."{table}" FROM STDIN (FORMAT text, DELIMITER E\'\\t\')'
-            with con.cursor().copy(copy) as sink, exports.path(table).open("rb") as tsv:
-                while chunk := tsv.read(1 << 20):
-                    sink.write(chunk)
+            source = exports.path(table)
+            with con.cursor().copy(copy) as sink, source.open("rb") as tsv:
+                _copy_with_progress(tsv, sink, source.stat().st_size, table, progress)
             keys = ", ".join(PRIMARY_KEYS[table])
             con.execute(f'ALTER TABLE "{schema}"."{table}" ADD PRIMARY KEY ({keys})')
+            progress(f"  {table}: {marker['rows'][table]:,} rows in {_since(started)}")
         con.execute(f'CREATE TABLE "{schema}".{MARKER_TABLE} (content text NOT NULL)')
         con.execute(f'INSERT INTO "{schema}".{MARKER_TABLE} VALUES (%s)', (json.dumps(marker),))
         con.commit()
         con.autocommit = True
         for table in tables:
             con.execute(f'ANALYZE "{schema}"."{table}"')
+
+
+PROGRESS_BYTES = 256 << 20
+"""How often a long COPY says how far it got."""
+
+
+def _copy_with_progress(source: Any, sink: Any, size: int, table: str, progress: Progress) -> None:
+    copied, reported = 0, 0
+    while chunk := source.read(1 << 20):
+        sink.write(chunk)
+        copied += len(chunk)
+        if copied - reported >= PROGRESS_BYTES:
+            reported = copied
+            progress(f"  {table}: {copied / 1e6:,.0f} of {size / 1e6:,.0f} MB copied")
+
+
+def _since(started: float) -> str:
+    return f"{time.perf_counter() - started:.1f} s"
 
 
 def _postgres_marker(con: Any, schema: str) -> dict[str, Any] | None:
@@ -303,6 +324,7 @@ def _load_mariadb(
                 cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
                 cursor.execute(f"CREATE DATABASE `{database}`")
                 for table in tables:
+                    started = time.perf_counter()
                     # InnoDB loads fastest into its clustered key; 255 holds every TPC-H text
                     ddl = _create_table(
                         f"`{database}`.`{table}`", table, text_type="varchar(255)", primary_key=True
@@ -315,6 +337,7 @@ def _load_mariadb(
                     )
                     cursor.execute(f"ANALYZE TABLE `{database}`.`{table}`")
                     cursor.fetchall()
+                    progress(f"  {table}: {marker['rows'][table]:,} rows in {_since(started)}")
                 cursor.execute(f"CREATE TABLE `{database}`.{MARKER_TABLE} (content TEXT NOT NULL)")
                 cursor.execute(
                     f"INSERT INTO `{database}`.{MARKER_TABLE} VALUES (%s)", (json.dumps(marker),)
