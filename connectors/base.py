@@ -10,8 +10,9 @@ batches back (:meth:`Connector.execute`), and what the store reports a table's c
 from __future__ import annotations
 
 import abc
+import contextvars
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 
 from gateway.errors import MeshConfigError, field_problems
+
+query_cancelled: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "query_cancelled", default=None
+)
+"""Whether the client of the query being started has cancelled or gone away, for a connector
+whose store cannot be stopped by closing the stream while a read blocks (SQLite): the executor
+sets it around ``execute``; a connector polls it for as long as the query runs."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,14 @@ class Capabilities:
     case_insensitive_text: bool = False
     """String comparison ignores case by default (MySQL collations): text predicates, joins,
     grouping and DISTINCT on text run locally to keep the gateway's case-sensitive meaning."""
+
+    typed_columns: bool = True
+    """Every value of a result column has the column's type. False for SQLite, whose values
+    carry their own types: a computed column could hold integers in its first rows and reals
+    later (``sum`` of a decimal column, a UNION of an integer and a real column), which the ADBC
+    driver, typing the column from its first batch, failed on ("Type mismatch: expected INT64
+    but got DOUBLE"). The planner casts such a store's numeric and computed text outputs to the
+    types the gateway expects."""
 
     unsupported_functions: frozenset[type[exp.Expression]] = field(default_factory=frozenset)
     """sqlglot expression types the store lacks or computes differently; queries using them

@@ -12,7 +12,13 @@ import pyarrow as pa
 from connectors.base import Capabilities, Connector, sql_string
 from connectors.store_errors import missing_database_file, store_error, timed_out
 from connectors.watchdog import watchdog
-from gateway.errors import GatewayError, SourceUnavailable, values_hidden
+from gateway.errors import (
+    GatewayError,
+    QueryCancelled,
+    SourceUnavailable,
+    engine_error,
+    values_hidden,
+)
 from gateway.streaming import OwnedStream
 
 ROWS_PER_BATCH = 16_384
@@ -120,8 +126,6 @@ class EmbeddedDuckDB:
                 if not closed:
                     _interrupt(cursor)
 
-        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, interrupt)
-
         def finish() -> None:
             nonlocal closed
             cancel_deadline()
@@ -129,37 +133,38 @@ class EmbeddedDuckDB:
                 closed = True
                 cursor.close()
 
+        deadline_passed = threading.Event()
+
+        def on_deadline() -> None:
+            deadline_passed.set()
+            interrupt()
+
+        def classify(exc: Exception) -> GatewayError | None:
+            """DuckDB's errors classified one way before and while the answer streams."""
+            mapped = engine_error(exc, engine=f"store {self.store!r}")
+            if deadline_passed.is_set() and (mapped is None or isinstance(mapped, QueryCancelled)):
+                return timed_out(self.store, self.query_timeout_seconds)
+            return mapped
+
+        cancel_deadline = watchdog.schedule(self.query_timeout_seconds, on_deadline)
         try:
             result = cursor.execute(sql, values)
             native = result.to_arrow_reader(ROWS_PER_BATCH)
         except duckdb.Error as exc:
             finish()
-            raise self._error(exc) from exc
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise classify(exc) or store_error(
+                "rejected",
+                store=self.store,
+                message=str(exc),
+                public_reason=values_hidden(first_line),
+            ) from exc
         except BaseException:
             finish()
             raise
         # the deadline covers the stream too: a query that starts fast can stream for ever
-        stream = OwnedStream(native, owner=finish, interrupt=interrupt)
+        stream = OwnedStream(native, owner=finish, interrupt=interrupt, map_error=classify)
         return stream.reader()
-
-    def _error(self, exc: Exception) -> GatewayError:
-        """The gateway error for what DuckDB raised, told apart by its exception class."""
-        import duckdb
-
-        rejected = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, duckdb.InterruptException):
-            return timed_out(self.store, self.query_timeout_seconds)
-        if isinstance(exc, rejected):
-            # first line only: DuckDB goes on to quote the SQL, which names physical relations
-            return store_error(
-                "rejected", store=self.store, message=first_line, public_reason=first_line
-            )
-        if isinstance(exc, duckdb.IOException):  # DuckDB names the files: none of it is public
-            return store_error("unavailable", store=self.store, message=str(exc))
-        return store_error(
-            "rejected", store=self.store, message=str(exc), public_reason=values_hidden(first_line)
-        )
 
     def close(self) -> None:
         with self._lock:

@@ -162,6 +162,102 @@ def values_hidden(text: str) -> str:
     return INPUT_VALUE.sub(r'\1"…"', QUOTED_VALUE.sub("'…'", text))
 
 
+DUCKDB_ERROR = re.compile(r"(?P<kind>[A-Za-z][A-Za-z ]*?) Error: ")
+"""How DuckDB begins every error message: its exception type's name, then `` Error: ``."""
+
+DUCKDB_DATA_ERRORS = frozenset(
+    {"Conversion", "Out of Range", "Mismatch Type", "Divide by Zero", "Decimal", "Invalid Input"}
+)
+"""DuckDB's errors about values: a cast or function met a value it cannot take. ``Invalid
+Input`` is also what ``error()`` and a failing fragment scan raise (see the executor)."""
+
+DUCKDB_STATEMENT_ERRORS = frozenset(
+    {
+        "Parser",
+        "Syntax",
+        "Binder",
+        "Catalog",
+        "Not implemented",
+        "Invalid type",
+        "Unknown Type",
+        "Parameter Not Resolved",
+        "Parameter Not Allowed",
+        "Constraint",
+        "Dependency",
+        "Sequence",
+        "Expression",
+    }
+)
+"""DuckDB's errors about the statement itself: its syntax, names, types or functions."""
+
+
+def duckdb_error_kind(error: BaseException) -> str | None:
+    """DuckDB's name for the class of ``error`` (``"Conversion"``, ``"Binder"``, ``"INTERRUPT"``…)
+    when DuckDB raised it; None when it did not.
+
+    DuckDB raises its own classes (``duckdb.ConversionException``) from ``execute``, but an error
+    met while its result streams (after the first batch) reaches Python through Arrow's C stream
+    as a plain ``OSError`` with the same message: both are recognised by that message.
+
+    >>> duckdb_error_kind(OSError("Conversion Error: Could not convert string 'x' to INT32"))
+    'Conversion'
+    >>> duckdb_error_kind(ValueError("Conversion Error: not DuckDB's")) is None
+    True
+    """
+    module = type(error).__module__ or ""
+    if not (module.split(".")[0] in ("duckdb", "_duckdb") or isinstance(error, OSError)):
+        return None
+    match = DUCKDB_ERROR.match(str(error))
+    return match["kind"] if match else None
+
+
+def engine_error(error: BaseException, *, engine: str) -> GatewayError | None:
+    """The GatewayError for ``error`` raised by a DuckDB that runs (part of) a query, the one
+    classification of DuckDB's errors whether they come before the first batch or while the
+    answer streams; None when DuckDB did not raise ``error``.
+
+    ``engine`` names what ran it for the message ("the local engine", "store 'lake'"). A value
+    or statement the engine cannot take is the client's to fix (INVALID_ARGUMENT); running out
+    of memory is a limit; a file it cannot read is the store's; an interrupt is a cancellation
+    (callers that interrupted it for a deadline say so instead). Anything else DuckDB raised
+    for this statement alone (its INTERNAL errors among them) is reported as the statement's:
+    the gateway and the other queries go on. The message keeps DuckDB's first line only (the
+    next ones quote the SQL: physical names, row filters), and its public form hides values.
+    """
+    kind = duckdb_error_kind(error)
+    if kind is None:
+        return None
+    reason = str(error).split("\n")[0].rstrip()
+    public_reason = values_hidden(reason)
+    if kind == "INTERRUPT":
+        return QueryCancelled(f"{engine}'s query was interrupted")
+    if kind == "Out of Memory":
+        return ResourceExhausted(
+            f"{engine} ran out of memory for the query ({reason}); narrow it, or ask the "
+            "gateway's operators to raise the engine's `memory_limit`",
+            public=f"{engine} ran out of memory for the query; narrow it, or ask the gateway's "
+            "operators to raise the engine's `memory_limit`",
+        )
+    if kind in ("IO", "HTTP"):
+        return SourceUnavailable(
+            f"{engine} cannot read its data: {reason}",
+            public=f"{engine} cannot read its data",  # DuckDB names the files
+        )
+    if kind in DUCKDB_DATA_ERRORS:
+        hint = (
+            "a value does not fit the cast or function applied to it; change the query "
+            "(TRY_CAST, or a filter that keeps such values out)"
+        )
+    elif kind in DUCKDB_STATEMENT_ERRORS:
+        hint = "correct the statement"
+    else:
+        hint = "change the query"
+    return InvalidQuery(
+        f"{engine} could not run the query: {reason}; {hint}",
+        public=f"{engine} could not run the query: {public_reason}; {hint}",
+    )
+
+
 def new_reference() -> str:
     """A short id that ties what a client was told to the server log entry with the details."""
     return uuid.uuid4().hex[:12]

@@ -11,6 +11,7 @@ source reader, which stops the queries at the stores.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -24,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.base import Connector
+from connectors.base import Connector, query_cancelled
 from connectors.watchdog import watchdog
 from gateway.errors import (
     GatewayError,
@@ -32,6 +33,7 @@ from gateway.errors import (
     QueryCancelled,
     QueryTimeout,
     SourceUnavailable,
+    engine_error,
     values_hidden,
 )
 from gateway.local_engine import local_engine
@@ -356,6 +358,7 @@ def _start_fragments(
                 early = fragment.name in builds or (READ_PROBES_EARLY and sql is not fragment.sql)
                 started.append(threading.Event())
                 future = _starter.submit(
+                    contextvars.copy_context().run,  # the client's cancellation, for _open
                     _open,
                     connector,
                     sql,
@@ -402,6 +405,22 @@ def _distinct_keys(column: pa.ChunkedArray) -> int:
     return pc.count_distinct(column).as_py()
 
 
+def _local_failure(
+    error: Exception, watch: LocalWatch, streams: list[OwnedStream]
+) -> GatewayError | None:
+    """Why the local engine's query failed, the same before its first batch and while it
+    streams: the watch's reason when it interrupted the query, a fragment's own error when
+    the engine failed reading one (DuckDB reports it as "arrow_scan: get_next failed"), else
+    DuckDB's error classified (gateway.errors.engine_error); None for an error DuckDB did not
+    raise, a bug of the gateway's."""
+    if watch.reason is not None:
+        return watch.reason
+    for stream in streams:
+        if isinstance(stream.failure, GatewayError):
+            return stream.failure
+    return engine_error(error, engine="the local engine")
+
+
 def execute_plan(
     plan: Plan,
     connectors: Mapping[str, Connector],
@@ -422,6 +441,31 @@ def execute_plan(
     are when the stream closes.
     """
     sent = sent if sent is not None else []
+    watching = query_cancelled.set(cancelled)  # for stores a closed stream cannot stop
+    try:
+        return _execute(
+            plan,
+            connectors,
+            max_batch_bytes=max_batch_bytes,
+            sent=sent,
+            step=step,
+            cancellers=cancellers,
+            cancelled=cancelled,
+        )
+    finally:
+        query_cancelled.reset(watching)
+
+
+def _execute(
+    plan: Plan,
+    connectors: Mapping[str, Connector],
+    *,
+    max_batch_bytes: int,
+    sent: list[tuple[str, str]],
+    step: Callable[[str], contextlib.AbstractContextManager],
+    cancellers: list[Callable[[], object]] | None,
+    cancelled: Callable[[], bool] | None,
+) -> pa.RecordBatchReader:
     if plan.local_sql is None:
         (fragment,) = plan.fragments
         sent.append((fragment.store, fragment.sql))
@@ -476,9 +520,7 @@ def execute_plan(
         raise
     except Exception as exc:
         finish()
-        if watch.reason is not None:
-            raise watch.reason from None
-        raise InvalidQuery(
+        raise _local_failure(exc, watch, owned) or InvalidQuery(
             f"the local engine could not run the query: {exc}",
             public="the local engine could not run the query: "
             + values_hidden(str(exc).splitlines()[0]),
@@ -487,10 +529,11 @@ def execute_plan(
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from result
-        except Exception:
-            if watch.reason is not None:
-                raise watch.reason from None
-            raise
+        except Exception as exc:
+            failure = _local_failure(exc, watch, owned)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             result.close()
             finish()

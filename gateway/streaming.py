@@ -204,6 +204,11 @@ class OwnedStream:
     (issue 11). Through this object the native stream is read by one thread at a time, closed
     exactly once, after any read in progress, and its ``owner`` (the cursor that ran it) only
     after it; a read after the close is the end of the stream.
+
+    A read that fails raises ``map_error(error)`` (the store's classification of its own
+    errors) when that gives one, and the error raised is kept as ``failure``: a consumer that
+    only sees it through another engine's wrapping (DuckDB's "arrow_scan: get_next failed")
+    reports the store's error instead.
     """
 
     def __init__(
@@ -212,11 +217,14 @@ class OwnedStream:
         *,
         owner: Callable[[], object] | None = None,
         interrupt: Callable[[], object] | None = None,
+        map_error: Callable[[Exception], Exception | None] | None = None,
     ) -> None:
         self.schema = reader.schema
+        self.failure: Exception | None = None
         self._reader: pa.RecordBatchReader | None = reader
         self._owner = owner
         self._interrupt = interrupt
+        self._map_error = map_error
         self._lock = threading.Lock()
 
     def __iter__(self) -> OwnedStream:
@@ -226,7 +234,16 @@ class OwnedStream:
         with self._lock:
             if self._reader is None:
                 raise StopIteration
-            return self._reader.read_next_batch()
+            try:
+                return self._reader.read_next_batch()
+            except StopIteration:
+                raise
+            except Exception as exc:
+                mapped = self._map_error(exc) if self._map_error is not None else None
+                self.failure = self.failure or mapped or exc
+                if mapped is None:
+                    raise
+                raise mapped from exc
 
     def close(self) -> None:
         """Close the native stream, then its owner; later calls do nothing. A read in progress

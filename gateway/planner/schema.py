@@ -46,7 +46,11 @@ def schema_of(expression: exp.Expression, *, context: PlanContext) -> pa.Schema:
         def empty(node: exp.Expression) -> exp.Expression:
             address = source_address(node)
             if address is not None:
-                return exp.to_table(names[address])
+                table = exp.to_table(names[address])
+                alias = node.args.get("alias")
+                if alias is not None:  # a planned fragment's columns name the source's alias
+                    table.set("alias", alias.copy())
+                return table
             return node
 
         query = expression.transform(empty, copy=True)

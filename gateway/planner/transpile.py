@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import pyarrow as pa
 from sqlglot import exp
 
 from gateway.errors import InvalidQuery
@@ -54,7 +55,10 @@ def transpile_fragment(
     query = _physical(expression, context=context, store=store)
     if store == context.route.engine:
         query = _explicit_cross_joins(query)
-    dialect = context.connectors[store].capabilities.dialect
+    capabilities = context.connectors[store].capabilities
+    if not capabilities.typed_columns:
+        query = _typed_outputs(query, _output_types(expression, context=context))
+    dialect = capabilities.dialect
     try:
         sql = query.sql(dialect=dialect)
     except Exception as exc:  # noqa: BLE001 - sqlglot's generators fail with TypeError and others
@@ -70,6 +74,58 @@ def transpile_fragment(
         template=Template.of(query, dialect, sql),
         query=query,
     )
+
+
+def _output_types(expression: exp.Expression, *, context: PlanContext) -> list[pa.DataType]:
+    """The types the gateway gives ``expression``'s output columns (DuckDB's semantics); none
+    when they cannot be worked out here (the store's own error then says why)."""
+    from gateway.planner.schema import infer_schema
+
+    try:
+        return infer_schema(expression, context=context).types
+    except InvalidQuery:
+        return []
+
+
+def _store_type(kind: pa.DataType) -> str | None:
+    """The SQLite type a column of Arrow type ``kind`` is cast to, when its values could
+    otherwise come in several storage classes."""
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "REAL"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "TEXT"
+    return None
+
+
+def _typed_outputs(query: exp.Expression, types: list[pa.DataType]) -> exp.Expression:
+    """``query`` with each real or text output cast to its type, in every branch of a set
+    operation, keeping the output names; plain text columns stay as they are (a TEXT column
+    holds text). Integer outputs are never cast: a real where DuckDB expects an integer is a
+    difference of meaning to report, not to truncate away."""
+    if isinstance(query, exp.SetOperation):
+        for side in ("this", "expression"):
+            branch = query.args.get(side)
+            if branch is not None:
+                query.set(side, _typed_outputs(branch, types))
+        return query
+    if isinstance(query, exp.Subquery):
+        query.set("this", _typed_outputs(query.this, types))
+        return query
+    if not isinstance(query, exp.Select) or len(query.expressions) != len(types):
+        return query  # SELECT * and the like: the names are the store's, leave them
+    projections = []
+    for projection, kind in zip(query.expressions, types, strict=True):
+        target = _store_type(kind)
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        name = projection.alias_or_name
+        if target is None or (target == "TEXT" and isinstance(inner, exp.Column)):
+            projections.append(projection)
+            continue
+        cast = exp.cast(inner.copy(), target)
+        # an unnamed output is read by position (the whole query pushed down)
+        projections.append(cast.as_(name, quoted=True) if name else cast)
+    query.set("expressions", projections)
+    return query
 
 
 def _physical(expression: exp.Expression, *, context: PlanContext, store: str) -> exp.Expression:

@@ -222,11 +222,6 @@ class SQLiteKind(StoreKind):
         "test_unconstrained_numeric_is_exact": Gap(
             WRONG, "SQLite sums decimals as doubles", "never"
         ),
-        "test_timeout_cancels_at_store": Gap(
-            pytest.fail.Exception,
-            "the SQLite connector has no query deadline (sqlite3_interrupt is not wired)",
-            run=False,
-        ),
         "test_aggregates_match_local": Gap(
             WRONG, "SQLite sums decimals as doubles and returns dates as text", "never"
         ),
