@@ -79,10 +79,10 @@ def transpile_fragment(
 def _output_types(expression: exp.Expression, *, context: PlanContext) -> list[pa.DataType]:
     """The types the gateway gives ``expression``'s output columns (DuckDB's semantics); none
     when they cannot be worked out here (the store's own error then says why)."""
-    from gateway.planner.schema import infer_schema
+    from gateway.planner.schema import schema_of
 
     try:
-        return infer_schema(expression, context=context).types
+        return schema_of(expression, context=context).types
     except InvalidQuery:
         return []
 
