@@ -946,6 +946,7 @@ CAPABILITY_FLIPS = {
         frozenset({exp.Upper}),
         "SELECT upper(n_name) AS u FROM reference.nation",
     ),
+    "typed_columns": ("ref", True, "SELECT n_nationkey * 1.5 AS x FROM reference.nation"),
     "unknown_functions": ("sales_db", False, "SELECT hash(o_orderkey) AS h FROM sales.orders"),
     "key_tables": (
         "lake",

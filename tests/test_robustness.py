@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import connect
-from tests.support.server_process import served
+from tests.support.server_process import busy_cores, served
 
 CRASHING_QUERY = (
     "SELECT t2.l_commitdate, sum(DISTINCT coalesce(t3.o_orderkey, 10)), count(*) "
@@ -183,21 +183,6 @@ ENDLESS_CTE = (
 )
 
 
-def _cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _busy_cores(pid: int, seconds: float = 1.0) -> float:
-    import time
-
-    before = _cpu_seconds(pid)
-    time.sleep(seconds)
-    return (_cpu_seconds(pid) - before) / seconds
-
-
 def test_a_cancelled_local_query_stops_and_the_gateway_goes_idle(demo_mesh, tmp_path):
     """A recursive CTE that would run for hours runs in the local engine; the client gives up
     after 3 s (its fetch timeout cancels the call). Before LocalWatch it kept running."""
@@ -212,7 +197,7 @@ def test_a_cancelled_local_query_stops_and_the_gateway_goes_idle(demo_mesh, tmp_
         finally:
             conn.close()
         # within ten seconds the server is idle, and stays so
-        windows = [_busy_cores(server.process.pid) for _ in range(10)]
+        windows = [busy_cores(server.process.pid) for _ in range(10)]
         idle = [i for i, cores in enumerate(windows) if cores < 0.05]
         assert idle and all(cores < 0.05 for cores in windows[idle[0] :]), windows
         assert server.alive() and not server.fatal_errors()

@@ -225,8 +225,7 @@ def test_a_cancelled_query_at_sqlite_stops_and_the_gateway_goes_idle(stream_mesh
     """The client gives up after 3 s (its deadline cancels the call); the ADBC SQLite driver
     has no cancel, so the query kept a core busy. The gateway now interrupts it at SQLite."""
     from tests.fuzz.runner import _connect
-    from tests.support.server_process import served
-    from tests.test_robustness import _busy_cores
+    from tests.support.server_process import busy_cores, served
 
     with served(stream_mesh, log_dir=tmp_path) as server:
         with running_server(stream_mesh) as (_, gateway):  # the plan, as the server makes it
@@ -239,7 +238,7 @@ def test_a_cancelled_query_at_sqlite_stops_and_the_gateway_goes_idle(stream_mesh
                 cur.fetchall()
         finally:
             conn.close()
-        windows = [_busy_cores(server.process.pid) for _ in range(10)]
+        windows = [busy_cores(server.process.pid) for _ in range(10)]
         idle = [i for i, cores in enumerate(windows) if cores < 0.05]
         assert idle and all(cores < 0.05 for cores in windows[idle[0] :]), windows
         assert server.alive() and not server.fatal_errors()

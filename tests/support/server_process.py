@@ -71,3 +71,20 @@ def served(mesh_dir: Path, *, log_dir: Path, timeout: float = 120) -> Iterator[S
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) the process ``pid`` has used so far, from /proc."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cores(pid: int, seconds: float = 1.0) -> float:
+    """How many cores the process ``pid`` kept busy over the next ``seconds``."""
+    import time
+
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
