@@ -148,7 +148,7 @@ class ThreadStarts:
 class GilSampler:
     """How much of a window some thread of a process holds the GIL, sampled by py-spy.
 
-    py-spy is optional (``pip install py-spy`` into the venv); without it, or when the kernel
+    py-spy comes with the bench extra; without it, or when the kernel
     refuses to let it attach, ``fraction`` is None.
     """
 
