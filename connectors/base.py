@@ -98,6 +98,15 @@ class Capabilities:
     ``now()``...) exist at this store under the same name. True where the store speaks the
     gateway's dialect (DuckDB); elsewhere such calls run in the local engine."""
 
+    fence: exp.Expression | None = None
+    """A clause that keeps the store's optimizer from moving the outer query's predicates into a
+    derived table (PostgreSQL's ``OFFSET 0``, a LIMIT no table reaches elsewhere), set on each
+    row-filtered relation the store receives so the row filter runs before the query's own
+    predicates: else a predicate that fails on some value (a cast, a regular expression read
+    from a column) could fail on a hidden row, and its error would tell the principal that the
+    row exists. None where the store never evaluates a predicate that can fail before the
+    filter beneath it (DuckDB: ``tests/test_governance_barrier.py`` holds it to that)."""
+
     key_tables: bool = False
     """The store can read Arrow tables the gateway sends along with a query
     (:meth:`Connector.execute_with_tables`): a dynamic filter of any size is a semi-join at the
@@ -113,6 +122,11 @@ class ConnectorSettings(BaseModel):
     connect_timeout_seconds: float = Field(default=10, gt=0)
     query_timeout_seconds: float = Field(default=300, gt=0)
     pool_size: int = Field(default=4, ge=1, le=64)
+
+
+def limit_fence(rows: int) -> exp.Expression:
+    """A ``LIMIT rows`` as a :attr:`Capabilities.fence`: a limit above any table's row count."""
+    return exp.Limit(expression=exp.Literal.number(rows))
 
 
 def sql_string(value: object, *, dialect: str = "duckdb") -> str:

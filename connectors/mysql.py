@@ -19,7 +19,13 @@ import pyarrow as pa
 from pydantic import Field
 from sqlglot import exp
 
-from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorSettings,
+    limit_fence,
+    secret_from_env,
+)
 from connectors.pool import ConnectionPool
 from connectors.remote import bind_parameters, conformed_schema, declared_type, stream
 from connectors.store_errors import ErrorSigns, kind_of, store_error
@@ -72,6 +78,9 @@ class MySQLConnector(Connector):
     kind = "mysql"
     capabilities = Capabilities(
         dialect="mysql",
+        # a derived table with a LIMIT is neither merged into the outer query nor given its
+        # conditions (MariaDB's documented limits of derived_merge and condition pushdown)
+        fence=limit_fence(18446744073709551615),
         # Default collations compare text ignoring case and trailing spaces; the planner keeps
         # text predicates, joins, grouping and DISTINCT on text local.
         case_insensitive_text=True,

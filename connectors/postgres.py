@@ -104,7 +104,10 @@ class PostgresSettings(ConnectorSettings):
 
 class PostgresConnector(Connector):
     kind = "postgres"
-    capabilities = Capabilities(dialect="postgres")
+    # OFFSET 0 is PostgreSQL's documented way to keep a subquery from being pulled up
+    capabilities = Capabilities(
+        dialect="postgres", fence=exp.Offset(expression=exp.Literal.number(0))
+    )
     Settings = PostgresSettings
 
     def __init__(self, name: str, settings: dict[str, Any], **kwargs: Any):

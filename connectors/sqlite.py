@@ -9,7 +9,13 @@ from collections.abc import Callable
 import pyarrow as pa
 from sqlglot import exp
 
-from connectors.base import Capabilities, Connector, ConnectorSettings, query_cancelled
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorSettings,
+    limit_fence,
+    query_cancelled,
+)
 from connectors.pool import ConnectionPool
 from connectors.store_errors import missing_database_file, store_error, timed_out
 from connectors.watchdog import watchdog
@@ -33,6 +39,8 @@ class SQLiteConnector(Connector):
     kind = "sqlite"
     capabilities = Capabilities(
         dialect="sqlite",
+        # the query flattener and WHERE push-down both leave a subquery with a LIMIT alone
+        fence=limit_fence(9223372036854775807),
         # SQLite has no md5, right() or date_trunc: hash, partial and date masks run locally.
         # The rest failed at SQLite when the fuzzer (tests/fuzz) had them pushed there: SQLite
         # lacks the function, or sqlglot writes it in a form SQLite refuses.

@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 from sqlglot import exp
 
-from connectors.base import Capabilities, Connector, ConnectorSettings, secret_from_env
+from connectors.base import (
+    Capabilities,
+    Connector,
+    ConnectorSettings,
+    limit_fence,
+    secret_from_env,
+)
 from connectors.pool import ConnectionPool
 from connectors.store_errors import timed_out
 from connectors.watchdog import watchdog
@@ -101,6 +107,8 @@ class TrinoConnector(Connector):
     kind = "trino"
     capabilities = Capabilities(
         dialect="trino",
+        # predicate pushdown stops at a LIMIT
+        fence=limit_fence(9223372036854775807),
         unsupported_functions=frozenset(
             {
                 # Trino has no exact percentiles or mode; sqlglot would emit PERCENTILE_CONT,

@@ -502,3 +502,130 @@ def test_no_predicate_crosses_a_row_filter_that_could_fail(bank):
         with connection.cursor() as cur:
             cur.execute(sql)
             assert cur.fetchall() == [(4,)]  # Edsger: the others are Ada or hold 4300
+
+
+# --- a store never runs the query's predicates before the row filter --------------------------
+
+LEAKS = "CASE WHEN country = 'US' THEN CAST(holder AS INT) = 1 ELSE TRUE END"
+"""Fails on Grace's row (an American the filter hides), and only there."""
+
+
+@pytest.fixture(scope="module")
+def fenced(tmp_path_factory):
+    """``pg.accounts`` in PostgreSQL and ``duck.accounts`` in DuckDB, each filtered for ``gb``
+    by a list of countries in the same store: the whole governed relation goes to the store,
+    whose optimizer is free to pull a subquery up and run the query's predicates first."""
+    import duckdb
+
+    pg = postgres_admin()
+    schema = f"mg_fence_{uuid.uuid4().hex[:12]}"
+    pg.execute(f"CREATE SCHEMA {schema}")
+    root = tmp_path_factory.mktemp("fence-mesh")
+    duck = duckdb.connect(str(root / "bank.duckdb"))
+    for run in (pg.execute, duck.execute):
+        prefix = f"{schema}." if run == pg.execute else ""
+        run(f"CREATE TABLE {prefix}accounts (id BIGINT, holder TEXT, country TEXT)")
+        run(f"CREATE TABLE {prefix}allowed (code TEXT)")
+        run(f"INSERT INTO {prefix}allowed VALUES ('GB')")
+        for id_, holder, country, _ in ACCOUNTS:
+            run(f"INSERT INTO {prefix}accounts VALUES ({id_}, '{holder}', '{country}')")
+    duck.close()
+    (root / "mesh.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            name: fence
+            stores:
+              pg: {{kind: postgres, host: {POSTGRES.host}, port: {POSTGRES.port},
+                   user: {POSTGRES.user}, database: {POSTGRES.database}}}
+              duck: {{kind: duckdb, path: bank.duckdb}}
+            """
+        )
+    )
+    columns = {"accounts": ("id", "holder", "country"), "allowed": ("code",)}
+    types = {"id": "bigint"}
+    for domain, store, prefix in (("pg", "pg", f"{schema}."), ("duck", "duck", "")):
+        (root / domain).mkdir()
+        for product, names in columns.items():
+            (root / domain / f"{product}.yaml").write_text(
+                f"product: {product}\nversion: 1\nowner: t@example.com\ndescription: {product}\n"
+                f"store: {store}\ntable: {prefix}{product}\ncolumns:\n"
+                + "".join(
+                    f"  - {{name: {n}, type: {types.get(n, 'varchar')}, classification: public}}\n"
+                    for n in names
+                )
+            )
+    (root / "policies").mkdir()
+    (root / "policies" / "global.yaml").write_text(
+        textwrap.dedent(
+            """
+            roles: {british: []}
+            grants: [{role: british, products: "*"}]
+            row_filters:
+              - role: british
+                products: pg.accounts
+                filter: "country IN (SELECT code FROM pg.allowed)"
+              - role: british
+                products: duck.accounts
+                filter: "country IN (SELECT code FROM duck.allowed)"
+            """
+        )
+    )
+    (root / "principals.yaml").write_text(
+        "principals:\n"
+        f"  gb: {{password_hash: '{hash_password('gb', rounds=4)}', roles: [british]}}\n"
+    )
+    try:
+        with running_server(root) as (uri, _):
+            yield uri, root
+    finally:
+        pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        pg.close()
+
+
+@pytest.mark.parametrize("domain", ["pg", "duck"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        f"SELECT id FROM {{domain}}.accounts WHERE {LEAKS} ORDER BY id",
+        f"SELECT a.id FROM {{domain}}.accounts a JOIN {{domain}}.allowed l ON a.country = l.code "
+        f"WHERE {LEAKS} ORDER BY a.id",
+        f"SELECT count(*) FROM (SELECT * FROM {{domain}}.accounts) t WHERE {LEAKS}",
+    ],
+    ids=["where", "same_store_join", "derived_table"],
+)
+def test_a_store_runs_the_row_filter_before_the_querys_predicates(fenced, domain, sql):
+    """Were the store to evaluate the CASE on Grace's row, the cast error would tell the
+    principal that a hidden American exists: the filter must run first, wherever it runs."""
+    uri, _ = fenced
+    with connect(uri, "gb") as connection, connection.cursor() as cur:
+        cur.execute(sql.format(domain=domain))
+        answer = cur.fetchall()
+    assert answer in ([(1,), (3,)], [(2,)]), answer
+
+
+def test_the_fence_is_what_keeps_postgresql_from_running_them_first(fenced):
+    """PostgreSQL's Capabilities.fence flipped off: the same plan, less its OFFSET 0, lets
+    PostgreSQL pull the governed relation up and fail on the hidden row."""
+    import copy
+    import dataclasses
+
+    from gateway.errors import InvalidQuery
+    from gateway.planner import plan_query
+    from gateway.service import Gateway
+
+    _, root = fenced
+    sql = f"SELECT id FROM pg.accounts WHERE {LEAKS} ORDER BY id"
+    gateway = Gateway.open(root)
+    try:
+        context = gateway.context(gateway.principals.get("gb"))
+        fenced_plan = plan_query(sql, context=context)
+        connector = copy.copy(context.connectors["pg"])
+        connector.capabilities = dataclasses.replace(connector.capabilities, fence=None)
+        bare = dataclasses.replace(context, connectors={**context.connectors, "pg": connector})
+        bare_plan = plan_query(sql, context=bare)
+        assert "OFFSET 0" in fenced_plan.explain() and "OFFSET" not in bare_plan.explain()
+        assert gateway.execute(fenced_plan).read_all().to_pylist() == [{"id": 1}, {"id": 3}]
+        with pytest.raises(InvalidQuery, match="rejected the query"):
+            gateway.execute(bare_plan).read_all()
+    finally:
+        gateway.close()

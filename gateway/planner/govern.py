@@ -25,7 +25,7 @@ from gateway.errors import PermissionDenied
 from gateway.planner.context import PlanContext
 from gateway.planner.names import ROW_FILTERED
 from gateway.planner.resolve import product_address, resolve_products
-from gateway.planner.sources import source_address, source_placeholder
+from gateway.planner.sources import source_placeholder
 from gateway.planner.state import PlanState
 
 MAX_FILTER_DEPTH = 4
@@ -93,24 +93,3 @@ def govern_references(state: PlanState) -> PlanState:
         products=tuple(sorted(named)),
         expression=apply_governance(state.tree, context=state.context),
     )
-
-
-def is_row_filtered(node: exp.Expression) -> bool:
-    """A governed relation whose row filter (its WHERE) must run before the query's predicates."""
-    return row_filtered_address(node) is not None
-
-
-def row_filtered_address(node: exp.Expression) -> str | None:
-    """The product a governed relation with a row filter reads, or None for any other node:
-    ``(SELECT ... FROM (SELECT ... FROM "__source:<address>") AS "__filtered_<name>" WHERE
-    ...)``, as govern writes it."""
-    if not isinstance(node, exp.Subquery) or not isinstance(node.this, exp.Select):
-        return None
-    if node.this.args.get("where") is None:
-        return None
-    source = node.this.args.get("from_")
-    inner = source.this if source is not None else None
-    if not isinstance(inner, exp.Subquery) or not inner.alias.startswith(ROW_FILTERED):
-        return None
-    contract = inner.this.args.get("from_") if isinstance(inner.this, exp.Select) else None
-    return source_address(contract.this) if contract is not None else None

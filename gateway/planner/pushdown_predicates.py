@@ -19,9 +19,9 @@ from sqlglot import exp
 from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 
 from gateway.planner.context import PlanContext
-from gateway.planner.govern import row_filtered_address
 from gateway.planner.names import BARRIER, conjuncts
 from gateway.planner.safe_predicates import cannot_fail, crossing_kinds, is_safe
+from gateway.planner.sources import row_filtered_address
 from gateway.planner.state import PlanState
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
-from gateway.planner.names import SOURCE
+from gateway.planner.names import ROW_FILTERED, SOURCE
 
 if TYPE_CHECKING:
     from gateway.planner.context import PlanContext
@@ -48,3 +48,24 @@ def contract_schema(expression: exp.Expression, context: PlanContext) -> dict[st
         source.name: {c.name: c.type for c in context.mesh.products[source_address(source)].columns}
         for source in sources_of(expression)
     }
+
+
+def is_row_filtered(node: exp.Expression) -> bool:
+    """A governed relation whose row filter (its WHERE) must run before the query's predicates."""
+    return row_filtered_address(node) is not None
+
+
+def row_filtered_address(node: exp.Expression) -> str | None:
+    """The product a governed relation with a row filter reads, or None for any other node:
+    ``(SELECT ... FROM (SELECT ... FROM "__source:<address>") AS "__filtered_<name>" WHERE
+    ...)``, as govern writes it."""
+    if not isinstance(node, exp.Subquery) or not isinstance(node.this, exp.Select):
+        return None
+    if node.this.args.get("where") is None:
+        return None
+    source = node.this.args.get("from_")
+    inner = source.this if source is not None else None
+    if not isinstance(inner, exp.Subquery) or not inner.alias.startswith(ROW_FILTERED):
+        return None
+    contract = inner.this.args.get("from_") if isinstance(inner.this, exp.Select) else None
+    return source_address(contract.this) if contract is not None else None

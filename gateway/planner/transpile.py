@@ -12,7 +12,7 @@ from gateway.errors import InvalidQuery
 from gateway.planner.context import PlanContext
 from gateway.planner.names import NEUTRAL_SOURCE, SOURCE
 from gateway.planner.parameters import Template
-from gateway.planner.sources import source_address
+from gateway.planner.sources import is_row_filtered, source_address
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,10 @@ def transpile_fragment(
 ) -> Fragment:
     """``expression`` as ``store``'s SQL: placeholders become physical relations, then sqlglot
     transpiles."""
-    query = _physical(expression, context=context, store=store)
+    capabilities = context.connectors[store].capabilities
+    query = _physical(_fenced(expression, capabilities.fence), context=context, store=store)
     if store == context.route.engine:
         query = _explicit_cross_joins(query)
-    capabilities = context.connectors[store].capabilities
     if not capabilities.typed_columns:
         query = _typed_outputs(query, _output_types(expression, context=context))
     dialect = capabilities.dialect
@@ -74,6 +74,20 @@ def transpile_fragment(
         template=Template.of(query, dialect, sql),
         query=query,
     )
+
+
+def _fenced(expression: exp.Expression, fence: exp.Expression | None) -> exp.Expression:
+    """``expression`` with ``fence`` on each row-filtered relation, so that the store runs the
+    row filter before any predicate of the query around it (``Capabilities.fence``). Govern
+    writes the relation without a LIMIT or OFFSET, and no rule adds one inside it."""
+    if fence is None:
+        return expression
+    fenced = expression.copy()
+    for relation in list(fenced.find_all(exp.Subquery)):
+        if is_row_filtered(relation):
+            assert not relation.this.args.get(fence.key), relation.sql()
+            relation.this.set(fence.key, fence.copy())
+    return fenced
 
 
 def _output_types(expression: exp.Expression, *, context: PlanContext) -> list[pa.DataType]:
