@@ -7,18 +7,15 @@ source of truth for what products exist, who may see them and how a query runs.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 from sqlglot import exp
 
 import connectors
-from connectors.watchdog import watchdog
 from gateway.contracts import ContractReport, check_contracts
 from gateway.errors import (
     ContractBroken,
@@ -32,7 +29,7 @@ from gateway.errors import (
     with_messages,
 )
 from gateway.executor import execute_plan
-from gateway.limits import Admission, limits_for, result_limit_error
+from gateway.limits import Admission, limits_for
 from gateway.local_engine import configure_local_engine
 from gateway.mesh import Mesh, Product, load_mesh
 from gateway.observability.core import Observability, QueryObservation, no_step
@@ -41,8 +38,9 @@ from gateway.planner import Plan, plan_query
 from gateway.planner.context import PlanContext, Policy
 from gateway.planner.parameters import exact_key, shape_key
 from gateway.principals import Principal, PrincipalDirectory
+from gateway.query_stream import QueryDeadline, QueryStream
 from gateway.redact import Redactor
-from gateway.streaming import arrow_bytes, close_stream, stream_reader
+from gateway.streaming import close_stream
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +75,20 @@ def _reached_stores(error: BaseException | None) -> bool:
 
 
 POLICY_RELOAD_SECONDS = 1.0
+
+
+@dataclass
+class _Running:
+    """What the end of one running query reports: who ran what, under which plan, since when,
+    the queries it sent (as sent) and the warnings it was given."""
+
+    principal: Principal
+    statement: str
+    plan: Plan
+    started: float
+    query: QueryObservation
+    warnings: list[str] = field(default_factory=list)
+    sent: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -422,124 +434,115 @@ class Gateway:
     ) -> pa.RecordBatchReader:
         """Plan, execute and stream; one audit event when the stream ends, however it ends.
         ``cancelled`` tells whether the client has cancelled or gone away."""
+        return self.stream(sql, principal, parameters, cancelled=cancelled).reader()
+
+    def stream(
+        self,
+        sql: str,
+        principal: Principal,
+        parameters: list[object] | None = None,
+        *,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> QueryStream:
+        """The query's answer as the one object that owns it until it ends (gateway.query_stream):
+        a query refused or failed before its first batch is ended here."""
         query = self.observe.query(sql, principal)
         plan = self.describe(sql, principal, parameters, query=query)
-        started = time.perf_counter()
+        running = _Running(principal, sql, plan, time.perf_counter(), query)
         limits = limits_for(self.settings.limits, principal)
         try:
             slot = self.admission.admit(principal, limits)
         except GatewayError as exc:
-            self._audit(principal, sql, plan, started, outcome="refused", error=exc, query=query)
+            self._audit(
+                principal, sql, plan, running.started, outcome="refused", error=exc, query=query
+            )
             raise
-        sent: list[tuple[str, str]] = []
-        warnings = self.warnings(plan)
+        running.warnings = self.warnings(plan)
         self.monitor.on_read(plan.products)
-        cancellers: list = []
-        timed_out = threading.Event()
+        deadline = QueryDeadline(limits)
+        try:
+            reader = self._start(running, deadline, cancelled)
+        except GatewayError as exc:
+            deadline.stop()
+            slot.release()
+            public = self._store_failure(running.plan, self._public_error(exc))
+            self._query_ended(running, public, outcome=_outcome(exc))
+            raise public from None
+        except BaseException:
+            deadline.stop()
+            slot.release()
+            raise
+        return QueryStream(
+            reader,
+            deadline=deadline,
+            limits=limits,
+            release=slot.release,
+            publish=lambda error: self._store_failure(running.plan, self._public_error(error)),
+            started=query.streaming,
+            ended=lambda error, rows, size: self._query_ended(
+                running, error, outcome="ok" if error is None else "error", rows=rows, size=size
+            ),
+        )
 
-        def on_deadline() -> None:
-            timed_out.set()
-            for cancel in cancellers:
-                cancel()
+    def _start(
+        self, running: _Running, deadline: QueryDeadline, cancelled: Callable[[], bool] | None
+    ) -> pa.RecordBatchReader:
+        """Start ``running``'s plan (locally instead when its engine is down and routing is
+        ``auto``); a deadline passed before the stores' first answers is a QueryTimeout."""
 
-        stop_deadline = watchdog.schedule(limits.query_timeout_seconds, on_deadline)
-
-        def timeout() -> QueryTimeout:
-            return QueryTimeout(
-                f"the query ran past {limits.query_timeout_seconds:g} s, the limit "
-                f"`{limits.source['query_timeout_seconds']}` in mesh.yaml, and was cancelled; "
-                "narrow it or ask the governance group to raise the limit"
+        def execute() -> pa.RecordBatchReader:
+            running.sent = []
+            return self.execute(
+                running.plan,
+                sent=running.sent,
+                query=running.query,
+                cancellers=deadline.cancellers,
+                cancelled=cancelled,
             )
 
         try:
-            try:
-                reader = self.execute(
-                    plan, sent=sent, query=query, cancellers=cancellers, cancelled=cancelled
-                )
-            except SourceUnavailable as exc:
-                fallback = self._fallback(plan, exc, principal)
-                if fallback is None:
-                    raise
-                plan, sent = fallback, []
-                reader = self.execute(
-                    plan, sent=sent, query=query, cancellers=cancellers, cancelled=cancelled
-                )
-            if timed_out.is_set():  # the stores' first answers came too late
-                close_stream(reader)
-                raise timeout()
-        except GatewayError as exc:
-            stop_deadline()
-            slot.release()
-            public = self._store_failure(plan, self._public_error(exc))
-            self.monitor.record_query(plan.products, reached=_reached_stores(public), ms=None)
-            self._audit(
-                principal,
-                sql,
-                plan,
-                started,
-                outcome=_outcome(exc),
-                error=public,
-                sent=sent,
-                query=query,
-                warnings=warnings,
-            )
-            raise public from None
-        except BaseException:
-            stop_deadline()
-            slot.release()
-            raise
-        counted = {"rows": 0, "bytes": 0}
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            error: BaseException | None = None
-            query.streaming()
-            try:
-                for batch in reader:
-                    if timed_out.is_set():
-                        raise timeout()
-                    counted["rows"] += batch.num_rows
-                    counted["bytes"] += arrow_bytes(batch)
-                    exceeded = result_limit_error(
-                        limits, rows=counted["rows"], size=counted["bytes"]
-                    )
-                    if exceeded is not None:
-                        raise exceeded
-                    yield batch
-            except Exception as exc:  # noqa: BLE001 - every failure leaves without the SQL
-                failure = timeout() if timed_out.is_set() else exc
-                error = self._store_failure(plan, self._public_error(failure))
-                raise error from None
-            except BaseException as exc:
-                error = exc
+            reader = execute()
+        except SourceUnavailable as exc:
+            fallback = self._fallback(running.plan, exc, running.principal)
+            if fallback is None:
                 raise
-            finally:
-                stop_deadline()
-                close_stream(reader)
-                slot.release()
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                self.monitor.record_query(
-                    plan.products,
-                    reached=_reached_stores(error),
-                    ms=elapsed_ms if error is None else None,
-                )
-                self._audit(
-                    principal,
-                    sql,
-                    plan,
-                    started,
-                    outcome="ok" if error is None else "error",
-                    error=error,
-                    sent=sent,
-                    query=query,
-                    warnings=warnings,
-                    **counted,
-                )
+            running.plan = fallback
+            reader = execute()
+        if deadline.passed:  # the stores' first answers came too late
+            close_stream(reader)
+            raise deadline.error()
+        return reader
 
-        stream = batches()
-        # a stream dropped before its first batch never enters the generator's `finally`
-        weakref.finalize(stream, slot.release)
-        weakref.finalize(stream, stop_deadline)
-        return stream_reader(plan.schema, stream)
+    def _query_ended(
+        self,
+        running: _Running,
+        error: BaseException | None,
+        *,
+        outcome: str,
+        rows: int = 0,
+        size: int = 0,
+    ) -> None:
+        """The one end of a query that ran: the monitor's availability and latency, then the
+        audit event (and with it the query's observation)."""
+        elapsed_ms = (time.perf_counter() - running.started) * 1000
+        self.monitor.record_query(
+            running.plan.products,
+            reached=_reached_stores(error),
+            ms=elapsed_ms if error is None else None,
+        )
+        self._audit(
+            running.principal,
+            running.statement,
+            running.plan,
+            running.started,
+            outcome=outcome,
+            error=error,
+            sent=running.sent,
+            query=running.query,
+            warnings=running.warnings,
+            rows=rows,
+            bytes=size,
+        )
 
     def _store_failure(self, plan: Plan, error: GatewayError) -> GatewayError:
         """A store failed a query: if its product drifted from the contract (a column dropped

@@ -43,8 +43,8 @@ from gateway.jwt_auth import IdentityProvider
 from gateway.plan_cache import PlanCache, plan_key
 from gateway.planner.parse import parse_statement, split_explain
 from gateway.principals import Principal
+from gateway.query_stream import QueryStream
 from gateway.service import Gateway
-from gateway.streaming import close_stream
 from gateway.tls import server_tls_options, tls_location
 from gateway.tokens import Signer
 
@@ -125,23 +125,33 @@ def _edge(method):
     return wrapper
 
 
-def _guarded(reader: pa.RecordBatchReader, scrub: Callable[[str], str]) -> flight.GeneratorStream:
-    """The answer's stream, whose errors leave as the same client errors as any other.
+def _served(
+    stream: QueryStream, scrub: Callable[[str], str], call: _LiveCall | None
+) -> flight.GeneratorStream:
+    """The answer's stream, whose errors leave as the same client errors as any other; each
+    batch is pulled while the call is certainly alive (``_LiveCall``).
 
     A GeneratorStream, not a RecordBatchStream over a Python reader: pyarrow maps the Flight
     errors a generator raises to their status, while an error raised inside a reader leaves as
-    UNKNOWN with the Python traceback as its detail.
+    UNKNOWN with the Python traceback as its detail. When the call ends early the generator is
+    closed, and so is the stream, which owns everything else (gateway.query_stream).
     """
+    alive = call.alive if call is not None else contextlib.nullcontext
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
-            yield from reader
+            while True:
+                with alive():
+                    batch = next(stream, None)
+                if batch is None:
+                    return
+                yield batch
         except Exception as exc:  # noqa: BLE001 - each one is mapped, none leaves as it is
             raise client_error(exc, log=log, scrub=scrub) from None
         finally:
-            close_stream(reader)
+            stream.close()
 
-    return flight.GeneratorStream(reader.schema, batches())
+    return flight.GeneratorStream(stream.schema, batches())
 
 
 class _LiveCall:
@@ -172,23 +182,6 @@ class _LiveCall:
     def cancelled(self) -> bool:
         with self._lock:
             return self._inside > 0 and self._context.is_cancelled()
-
-    def pulled(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-        """``reader``, each batch pulled inside ``alive``."""
-        batches = iter(reader)
-
-        def pull() -> Iterator[pa.RecordBatch]:
-            try:
-                while True:
-                    with self.alive():
-                        batch = next(batches, None)
-                    if batch is None:
-                        return
-                    yield batch
-            finally:
-                reader.close()
-
-        return pa.RecordBatchReader.from_batches(reader.schema, pull())
 
 
 class MeshFlightServer(flight.FlightServerBase):
@@ -355,10 +348,8 @@ class MeshFlightServer(flight.FlightServerBase):
                 pa.table([pa.array(lines.splitlines())], schema=EXPLAIN_SCHEMA)
             )
         cancelled = call.cancelled if call is not None else None
-        reader = self.gateway.run(statement, principal, parameters, cancelled=cancelled)
-        return _guarded(
-            call.pulled(reader) if call is not None else reader, self.gateway.redactor.scrub
-        )
+        stream = self.gateway.stream(statement, principal, parameters, cancelled=cancelled)
+        return _served(stream, self.gateway.redactor.scrub, call)
 
     def _metadata_table(self, command, principal: Principal) -> pa.Table:
         entry = METADATA_COMMANDS.get(type(command))
