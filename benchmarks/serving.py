@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -765,48 +766,17 @@ def _key_space(mesh: Path) -> dict[str, int]:
 
 def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict[str, Any]:
     space = _key_space(mesh)
-    context = multiprocessing.get_context("spawn")  # the parent runs Go (ADBC): never fork it
-    most = max(settings.concurrency_levels)
-    progress(f"concurrency: starting {most} client processes…")
-    clients = []
-    for index in range(most):
-        ours, theirs = context.Pipe()
-        process = context.Process(
-            target=_client, args=(theirs, gateway.uri, index), daemon=True, name=f"client-{index}"
-        )
-        process.start()
-        clients.append((process, ours))
-    try:
-        for _, pipe in clients:
-            if pipe.recv() != "ready":
-                raise RuntimeError("a client process failed to connect")
-        runs: dict[str, dict[int, list[dict[str, Any]]]] = {w: defaultdict(list) for w in WORKLOADS}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {w: defaultdict(list) for w in WORKLOADS}
+    with _client_processes(gateway, max(settings.concurrency_levels)) as clients:
         for round_ in range(settings.concurrency_rounds):
             for workload in WORKLOADS:
                 for level in settings.concurrency_levels:
-                    runs[workload][level].append(
-                        _concurrent_run(clients[:level], gateway, space, settings, workload)
-                    )
-                    run = runs[workload][level][-1]
+                    run = _concurrent_run(clients[:level], gateway, space, settings, workload)
+                    runs[workload][level].append(run)
                     progress(
                         f"concurrency round {round_ + 1}/{settings.concurrency_rounds}, "
-                        f"{workload}, {level:>2} clients: "
-                        f"{run['queries'] / settings.concurrency_seconds:6.1f} q/s, "
-                        f"cores busy: gateway {run['server_cores']:.2f}, clients "
-                        f"{run['client_cores']:.2f}, machine {run['machine_cores']:.2f}"
-                        + ("" if run["gil_held"] is None else f", GIL held {run['gil_held']:.0%}")
-                        + ", "
-                        f"{len(run['errors'])} errors"
+                        f"{workload}, {level:>2} clients: {_described(run, settings)}"
                     )
-    finally:
-        for _, pipe in clients:
-            with contextlib.suppress(OSError):
-                pipe.send(None)
-        for process, _ in clients:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-
     result: dict[str, Any] = {
         "mix": list(MIX),
         "seconds": settings.concurrency_seconds,
@@ -816,6 +786,47 @@ def concurrency(gateway: GatewayProcess, mesh: Path, settings: Settings) -> dict
         result[workload] = _concurrency_summary(levels, settings)
         result[workload]["workload"] = WORKLOADS[workload]
     return result
+
+
+@contextlib.contextmanager
+def _client_processes(gateway: GatewayProcess, count: int) -> Iterator[list]:
+    """``count`` client processes, each connected to the gateway, as (process, pipe) pairs."""
+    context = multiprocessing.get_context("spawn")  # the parent runs Go (ADBC): never fork it
+    progress(f"concurrency: starting {count} client processes…")
+    clients = []
+    try:
+        for index in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_client,
+                args=(theirs, gateway.uri, index),
+                daemon=True,
+                name=f"client-{index}",
+            )
+            process.start()
+            clients.append((process, ours))
+        for _, pipe in clients:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a client process failed to connect")
+        yield clients
+    finally:
+        for _, pipe in clients:
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+        for process, _ in clients:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+
+
+def _described(run: dict[str, Any], settings: Settings) -> str:
+    gil = "" if run["gil_held"] is None else f", GIL held {run['gil_held']:.0%}"
+    return (
+        f"{run['queries'] / settings.concurrency_seconds:6.1f} q/s, "
+        f"cores busy: gateway {run['server_cores']:.2f}, clients "
+        f"{run['client_cores']:.2f}, machine {run['machine_cores']:.2f}{gil}, "
+        f"{len(run['errors'])} errors"
+    )
 
 
 def _concurrent_run(

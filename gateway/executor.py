@@ -40,6 +40,7 @@ from gateway.local_engine import local_engine
 from gateway.narrowing import keys_between, keys_in, keys_in_table, narrowed_sql
 from gateway.planner import Plan
 from gateway.planner.dynamic_filters import DynamicFilter
+from gateway.planner.transpile import Fragment
 from gateway.streaming import OwnedStream, close_stream, serve_stream, stream_reader
 
 log = logging.getLogger(__name__)
@@ -293,98 +294,103 @@ def _open(
     return _read_small(reader) if early else (None, reader)
 
 
-def _collect(
-    future: Future,
-    name: str,
-    readers: dict[str, pa.RecordBatchReader],
-    relations: dict[str, pa.RecordBatchReader | pa.Table],
-) -> pa.Table | None:
-    table, readers[name] = future.result()
-    if table is not None:
-        relations[name] = table
-    return table
+class _Fragments:
+    """The fragments of one plan as they start at their stores and are read: who started what
+    (``sent``), the reader of each started fragment (``readers``, all of which the caller closes
+    however the query ends) and what has been read whole already (``relations``)."""
 
+    def __init__(
+        self, plan: Plan, connectors: Mapping[str, Connector], sent: list[tuple[str, str]]
+    ) -> None:
+        self.readers: dict[str, pa.RecordBatchReader] = {}
+        self.relations: dict[str, pa.RecordBatchReader | pa.Table] = {}
+        self._plan = plan
+        self._connectors = connectors
+        self._sent = sent
+        self._filters_of: defaultdict[str, list[DynamicFilter]] = defaultdict(list)
+        for dynamic in plan.dynamic_filters:
+            self._filters_of[dynamic.probe].append(dynamic)
+        self._builds = {f.build for f in plan.dynamic_filters}
+        self._built: dict[str, pa.Table | None] = {}
+        self._running: dict[Future, str] = {}
+        self._started: list[threading.Event] = []
 
-def _collect_all(
-    running: Mapping[Future, str],
-    readers: dict[str, pa.RecordBatchReader],
-    relations: dict[str, pa.RecordBatchReader | pa.Table],
-) -> None:
-    """Wait for every fragment in ``running``; raise the first failure once all are in."""
-    failure: BaseException | None = None
-    for future, name in running.items():
+    def read(self) -> None:
+        """Start every fragment, each probe as soon as the builds that narrow it have been read,
+        and wait until each has answered (what is read early is read by then).
+
+        Fragments start and builds are read concurrently. A probe starts once all its builds are
+        read, or once one of them turned out to have at most ENOUGH_KEYS keys: those narrow it
+        well, and its other builds run on at their stores meanwhile. When this raises, every
+        fragment started has its reader in ``readers``.
+        """
         try:
-            _collect(future, name, readers, relations)
-        except BaseException as exc:  # noqa: BLE001 - the first is raised below
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+            pending = list(self._plan.fragments)
+            while pending:
+                ready = [f for f in pending if _may_start(self._filters_of[f.name], self._built)]
+                for fragment in ready:
+                    self._start(fragment)
+                if ready:
+                    pending = [f for f in pending if not any(f is r for r in ready)]
+                else:
+                    self._wait_for_a_build()
+            for event in self._started:
+                event.wait()
+        except BaseException:
+            with contextlib.suppress(BaseException):  # the error being raised is the one to report
+                self._collect_all()
+            raise
+        self._collect_all()
 
+    def _start(self, fragment: Fragment) -> None:
+        connector = self._connectors[fragment.store]
+        sql, tables = fragment.sql, {}
+        filters = self._filters_of[fragment.name]
+        if filters:
+            predicates, tables = _narrowing(filters, self._built, connector)
+            if predicates:
+                sql = narrowed_sql(sql, predicates=predicates)
+        self._sent.append((fragment.store, sql))
+        early = fragment.name in self._builds or (READ_PROBES_EARLY and sql is not fragment.sql)
+        self._started.append(threading.Event())
+        future = _starter.submit(
+            contextvars.copy_context().run,  # the client's cancellation, for _open
+            _open,
+            connector,
+            sql,
+            tables,
+            early=early,
+            whole=fragment.materialize,
+            started=self._started[-1],
+        )
+        self._running[future] = fragment.name
 
-def _start_fragments(
-    plan: Plan,
-    connectors: Mapping[str, Connector],
-    sent: list[tuple[str, str]],
-    readers: dict[str, pa.RecordBatchReader],
-    relations: dict[str, pa.RecordBatchReader | pa.Table],
-) -> dict[Future, str]:
-    """Start every fragment, each probe as soon as the builds that narrow it have been read;
-    return the fragments still being read, once every one has started at its store.
+    def _wait_for_a_build(self) -> None:
+        reading = [future for future, name in self._running.items() if name in self._builds]
+        if not reading:
+            raise InvalidQuery("the plan's dynamic filters wait on each other; report this bug")
+        done, _ = wait(reading, return_when=FIRST_COMPLETED)
+        for future in done:
+            name = self._running.pop(future)
+            self._built[name] = self._collect(future, name)
 
-    Fragments start and builds are read concurrently. A probe starts once all its builds are
-    read, or once one of them turned out to have at most ENOUGH_KEYS keys: those narrow it well,
-    and its other builds run on at their stores meanwhile. When this raises, every fragment
-    started has its reader in ``readers``, so the caller can close them all.
-    """
-    filters_of: defaultdict[str, list[DynamicFilter]] = defaultdict(list)
-    for dynamic in plan.dynamic_filters:
-        filters_of[dynamic.probe].append(dynamic)
-    builds = {f.build for f in plan.dynamic_filters}
-    built: dict[str, pa.Table | None] = {}
-    running: dict[Future, str] = {}
-    started: list[threading.Event] = []
-    pending = list(plan.fragments)
-    try:
-        while pending:
-            ready = [f for f in pending if _may_start(filters_of[f.name], built)]
-            for fragment in ready:
-                connector = connectors[fragment.store]
-                sql, tables = fragment.sql, {}
-                if filters_of[fragment.name]:
-                    predicates, tables = _narrowing(filters_of[fragment.name], built, connector)
-                    if predicates:
-                        sql = narrowed_sql(sql, predicates=predicates)
-                sent.append((fragment.store, sql))
-                early = fragment.name in builds or (READ_PROBES_EARLY and sql is not fragment.sql)
-                started.append(threading.Event())
-                future = _starter.submit(
-                    contextvars.copy_context().run,  # the client's cancellation, for _open
-                    _open,
-                    connector,
-                    sql,
-                    tables,
-                    early=early,
-                    whole=fragment.materialize,
-                    started=started[-1],
-                )
-                running[future] = fragment.name
-            if ready:
-                pending = [f for f in pending if not any(f is r for r in ready)]
-                continue
-            reading = [future for future, name in running.items() if name in builds]
-            if not reading:
-                raise InvalidQuery("the plan's dynamic filters wait on each other; report this bug")
-            done, _ = wait(reading, return_when=FIRST_COMPLETED)
-            for future in done:
-                name = running.pop(future)
-                built[name] = _collect(future, name, readers, relations)
-        for event in started:
-            event.wait()
-    except BaseException:
-        with contextlib.suppress(BaseException):  # the error being raised is the one to report
-            _collect_all(running, readers, relations)
-        raise
-    return running
+    def _collect(self, future: Future, name: str) -> pa.Table | None:
+        table, self.readers[name] = future.result()
+        if table is not None:
+            self.relations[name] = table
+        return table
+
+    def _collect_all(self) -> None:
+        """Wait for every fragment still running; raise the first failure once all are in."""
+        failure: BaseException | None = None
+        running, self._running = self._running, {}
+        for future, name in running.items():
+            try:
+                self._collect(future, name)
+            except BaseException as exc:  # noqa: BLE001 - the first is raised below
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def _may_start(filters: list[DynamicFilter], built: Mapping[str, pa.Table | None]) -> bool:
@@ -403,22 +409,6 @@ def _distinct_keys(column: pa.ChunkedArray) -> int:
     if pa.types.is_null(column.type):
         return 0
     return pc.count_distinct(column).as_py()
-
-
-def _local_failure(
-    error: Exception, watch: LocalWatch, streams: list[OwnedStream]
-) -> GatewayError | None:
-    """Why the local engine's query failed, the same before its first batch and while it
-    streams: the watch's reason when it interrupted the query, a fragment's own error when
-    the engine failed reading one (DuckDB reports it as "arrow_scan: get_next failed"), else
-    DuckDB's error classified (gateway.errors.engine_error); None for an error DuckDB did not
-    raise, a bug of the gateway's."""
-    if watch.reason is not None:
-        return watch.reason
-    for stream in streams:
-        if isinstance(stream.failure, GatewayError):
-            return stream.failure
-    return engine_error(error, engine="the local engine")
 
 
 def execute_plan(
@@ -471,75 +461,110 @@ def _execute(
         sent.append((fragment.store, fragment.sql))
         reader = connectors[fragment.store].execute(fragment.sql)
         return serve_stream(reader, plan.schema, max_batch_bytes=max_batch_bytes)
-
-    readers: dict[str, pa.RecordBatchReader] = {}
-    relations: dict[str, pa.RecordBatchReader | pa.Table] = {}
     reservation = _reservations.reserve(plan, connectors)
-    give_back = reservation.give_back
+    fragments = _Fragments(plan, connectors, sent)
     try:
-        running = _start_fragments(plan, connectors, sent, readers, relations)
-        _collect_all(running, readers, relations)
+        fragments.read()
     except BaseException:
-        _close_all(list(readers.values()))
-        give_back()
+        _close_all(list(fragments.readers.values()))
+        reservation.give_back()
         raise
-    streamed = {f.store for f in plan.fragments if not isinstance(relations.get(f.name), pa.Table)}
-    give_back({f.store for f in plan.fragments} - streamed)  # their connections are back
-
-    con = local_engine()
-    owned: list[OwnedStream] = []
-    watch = LocalWatch(con.interrupt, cancelled=cancelled)
+    streamed = {
+        f.store for f in plan.fragments if not isinstance(fragments.relations.get(f.name), pa.Table)
+    }
+    reservation.give_back(
+        {f.store for f in plan.fragments} - streamed
+    )  # their connections are back
+    local = _LocalQuery(fragments, reservation, cancelled=cancelled)
     if cancellers is not None:
-        cancellers.append(watch.interrupt)
+        cancellers.append(local.watch.interrupt)
+    result = local.start(plan, step)
+    return serve_stream(result, plan.schema, max_batch_bytes=max_batch_bytes)
 
-    def finish() -> None:
-        """The local query's cursor first (its threads stop reading the fragments), then each
-        fragment's stream, then the connections: the one place a query's resources end."""
-        watch.stop()
-        con.close()
-        for stream in owned:
-            stream.close()
-        _close_all(list(readers.values()))
-        give_back()
 
-    try:
-        for fragment in plan.fragments:
-            relation = relations.get(fragment.name)
-            if relation is None:
-                reader = readers[fragment.name]
-                if fragment.materialize:
-                    relation = reader.read_all()
-                else:
-                    owned.append(OwnedStream(reader))
-                    relation = owned[-1].engine_reader()
-            con.register(fragment.name, relation)
-        with step("meshgate.local_engine"):
-            result = con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
-    except GatewayError:
-        finish()
-        raise
-    except Exception as exc:
-        finish()
-        raise _local_failure(exc, watch, owned) or InvalidQuery(
-            f"the local engine could not run the query: {exc}",
-            public="the local engine could not run the query: "
-            + values_hidden(str(exc).splitlines()[0]),
-        ) from exc
+class _LocalQuery:
+    """The local engine's query over a plan's fragments, and the one place where everything the
+    query holds ends (:meth:`finish`): its cursor, the fragments' streams, their connections."""
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def __init__(
+        self,
+        fragments: _Fragments,
+        reservation: Reservation,
+        *,
+        cancelled: Callable[[], bool] | None,
+    ) -> None:
+        self._fragments = fragments
+        self._reservation = reservation
+        self._con = local_engine()
+        self._owned: list[OwnedStream] = []
+        self.watch = LocalWatch(self._con.interrupt, cancelled=cancelled)
+
+    def start(
+        self, plan: Plan, step: Callable[[str], contextlib.AbstractContextManager]
+    ) -> pa.RecordBatchReader:
+        """The local query's answer, its fragments registered with the engine as tables (read
+        whole) or streams."""
+        try:
+            for fragment in plan.fragments:
+                self._con.register(fragment.name, self._relation(fragment))
+            with step("meshgate.local_engine"):
+                result = self._con.execute(plan.local_sql).to_arrow_reader(LOCAL_ROWS_PER_BATCH)
+        except GatewayError:
+            self.finish()
+            raise
+        except Exception as exc:
+            self.finish()
+            raise self._failure(exc) or InvalidQuery(
+                f"the local engine could not run the query: {exc}",
+                public="the local engine could not run the query: "
+                + values_hidden(str(exc).splitlines()[0]),
+            ) from exc
+        stream = self._batches(result)
+        # a stream dropped before its first batch never enters the generator's `finally`
+        weakref.finalize(stream, self._reservation.give_back)
+        return stream_reader(result.schema, stream)
+
+    def _relation(self, fragment: Fragment) -> pa.RecordBatchReader | pa.Table:
+        relation = self._fragments.relations.get(fragment.name)
+        if relation is not None:
+            return relation
+        reader = self._fragments.readers[fragment.name]
+        if fragment.materialize:
+            return reader.read_all()
+        self._owned.append(OwnedStream(reader))
+        return self._owned[-1].engine_reader()
+
+    def _batches(self, result: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         try:
             yield from result
         except Exception as exc:
-            failure = _local_failure(exc, watch, owned)
+            failure = self._failure(exc)
             if failure is None:
                 raise
             raise failure from exc
         finally:
             result.close()
-            finish()
+            self.finish()
 
-    stream = batches()
-    # a stream dropped before its first batch never enters the generator's `finally`
-    weakref.finalize(stream, give_back)
-    local = stream_reader(result.schema, stream)
-    return serve_stream(local, plan.schema, max_batch_bytes=max_batch_bytes)
+    def _failure(self, error: Exception) -> GatewayError | None:
+        """Why the local engine's query failed, the same before its first batch and while it
+        streams: the watch's reason when it interrupted the query, a fragment's own error when
+        the engine failed reading one (DuckDB reports it as "arrow_scan: get_next failed"),
+        else DuckDB's error classified (gateway.errors.engine_error); None for an error DuckDB
+        did not raise, a bug of the gateway's."""
+        if self.watch.reason is not None:
+            return self.watch.reason
+        for stream in self._owned:
+            if isinstance(stream.failure, GatewayError):
+                return stream.failure
+        return engine_error(error, engine="the local engine")
+
+    def finish(self) -> None:
+        """The local query's cursor first (its threads stop reading the fragments), then each
+        fragment's stream, then the connections."""
+        self.watch.stop()
+        self._con.close()
+        for stream in self._owned:
+            stream.close()
+        _close_all(list(self._fragments.readers.values()))
+        self._reservation.give_back()

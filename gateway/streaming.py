@@ -118,32 +118,6 @@ def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.Rec
     query) starts no thread. Closing the result stops the producer, which closes ``batches``
     once the batch it is reading has arrived.
     """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def hand_over(item: object) -> bool:
-        """Queue ``item`` for the consumer; False if the consumer stopped first."""
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        item: object = end
-        try:
-            for batch in batches:
-                if not hand_over(batch):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            item = exc
-        finally:
-            batches.close()
-        hand_over(item)
-
     producer = None
     try:
         for _ in range(2):
@@ -151,18 +125,62 @@ def read_ahead(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.Rec
             if batch is None:
                 return
             yield batch
-        producer = threading.Thread(target=produce, name="meshgate-read-ahead", daemon=True)
-        producer.start()
-        while (item := ready.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        producer = _Producer(batches, depth)
+        yield from producer.batches()
     finally:
         if producer is None:
             batches.close()
         else:
-            stop.set()
-            producer.join()
+            producer.stop()
+
+
+class _Producer:
+    """A thread reading ``batches`` into a queue of ``depth`` for one consumer."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], depth: int) -> None:
+        self._source = batches
+        self._ready: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._produce, name="meshgate-read-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The batches as the thread reads them; the source's error is raised here."""
+        while (item := self._ready.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        """Stop reading (the source is closed by the thread) and wait for the thread."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _produce(self) -> None:
+        item: object = self._END
+        try:
+            for batch in self._source:
+                if not self._hand_over(batch):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            item = exc
+        finally:
+            self._source.close()
+        self._hand_over(item)
+
+    def _hand_over(self, item: object) -> bool:
+        """Queue ``item`` for the consumer; False if the consumer stopped first."""
+        while not self._stopped.is_set():
+            try:
+                self._ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def serve_stream(

@@ -184,6 +184,15 @@ class _LiveCall:
             return self._inside > 0 and self._context.is_cancelled()
 
 
+def _session_options_request(action: flight.Action) -> session_pb2.SetSessionOptionsRequest:
+    request = session_pb2.SetSessionOptionsRequest()
+    try:
+        request.ParseFromString(action.body.to_pybytes())
+    except Exception:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise InvalidQuery("SetSessionOptions needs a SetSessionOptionsRequest") from None
+    return request
+
+
 class MeshFlightServer(flight.FlightServerBase):
     def __init__(self, gateway: Gateway, location: str = "grpc://127.0.0.1:8815", **kwargs):
         self.gateway = gateway
@@ -405,25 +414,7 @@ class MeshFlightServer(flight.FlightServerBase):
             return [flight.Result(pa.py_buffer(json.dumps(status).encode()))]
         if kind == "CreatePreparedStatement":
             self._refuse_if_draining()
-            request = _unpack(action.body.to_pybytes())
-            if not isinstance(request, sql_pb2.ActionCreatePreparedStatementRequest):
-                raise InvalidQuery(
-                    "CreatePreparedStatement needs an ActionCreatePreparedStatementRequest"
-                )
-            if request.HasField("transaction_id"):
-                raise Unsupported("meshgate has no transactions; connect with autocommit=True")
-            schema = self._prepare_schema(request.query, principal)
-            handle = self.signer.sign(
-                "prepared statement",
-                {"p": principal.name, "q": request.query, "id": secrets.token_hex(12), "b": None},
-            )
-            result = sql_pb2.ActionCreatePreparedStatementResult(
-                prepared_statement_handle=handle, dataset_schema=schema.serialize().to_pybytes()
-            )
-            parameters = self._parameter_schema(request.query, principal)
-            if parameters is not None:
-                result.parameter_schema = parameters.serialize().to_pybytes()
-            return [flight.Result(pa.py_buffer(_pack(result)))]
+            return [flight.Result(pa.py_buffer(_pack(self._prepare(action, principal))))]
         if kind == "ClosePreparedStatement":
             request = _unpack(action.body.to_pybytes())
             payload = self.signer.verify("prepared statement", request.prepared_statement_handle)
@@ -431,12 +422,7 @@ class MeshFlightServer(flight.FlightServerBase):
                 self._bound.pop(payload["id"], None)
             return []
         if kind == "SetSessionOptions":
-            request = session_pb2.SetSessionOptionsRequest()
-            try:
-                request.ParseFromString(action.body.to_pybytes())
-            except Exception:  # noqa: BLE001 - protobuf raises DecodeError and others
-                raise InvalidQuery("SetSessionOptions needs a SetSessionOptionsRequest") from None
-            result = metadata.set_session_options(request)
+            result = metadata.set_session_options(_session_options_request(action))
             return [flight.Result(pa.py_buffer(result.SerializeToString()))]
         if kind == "GetSessionOptions":
             result = metadata.session_options()
@@ -447,6 +433,30 @@ class MeshFlightServer(flight.FlightServerBase):
         if kind in {"BeginTransaction", "EndTransaction", "BeginSavepoint", "EndSavepoint"}:
             raise Unsupported("meshgate has no transactions; connect with autocommit=True")
         raise Unsupported(f"action {kind!r} is not supported by meshgate")
+
+    def _prepare(
+        self, action: flight.Action, principal: Principal
+    ) -> sql_pb2.ActionCreatePreparedStatementResult:
+        """A prepared statement's handle (signed: the server keeps nothing) and its schemas."""
+        request = _unpack(action.body.to_pybytes())
+        if not isinstance(request, sql_pb2.ActionCreatePreparedStatementRequest):
+            raise InvalidQuery(
+                "CreatePreparedStatement needs an ActionCreatePreparedStatementRequest"
+            )
+        if request.HasField("transaction_id"):
+            raise Unsupported("meshgate has no transactions; connect with autocommit=True")
+        schema = self._prepare_schema(request.query, principal)
+        handle = self.signer.sign(
+            "prepared statement",
+            {"p": principal.name, "q": request.query, "id": secrets.token_hex(12), "b": None},
+        )
+        result = sql_pb2.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=handle, dataset_schema=schema.serialize().to_pybytes()
+        )
+        parameters = self._parameter_schema(request.query, principal)
+        if parameters is not None:
+            result.parameter_schema = parameters.serialize().to_pybytes()
+        return result
 
     def _parameter_schema(self, sql: str, principal: Principal) -> pa.Schema | None:
         """The types of the statement's ``?`` (the JDBC driver binds only into these).

@@ -321,28 +321,17 @@ class QueryObservation:
             )
         if self._stream_span is not None:
             self._stream_span.finish(error, **{"meshgate.rows": rows, "meshgate.bytes": size})
-        plan = plan if plan is not None else self.plan
-        products = plan.products if plan is not None else ()
-        metrics = observe.metrics
-        if metrics is not None:
-            role = role_label(self.principal.roles)
-            who = (role, self.principal.name) if metrics.principal_labels else (role,)
-            metrics.child(metrics.queries, outcome, code, *who).inc()
-            for product in products:
-                metrics.child(metrics.product_queries, product, outcome, code, *who).inc()
-                if rows:
-                    metrics.child(metrics.product_rows, product).inc(rows)
-                    metrics.child(metrics.product_bytes, product).inc(size)
-            if isinstance(error, PermissionDenied | DeniedAsNotFound):
-                metrics.child(metrics.denials, getattr(error, "product", None) or "", role).inc()
-            if not self.planning_only:
-                metrics.child(metrics.duration, "total").observe(time.perf_counter() - self.started)
-                if self._streaming:
-                    metrics.child(metrics.active_streams).dec()
-            if plan is not None and sent:
-                self._count_fragments(metrics, plan, sent)
-            if len(metrics.pending) > PENDING_LIMIT:
-                metrics.apply_pending()
+        if observe.metrics is not None:
+            self._count(
+                observe.metrics,
+                outcome=outcome,
+                code=code,
+                error=error,
+                plan=plan if plan is not None else self.plan,
+                rows=rows,
+                size=size,
+                sent=sent,
+            )
         self._end_span(outcome, code, error, rows, size)
         if not self._started_lineage:
             self._lineage("START")
@@ -354,6 +343,38 @@ class QueryObservation:
             outcome=outcome,
         )
         CURRENT_QUERY.set(None)
+
+    def _count(
+        self,
+        metrics: Metrics,
+        *,
+        outcome: str,
+        code: str,
+        error: BaseException | None,
+        plan: Any,
+        rows: int,
+        size: int,
+        sent: list[tuple[str, str]] | None,
+    ) -> None:
+        """The query's counters and histograms: by outcome, per product, denials, duration."""
+        role = role_label(self.principal.roles)
+        who = (role, self.principal.name) if metrics.principal_labels else (role,)
+        metrics.child(metrics.queries, outcome, code, *who).inc()
+        for product in plan.products if plan is not None else ():
+            metrics.child(metrics.product_queries, product, outcome, code, *who).inc()
+            if rows:
+                metrics.child(metrics.product_rows, product).inc(rows)
+                metrics.child(metrics.product_bytes, product).inc(size)
+        if isinstance(error, PermissionDenied | DeniedAsNotFound):
+            metrics.child(metrics.denials, getattr(error, "product", None) or "", role).inc()
+        if not self.planning_only:
+            metrics.child(metrics.duration, "total").observe(time.perf_counter() - self.started)
+            if self._streaming:
+                metrics.child(metrics.active_streams).dec()
+        if plan is not None and sent:
+            self._count_fragments(metrics, plan, sent)
+        if len(metrics.pending) > PENDING_LIMIT:
+            metrics.apply_pending()
 
     def _count_fragments(self, metrics: Metrics, plan: Any, sent: list[tuple[str, str]]) -> None:
         kinds = self.observe.kinds
